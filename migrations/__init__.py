@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way tenure's tables come to exist."""

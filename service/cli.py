@@ -1,0 +1,240 @@
+"""The ``tenure`` command (also ``python -m service``).
+
+Every command takes ``--db`` (a SQLAlchemy URL or a file path; else ``TENURE_DB``; else
+``./tenure.db``). Bad input prints one line on stderr and exits non-zero, having written nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from service import client, schema, summary
+from service.config import Settings
+from service.db import make_engine, normalize_url, sqlite_path
+from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
+from service.store import RunView
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+log = logging.getLogger("tenure.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.handler(args) or 0)
+    except (InvalidInput, NotFound, SchemaError) as exc:
+        print(f"tenure: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TenureError as exc:
+        print(f"tenure: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", default=argparse.SUPPRESS,
+                    help="database URL or file path (default: $TENURE_DB, else ./tenure.db)")
+    parser = argparse.ArgumentParser(prog="tenure", parents=[db],
+                                     description="A persistent, crash-recoverable job service.")
+    parser.set_defaults(command=None)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("migrate", parents=[db], help="create or upgrade the database schema")
+    p.set_defaults(command="migrate", handler=cmd_migrate)
+
+    p = sub.add_parser("submit", parents=[db], help="create a run; prints its id last")
+    p.add_argument("--tasks", type=int, default=50, help="number of tasks (default 50)")
+    p.add_argument("--kind", default="sleep", help="task kind (default sleep)")
+    p.add_argument("--min-seconds", type=float, help="sleep: shortest task (default 30)")
+    p.add_argument("--max-seconds", type=float, help="sleep: longest task (default 120)")
+    p.add_argument("--failure-rate", type=float, help="sleep: share of tasks that fail for good (default 0.1)")
+    p.add_argument("--transient-rate", type=float, help="sleep: share that fail once, then succeed (default 0.1)")
+    p.add_argument("--time-scale", type=float, help="gen_task: multiply its 1-99 s durations (default 1)")
+    p.add_argument("--seed", type=int, help="makes durations and failures repeatable (default: random)")
+    p.add_argument("--name", help="a label for the run")
+    p.add_argument("--max-attempts", type=int, default=3, help="attempts per task (default 3)")
+    p.add_argument("--timeout", type=float, help="seconds one attempt may run (default: the worker's)")
+    p.add_argument("--on-complete", help="a kind to run once when the run completes")
+    p.set_defaults(command="submit", handler=cmd_submit)
+
+    p = sub.add_parser("worker", parents=[db], help="run a supervisor until SIGTERM or Ctrl-C")
+    p.add_argument("--concurrency", type=int, help="tasks run at once (default 64)")
+    p.add_argument("--lease-ttl", type=float, help="seconds a lease lives without a heartbeat (default 15)")
+    p.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 5)")
+    p.add_argument("--grace", type=float, help="seconds a graceful stop waits for running tasks (default 5)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.set_defaults(command="worker", handler=cmd_worker)
+
+    p = sub.add_parser("watch", parents=[db], help="a live progress bar of a run, then its summary")
+    p.add_argument("run", type=int, help="run id")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes")
+    p.set_defaults(command="watch", handler=cmd_watch)
+
+    p = sub.add_parser("runs", parents=[db], help="run history, latest first")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(command="runs", handler=cmd_runs)
+    return parser
+
+
+# -- commands ----------------------------------------------------------------------------
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    engine = make_engine(_url(args))
+    try:
+        before = schema.migrate(engine)
+    finally:
+        engine.dispose()
+    print(f"schema at {schema.head_revision()} (was {before.value})")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {}
+    for flag, key in (("min_seconds", "min_seconds"), ("max_seconds", "max_seconds"),
+                      ("failure_rate", "failure_rate"), ("transient_rate", "transient_rate"),
+                      ("time_scale", "time_scale"), ("seed", "seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            params[key] = value
+    request = {"name": args.name, "max_attempts": args.max_attempts, "timeout_s": args.timeout,
+               "on_complete": args.on_complete}
+    # Check everything before the database is opened, so bad input writes nothing at all.
+    client.prepare_run(args.tasks, args.kind, params, **request)
+    t = client.open(_url(args))
+    try:
+        run_id = t.submit_run(args.tasks, args.kind, params, **request)
+    finally:
+        t.close()
+    print(f"submitted run {run_id}: {args.tasks} {args.kind} tasks")
+    print(run_id)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    settings = Settings.from_env(concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
+                                 heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
+    t = client.open(_url(args))
+    supervisor = t.start_supervisor(settings)
+    install_stop_signals(supervisor)
+    supervisor.stopped.wait()
+    t.close()
+    if supervisor.fatal is not None:
+        print(f"tenure: error: the supervisor stopped: {supervisor.fatal}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def install_stop_signals(supervisor: Any) -> None:
+    """First SIGTERM/SIGINT: graceful stop. Second: stop now (release leases, no waiting)."""
+    count = {"n": 0}
+
+    def handle(signum: int, _frame: Any) -> None:
+        count["n"] += 1
+        supervisor.request_stop(grace_s=0.0 if count["n"] > 1 else None)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    t = _open_existing(args)
+    console = Console(stderr=False)
+    try:
+        run = t.run(args.run)
+        columns = (TextColumn("run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[detail]}"))
+        with Progress(*columns, console=console, transient=False) as bar:
+            row = bar.add_task("run", total=run.total, run=run.id, detail="")
+            while True:
+                run, tasks = t.run_with_tasks(args.run)
+                p = summary.progress(run, tasks, t.clock.now())
+                c = run.counts
+                detail = (f"✓ {c['succeeded']}  ✗ {c['failed']}  ▶ {c['running']}  ↻ {c['retrying']}"
+                          f"  · {summary.format_seconds(p.elapsed_s)} elapsed"
+                          f"  · {summary.format_seconds(p.eta_s)} left")
+                bar.update(row, completed=run.done, detail=detail)
+                if not run.live:
+                    break
+                time.sleep(args.interval)  # a terminal refresh pace, not a synchronization
+        _print_summary(console, run, summary.summarize(run, tasks, t.store.run_attempt_outcomes(run.id)))
+    finally:
+        t.close()
+    return 0
+
+
+def _print_summary(console: Any, run: RunView, s: summary.Summary) -> None:
+    console.print(f"run {run.id} {run.status} in {summary.format_seconds(s.duration_s)}: "
+                  f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled; "
+                  f"{s.retries} retries, {s.recovered} recovered after a crash")
+    for why, n in s.failures:
+        console.print(f"  ✗ {n} × {why}", markup=False)
+    if s.slowest:
+        slow = ", ".join(f"#{pos} {summary.format_seconds(sec)}" for pos, sec in s.slowest)
+        console.print(f"  slowest: {slow}")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = _open_existing(args)
+    try:
+        runs = t.runs(limit=max(1, args.limit))
+    finally:
+        t.close()
+    table = Table(title="tenure runs, latest first")
+    for column in ("id", "name", "kind", "status", "tasks", "✓", "✗", "created (UTC)", "duration"):
+        table.add_column(column)
+    for r in runs:
+        duration = (r.finished_at - r.created_at).total_seconds() if r.finished_at else None
+        table.add_row(str(r.id), r.name or "", r.kind, r.status, str(r.total),
+                      str(r.counts["succeeded"]), str(r.counts["failed"]),
+                      r.created_at.strftime("%Y-%m-%d %H:%M:%S"), summary.format_seconds(duration))
+    Console().print(table)
+    if not runs:
+        print("no runs yet: `tenure submit` starts one")
+    return 0
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+def _url(args: argparse.Namespace) -> str:
+    return normalize_url(getattr(args, "db", None))
+
+
+def _open_existing(args: argparse.Namespace) -> client.Tenure:
+    """Open a database for reading; never creates one."""
+    url = _url(args)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise StorageError(f"there is no database at {path}; `tenure submit` or `tenure migrate` creates one")
+    return client.open(url, migrate=False)
+
+
+def _setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise InvalidInput(f"--log-level {level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    logging.basicConfig(level=numeric, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,103 @@
+"""Engine factory and the one place where SQLite and PostgreSQL differ.
+
+* SQLite: WAL, a busy timeout, foreign keys on; Python's own transaction handling is
+  switched off so that write transactions begin ``IMMEDIATE`` (they take the write lock up
+  front instead of failing half-way with "database is locked") and reads begin deferred.
+* PostgreSQL: URLs pass through untouched; claims add ``FOR UPDATE SKIP LOCKED``, which
+  SQLAlchemy renders only on dialects that have it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from service.errors import InvalidInput
+
+DEFAULT_DB = "tenure.db"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_WRITE = "tenure_write"
+
+
+def normalize_url(db: str | None) -> str:
+    """Turn ``--db`` / ``TENURE_DB`` input (a SQLAlchemy URL or a file path) into a URL.
+
+    Raises:
+        InvalidInput: the text is neither a path nor a URL SQLAlchemy understands.
+    """
+    db = db or os.environ.get("TENURE_DB") or DEFAULT_DB
+    if "://" not in db:
+        return "sqlite:///" + str(Path(db).expanduser().resolve())
+    try:
+        make_url(db)
+    except ArgumentError as exc:
+        raise InvalidInput(f"--db {db!r} is not a database URL or a file path: {exc}") from None
+    return db
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` with tenure's connection settings."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Autocommit at the driver level: we emit BEGIN ourselves (see _on_begin).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, a plain transaction elsewhere.
+
+    Commits when the block exits normally, rolls back when it raises.
+    """
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    """A read transaction: one consistent snapshot for every statement in the block."""
+    with engine.connect() as conn, conn.begin():
+        yield conn

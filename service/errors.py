@@ -1,0 +1,35 @@
+"""tenure's own exceptions. Database errors are translated into these at the storage boundary."""
+
+from __future__ import annotations
+
+
+class TenureError(Exception):
+    """Base class: every message is one sentence a person can act on."""
+
+
+class InvalidInput(TenureError):
+    """A request or parameter was wrong; nothing was written."""
+
+
+class NotFound(TenureError):
+    """No run or task has the given id."""
+
+
+class Conflict(TenureError):
+    """The request does not fit the current state (for example cancelling a finished run)."""
+
+
+class SchemaError(TenureError):
+    """The database is not tenure's, or its schema is newer or older than this code."""
+
+
+class StorageError(TenureError):
+    """The database could not be read or written (locked, read-only, full, unreachable)."""
+
+
+class PermanentError(Exception):
+    """Raised by task code for a failure that a retry cannot fix: the task fails at once."""
+
+
+class TransientError(Exception):
+    """Raised by task code for a failure that a retry may fix (the default for any exception)."""

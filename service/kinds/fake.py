@@ -1,0 +1,89 @@
+"""``gen_task``: the two fakes of the classic task-manager exercise.
+
+``gen_task(value)`` returns, 50/50 at random, either
+
+* a **blocking** fake whose ``run()`` sleeps a random whole number of seconds in [1, 99],
+  then returns ``2 * value``; or
+* a **polling** fake whose ``run()`` notes the time and returns, and whose
+  ``check_output()`` returns ``None`` until its random wait in [1, 99] s has passed, then
+  ``2 * value``.
+
+A run's ``time_scale`` multiplies the durations (0.01 turns 99 s into 0.99 s). The polling
+fake checkpoints its handle (when it started, how long it waits), so after a crash the next
+attempt resumes polling the same work instead of starting it again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from service.kinds import params as p
+from service.protocol import TaskContext, register
+
+PARAMS = {"time_scale", "seed"}
+
+
+class BlockingFake:
+    def __init__(self, value: int, seconds: float, ctx: TaskContext | None = None) -> None:
+        self.value, self.seconds, self.ctx = value, seconds, ctx
+
+    def run(self) -> int:
+        if self.ctx is not None:
+            if self.ctx.wait(self.seconds):
+                raise InterruptedError("stopped by the supervisor")
+        else:
+            time.sleep(self.seconds)
+        return 2 * self.value
+
+
+class PollingFake:
+    def __init__(self, value: int, seconds: float, ctx: TaskContext | None = None) -> None:
+        self.value, self.seconds, self.ctx = value, seconds, ctx
+        self.started_at: float | None = None
+        saved = ctx.saved if ctx is not None else None
+        if isinstance(saved, dict) and "started_at" in saved:
+            # A previous attempt started the work: keep polling that, do not start again.
+            self.started_at = float(saved["started_at"])
+            self.seconds = float(saved["wait_s"])
+
+    def run(self) -> None:
+        if self.started_at is None:
+            self.started_at = time.time()
+            if self.ctx is not None:
+                self.ctx.checkpoint({"started_at": self.started_at, "wait_s": self.seconds})
+
+    def check_output(self) -> int | None:
+        if self.started_at is None or time.time() < self.started_at + self.seconds:
+            return None
+        return 2 * self.value
+
+
+def gen_task(
+    value: int,
+    *,
+    rng: random.Random | None = None,
+    time_scale: float = 1.0,
+    ctx: TaskContext | None = None,
+) -> BlockingFake | PollingFake:
+    """The exercise's generator: a blocking or a polling fake, 50/50."""
+    rng = rng or random.Random()
+    shape = BlockingFake if rng.random() < 0.5 else PollingFake
+    return shape(value, rng.randint(1, 99) * time_scale, ctx)
+
+
+def validate(params: dict[str, Any]) -> dict[str, Any]:
+    p.reject_unknown(params, PARAMS, "gen_task")
+    return {"time_scale": p.number(params, "time_scale", 1.0, 0.0, 100.0), "seed": p.seed(params)}
+
+
+def args_for(params: dict[str, Any], position: int) -> dict[str, Any]:
+    return {**params, "position": position, "value": position}
+
+
+@register("gen_task", description="the exercise's fakes: blocking or polling, 1-99 s, returns 2*value",
+          validate=validate, args_for=args_for)
+def build(args: dict[str, Any], ctx: TaskContext) -> BlockingFake | PollingFake:
+    rng = random.Random(f"{args.get('seed', 0)}:{args.get('position', 0)}")
+    return gen_task(int(args["value"]), rng=rng, time_scale=float(args.get("time_scale", 1.0)), ctx=ctx)

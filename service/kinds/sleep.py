@@ -1,0 +1,103 @@
+"""``sleep``: the headline simulation of a long, failure-prone backend task.
+
+Each task's duration is uniform in [min_seconds, max_seconds]; a ``failure_rate`` share of
+tasks fail for good part-way through, and a ``transient_rate`` share fail once part-way and
+succeed on a retry. All of it derives from the run's ``seed`` and the task's ``position``, so
+a task re-run after a crash behaves the same. Progress is reported as it sleeps and the
+elapsed time is checkpointed: an attempt interrupted at 80 % resumes near 80 %.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from service.errors import InvalidInput, PermanentError, TransientError
+from service.kinds import params as p
+from service.protocol import TaskContext, register
+
+PARAMS = {"min_seconds", "max_seconds", "failure_rate", "transient_rate", "seed"}
+STEP_MAX_S = 0.25  # progress is recorded at least this often
+FAILURES = (
+    "upstream service answered 503 Service Unavailable",
+    "input record 17 is malformed",
+    "quota exceeded for the nightly batch",
+)
+
+
+class Stopped(Exception):
+    """The supervisor asked the attempt to stop (cancelled, timed out, lease lost, shutdown)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    duration_s: float
+    fate: str  # ok | fail | transient
+    fail_at: float  # fraction of the duration where a failure strikes
+    reason: str
+
+
+def plan(args: dict[str, Any]) -> Plan:
+    """What this task will do, from its run's seed and its position alone."""
+    rng = random.Random(f"{args['seed']}:{args['position']}")
+    duration = rng.uniform(args["min_seconds"], args["max_seconds"])
+    roll = rng.random()
+    fate = "ok"
+    if roll < args["failure_rate"]:
+        fate = "fail"
+    elif roll < args["failure_rate"] + args["transient_rate"]:
+        fate = "transient"
+    return Plan(duration, fate, rng.uniform(0.3, 0.9), rng.choice(FAILURES))
+
+
+def validate(params: dict[str, Any]) -> dict[str, Any]:
+    p.reject_unknown(params, PARAMS, "sleep")
+    lo = p.number(params, "min_seconds", 30.0, 0.0, p.MAX_SECONDS)
+    hi = p.number(params, "max_seconds", 120.0, 0.0, p.MAX_SECONDS)
+    if lo > hi:
+        raise InvalidInput(f"min_seconds ({lo:g}) must not be above max_seconds ({hi:g})")
+    fail = p.number(params, "failure_rate", 0.1, 0.0, 1.0)
+    transient = p.number(params, "transient_rate", 0.1, 0.0, 1.0)
+    if fail + transient > 1.0:
+        raise InvalidInput(f"failure_rate + transient_rate must be at most 1, got {fail + transient:g}")
+    return {"min_seconds": lo, "max_seconds": hi, "failure_rate": fail,
+            "transient_rate": transient, "seed": p.seed(params)}
+
+
+class Sleep:
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.plan = plan(args)
+        self.ctx = ctx
+
+    def run(self) -> dict[str, Any]:
+        plan, ctx = self.plan, self.ctx
+        saved = ctx.saved if isinstance(ctx.saved, dict) else {}
+        elapsed = float(saved.get("elapsed_s", 0.0))
+        transient_done = bool(saved.get("transient_done", False))
+        resumed_at = elapsed
+        step = min(STEP_MAX_S, max(0.005, plan.duration_s / 100))
+        t0 = time.monotonic() - elapsed
+        while True:
+            elapsed = min(time.monotonic() - t0, plan.duration_s)
+            struck = plan.fate != "ok" and elapsed >= plan.fail_at * plan.duration_s
+            if struck and plan.fate == "fail":
+                raise PermanentError(f"{plan.reason} (at {plan.fail_at:.0%})")
+            if struck and plan.fate == "transient" and not transient_done:
+                transient_done = True
+                ctx.checkpoint({"elapsed_s": elapsed, "transient_done": True})
+                raise TransientError(f"connection reset while working (at {plan.fail_at:.0%}); a retry resumes")
+            ctx.progress(elapsed / plan.duration_s if plan.duration_s else 1.0)
+            ctx.checkpoint({"elapsed_s": round(elapsed, 3), "transient_done": transient_done})
+            if elapsed >= plan.duration_s:
+                break
+            if ctx.wait(min(step, plan.duration_s - elapsed)):
+                raise Stopped("stopped by the supervisor")
+        return {"slept_s": round(plan.duration_s, 3), "resumed_from_s": round(resumed_at, 3)}
+
+
+@register("sleep", description="sleeps a seeded random duration; fails or retries at seeded rates",
+          validate=validate)
+def build(args: dict[str, Any], ctx: TaskContext) -> Sleep:
+    return Sleep(args, ctx)

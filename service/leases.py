@@ -1,0 +1,431 @@
+"""The lease protocol: every SQL statement a supervisor runs, as verbs, one transaction each.
+
+A task is leased by a supervisor (``lease_owner`` = its ``workers.id``) for one attempt
+(``attempts``). Every write to a leased row is a compare-and-set on (id, lease_owner,
+attempts, status = 'running'); a write that matches no row comes from a lease that was lost
+(reaped, reclaimed, cancelled) and changes nothing, so no task completes twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+
+from service.db import read_tx, write_tx
+from service.models import (
+    DUE_TASK_STATUSES,
+    TERMINAL_TASK_STATUSES,
+    Outcome,
+    Run,
+    RunStatus,
+    Task,
+    TaskAttempt,
+    TaskStatus,
+    Worker,
+)
+from service.storage_errors import translated
+
+log = logging.getLogger("tenure.leases")
+
+HOOK_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One claimed attempt of a task: everything needed to run it and to fence its writes."""
+
+    task_id: int
+    attempt: int  # tasks.attempts after the claim: this attempt's number, 1-based
+    budget_used: int  # attempts that count against max_attempts (graceful releases do not)
+    max_attempts: int
+    run_id: int | None
+    position: int
+    kind: str
+    args: dict[str, Any]
+    checkpoint: Any
+    timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    id: int
+    host: str
+    pid: int
+    started_at: datetime
+
+
+def _fence(task_id: int, worker_id: int, attempt: int) -> Any:
+    return (
+        (Task.id == task_id)
+        & (Task.lease_owner == worker_id)
+        & (Task.attempts == attempt)
+        & (Task.status == TaskStatus.RUNNING.value)
+    )
+
+
+class Leases:
+    """Claim, heartbeat, finish, release and reap: the supervisor's side of the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- workers -------------------------------------------------------------------------
+
+    @translated
+    def register_worker(self, host: str, pid: int, now: datetime) -> int:
+        """Insert this supervisor's ``workers`` row; returns its id (the lease owner)."""
+        with write_tx(self.engine) as conn:
+            return int(
+                conn.execute(
+                    insert(Worker)
+                    .values(host=host, pid=pid, started_at=now, heartbeat_at=now)
+                    .returning(Worker.id)
+                ).scalar_one()
+            )
+
+    @translated
+    def live_workers_on(self, host: str, except_id: int) -> list[LiveWorker]:
+        """Workers on ``host`` not marked stopped, other than ``except_id``; [] when none."""
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(Worker.id, Worker.host, Worker.pid, Worker.started_at).where(
+                    Worker.host == host, Worker.stopped_at.is_(None), Worker.id != except_id
+                )
+            ).all()
+        return [LiveWorker(*row) for row in rows]
+
+    @translated
+    def stop_worker(self, worker_id: int, now: datetime) -> None:
+        """Mark the worker stopped. A no-op for an unknown id."""
+        with write_tx(self.engine) as conn:
+            conn.execute(update(Worker).where(Worker.id == worker_id).values(stopped_at=now))
+
+    # -- claim and heartbeat ------------------------------------------------------------
+
+    @translated
+    def claim(self, worker_id: int, limit: int, now: datetime, ttl_s: float) -> list[Lease]:
+        """Lease up to ``limit`` due tasks, oldest due first, in one statement.
+
+        Atomic: the tasks turn ``running`` under this worker's lease and each gets an open
+        ``task_attempts`` row, all in one write transaction. On PostgreSQL the candidate rows
+        are locked ``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait on or take
+        the same row. Returns [] when nothing is due.
+        """
+        if limit <= 0:
+            return []
+        due = (
+            select(Task.id)
+            .where(Task.status.in_([s.value for s in DUE_TASK_STATUSES]), Task.next_attempt_at <= now)
+            .order_by(Task.next_attempt_at, Task.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        expires = now + timedelta(seconds=ttl_s)
+        with write_tx(self.engine) as conn:
+            rows = conn.execute(
+                update(Task)
+                .where(Task.id.in_(due.scalar_subquery()))
+                .values(
+                    status=TaskStatus.RUNNING.value,
+                    lease_owner=worker_id,
+                    lease_expires_at=expires,
+                    attempts=Task.attempts + 1,
+                    started_at=func.coalesce(Task.started_at, now),
+                    next_attempt_at=None,
+                )
+                .returning(
+                    Task.id, Task.attempts, Task.max_attempts, Task.run_id, Task.position,
+                    Task.kind, Task.args, Task.checkpoint, Task.timeout_s,
+                )
+            ).all()
+            if not rows:
+                return []
+            conn.execute(
+                insert(TaskAttempt),
+                [
+                    {"task_id": r.id, "attempt": r.attempts, "worker_id": worker_id,
+                     "started_at": now, "outcome": Outcome.RUNNING.value}
+                    for r in rows
+                ],
+            )
+            released = _released_counts(conn, [r.id for r in rows])
+        leases = [
+            Lease(
+                task_id=r.id, attempt=r.attempts, budget_used=r.attempts - released.get(r.id, 0),
+                max_attempts=r.max_attempts, run_id=r.run_id, position=r.position, kind=r.kind,
+                args=r.args or {}, checkpoint=r.checkpoint, timeout_s=r.timeout_s,
+            )
+            for r in rows
+        ]
+        leases.sort(key=lambda lease: (lease.run_id or 0, lease.position))
+        return leases
+
+    @translated
+    def heartbeat(
+        self,
+        worker_id: int,
+        now: datetime,
+        ttl_s: float,
+        updates: Sequence[tuple[int, int, float, Any]] = (),
+    ) -> set[tuple[int, int]]:
+        """Extend every lease this worker holds, in one statement; store progress and checkpoints.
+
+        ``updates`` holds (task_id, attempt, progress, checkpoint) for attempts whose progress
+        or checkpoint changed since the last beat; each is fenced. Atomic. Returns the
+        (task_id, attempt) pairs the worker still holds: an attempt missing from it has lost
+        its lease (reaped, reclaimed or cancelled) and must stop writing.
+        """
+        with write_tx(self.engine) as conn:
+            conn.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
+            if updates:
+                conn.execute(
+                    update(Task)
+                    .where(
+                        (Task.id == bindparam("b_id"))
+                        & (Task.lease_owner == worker_id)
+                        & (Task.attempts == bindparam("b_attempt"))
+                        & (Task.status == TaskStatus.RUNNING.value)
+                    )
+                    .values(
+                        progress=bindparam("b_progress"),
+                        checkpoint=bindparam("b_checkpoint", type_=Task.checkpoint.type),
+                    )
+                    .execution_options(synchronize_session=False),
+                    [
+                        {"b_id": t, "b_attempt": a, "b_progress": p, "b_checkpoint": c}
+                        for t, a, p, c in updates
+                    ],
+                )
+            held = conn.execute(
+                update(Task)
+                .where(Task.lease_owner == worker_id, Task.status == TaskStatus.RUNNING.value)
+                .values(lease_expires_at=now + timedelta(seconds=ttl_s))
+                .returning(Task.id, Task.attempts)
+            ).all()
+        return {(r.id, r.attempts) for r in held}
+
+    # -- finishing an attempt -----------------------------------------------------------
+
+    @translated
+    def finish(
+        self,
+        lease: Lease,
+        worker_id: int,
+        now: datetime,
+        *,
+        outcome: Outcome,
+        result: Any = None,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+        progress: float | None = None,
+        checkpoint: Any = None,
+    ) -> bool:
+        """Record how an attempt ended, fenced by (task, lease owner, attempt).
+
+        ``outcome`` SUCCEEDED stores ``result``; FAILED or TIMED_OUT store ``error`` and either
+        schedule a retry at ``retry_at`` (status ``retrying``) or, when it is None, fail the
+        task. The task, its attempt row and, when this was the run's last open task, the
+        run's completion (and its hook task) change in one transaction. Returns False, writing
+        nothing, when the lease was lost.
+        """
+        succeeded = outcome is Outcome.SUCCEEDED
+        if succeeded:
+            status = TaskStatus.SUCCEEDED
+        else:
+            status = TaskStatus.RETRYING if retry_at is not None else TaskStatus.FAILED
+        values: dict[str, Any] = {
+            "status": status.value,
+            "error": error,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "next_attempt_at": retry_at,
+        }
+        if succeeded:
+            values.update(result=result, progress=1.0, finished_at=now)
+        elif status is TaskStatus.FAILED:
+            values.update(finished_at=now)
+        if progress is not None and not succeeded:
+            values["progress"] = progress
+        if checkpoint is not None:
+            values["checkpoint"] = checkpoint
+        with write_tx(self.engine) as conn:
+            changed = conn.execute(
+                update(Task).where(_fence(lease.task_id, worker_id, lease.attempt)).values(**values)
+            ).rowcount
+            if changed != 1:
+                log.warning(
+                    "finish.fenced task=%s attempt=%s worker=%s outcome=%s: lease lost, write dropped",
+                    lease.task_id, lease.attempt, worker_id, outcome.value,
+                )
+                return False
+            _close_attempt(conn, lease.task_id, lease.attempt, outcome, error, now)
+            if status in TERMINAL_TASK_STATUSES and lease.run_id is not None:
+                settle_run(conn, lease.run_id, now)
+        return True
+
+    @translated
+    def release(self, worker_id: int, leases: Iterable[Lease], now: datetime) -> int:
+        """Hand leases back at a graceful stop: the tasks are due again at once.
+
+        Each attempt closes as ``released`` and does not count against ``max_attempts``.
+        Atomic; returns how many were released (a lease already lost is skipped).
+        """
+        count = 0
+        with write_tx(self.engine) as conn:
+            for lease in leases:
+                changed = conn.execute(
+                    update(Task)
+                    .where(_fence(lease.task_id, worker_id, lease.attempt))
+                    .values(status=TaskStatus.QUEUED.value, lease_owner=None,
+                            lease_expires_at=None, next_attempt_at=now)
+                ).rowcount
+                if changed:
+                    _close_attempt(conn, lease.task_id, lease.attempt, Outcome.RELEASED,
+                                   "released: its supervisor stopped gracefully", now)
+                    count += 1
+        return count
+
+    # -- reaping ------------------------------------------------------------------------
+
+    @translated
+    def reap_expired(self, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
+        """Turn expired leases back into due work; returns the (task_id, attempt) pairs reaped.
+
+        Each attempt closes as ``lost``; its task is due again at once, or fails with a
+        "worker crashed" error once its attempts are used up. Atomic per call. [] when no lease
+        has expired.
+        """
+        expired = (
+            select(Task.id, Task.attempts, Task.max_attempts, Task.lease_owner, Task.run_id)
+            .where(Task.status == TaskStatus.RUNNING.value, Task.lease_expires_at < now)
+            .order_by(Task.lease_expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        reason = "lease expired: its supervisor stopped heartbeating (crashed, hung or cut off)"
+        with write_tx(self.engine) as conn:
+            rows = conn.execute(expired).all()
+            return _lose(conn, rows, reason, now)
+
+    @translated
+    def reclaim_worker(self, dead_worker_id: int, now: datetime, reason: str) -> list[tuple[int, int]]:
+        """Take back at once every lease of a supervisor known to be dead, and mark it stopped.
+
+        Same effect per task as :meth:`reap_expired`, without waiting for the TTL. Atomic.
+        Returns the (task_id, attempt) pairs reclaimed; [] when it held none.
+        """
+        with write_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(Task.id, Task.attempts, Task.max_attempts, Task.lease_owner, Task.run_id)
+                .where(Task.lease_owner == dead_worker_id, Task.status == TaskStatus.RUNNING.value)
+                .with_for_update()
+            ).all()
+            lost = _lose(conn, rows, reason, now)
+            conn.execute(
+                update(Worker)
+                .where(Worker.id == dead_worker_id, Worker.stopped_at.is_(None))
+                .values(stopped_at=now)
+            )
+        return lost
+
+
+def _released_counts(conn: Connection, task_ids: list[int]) -> dict[int, int]:
+    rows = conn.execute(
+        select(TaskAttempt.task_id, func.count())
+        .where(TaskAttempt.task_id.in_(task_ids), TaskAttempt.outcome == Outcome.RELEASED.value)
+        .group_by(TaskAttempt.task_id)
+    ).all()
+    return {task_id: int(n) for task_id, n in rows}
+
+
+def _close_attempt(
+    conn: Connection, task_id: int, attempt: int, outcome: Outcome, error: str | None, now: datetime
+) -> None:
+    conn.execute(
+        update(TaskAttempt)
+        .where(
+            TaskAttempt.task_id == task_id,
+            TaskAttempt.attempt == attempt,
+            TaskAttempt.outcome == Outcome.RUNNING.value,
+        )
+        .values(outcome=outcome.value, error=error, finished_at=now)
+    )
+
+
+def _lose(conn: Connection, rows: Sequence[Any], reason: str, now: datetime) -> list[tuple[int, int]]:
+    """Close each row's attempt as lost; retry its task at once or fail it if out of attempts."""
+    if not rows:
+        return []
+    released = _released_counts(conn, [r.id for r in rows])
+    lost = []
+    for r in rows:
+        spent = r.attempts - released.get(r.id, 0)
+        give_up = spent >= r.max_attempts
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "error": reason}
+        if give_up:
+            values.update(
+                status=TaskStatus.FAILED.value, finished_at=now, next_attempt_at=None,
+                error=f"worker crashed: {reason}; gave up after {spent} lost or failed attempts",
+            )
+        else:
+            values.update(status=TaskStatus.RETRYING.value, next_attempt_at=now)
+        changed = conn.execute(
+            update(Task).where(_fence(r.id, r.lease_owner, r.attempts)).values(**values)
+        ).rowcount
+        if not changed:
+            continue
+        _close_attempt(conn, r.id, r.attempts, Outcome.LOST, reason, now)
+        log.warning(
+            "lease.lost task=%s attempt=%s worker=%s %s", r.id, r.attempts, r.lease_owner,
+            "failed" if give_up else "retrying",
+        )
+        if give_up and r.run_id is not None:
+            settle_run(conn, r.run_id, now)
+        lost.append((r.id, r.attempts))
+    return lost
+
+
+def settle_run(conn: Connection, run_id: int, now: datetime) -> bool:
+    """Mark the run completed if none of its tasks is open; create its hook task then.
+
+    Runs inside the caller's transaction. The run row is locked first (on PostgreSQL), so two
+    transactions finishing a run's last two tasks cannot both miss the completion. The
+    completion is a compare-and-set on status = 'running', so the hook task is created exactly
+    once. Returns True when this call completed the run.
+    """
+    run = conn.execute(
+        select(Run.id, Run.on_complete, Run.params).where(Run.id == run_id).with_for_update()
+    ).one_or_none()
+    if run is None:
+        return False
+    open_tasks = (
+        select(Task.id)
+        .where(Task.run_id == run_id, Task.status.not_in([s.value for s in TERMINAL_TASK_STATUSES]))
+        .exists()
+    )
+    changed = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.RUNNING.value, ~open_tasks)
+        .values(status=RunStatus.COMPLETED.value, finished_at=now)
+    ).rowcount
+    if not changed:
+        return False
+    log.info("run.completed run=%s", run_id)
+    if run.on_complete:
+        hook_id = conn.execute(
+            insert(Task)
+            .values(
+                run_id=None, position=0, kind=run.on_complete, args={"run_id": run_id},
+                status=TaskStatus.QUEUED.value, max_attempts=HOOK_MAX_ATTEMPTS,
+                created_at=now, next_attempt_at=now,
+            )
+            .returning(Task.id)
+        ).scalar_one()
+        conn.execute(update(Run).where(Run.id == run_id).values(hook_task_id=hook_id))
+        log.info("run.hook_queued run=%s task=%s kind=%s", run_id, hook_id, run.on_complete)
+    return True

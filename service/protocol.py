@@ -1,0 +1,157 @@
+"""The task protocol: what task code sees, and how a kind is registered.
+
+A *kind* is a name bound to a factory that builds a task object from JSON ``args`` and a
+:class:`TaskContext`, so any task can be rebuilt from its row after a restart. The task
+object is a black box with ``run()`` and, optionally, ``check_output()``:
+
+* a *blocking* task's ``run()`` blocks until done and returns the output;
+* a *polling* task's ``run()`` starts the work and returns ``None`` at once; its
+  ``check_output()`` returns ``None`` until the output is ready, then the output.
+
+The engine tells them apart only by what ``run()`` returns (see :mod:`service.executor`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from service.errors import InvalidInput
+
+
+@runtime_checkable
+class Runnable(Protocol):
+    def run(self) -> Any: ...
+
+
+class TaskContext:
+    """Handed to task code: report progress, save a checkpoint, notice a stop request.
+
+    ``progress()`` and ``checkpoint()`` only record the values in memory; the supervisor's
+    heartbeat writes them, so task code never waits on the database and a busy task cannot
+    delay a heartbeat. After a crash the next attempt finds the last saved state in
+    :attr:`saved`.
+    """
+
+    def __init__(
+        self,
+        *,
+        task_id: int,
+        attempt: int,
+        run_id: int | None,
+        position: int,
+        saved: Any = None,
+    ) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.run_id = run_id
+        self.position = position
+        self.saved = saved
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._progress = 0.0
+        self._version = 0
+
+    def progress(self, fraction: float) -> None:
+        """Record how far the task is, in [0, 1] (values outside are clamped; NaN is ignored)."""
+        value = float(fraction)
+        if value != value:
+            return
+        with self._lock:
+            self._progress = min(1.0, max(0.0, value))
+            self._version += 1
+
+    def checkpoint(self, state: Any) -> None:
+        """Save ``state`` (JSON) so that a later attempt resumes from it.
+
+        Raises:
+            TypeError, ValueError: ``state`` cannot be written as JSON.
+        """
+        json.dumps(state, allow_nan=False)
+        with self._lock:
+            self.saved = state
+            self._version += 1
+
+    @property
+    def stopped(self) -> bool:
+        """True once the attempt should stop: cancelled, timed out, lease lost or shutting down."""
+        return self.stop_event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early on a stop request; True if stopped."""
+        return self.stop_event.wait(max(0.0, seconds))
+
+    def snapshot(self) -> tuple[int, float, Any]:
+        """(version, progress, saved state): the version changes whenever either is set."""
+        with self._lock:
+            return self._version, self._progress, self.saved
+
+
+Factory = Callable[[dict[str, Any], TaskContext], Runnable]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A registered task kind.
+
+    ``validate`` checks and completes a run's parameters before anything is written (raising
+    InvalidInput); ``args_for`` turns them into one task's JSON args.
+    """
+
+    name: str
+    build: Factory
+    description: str = ""
+    validate: Callable[[dict[str, Any]], dict[str, Any]] = field(default=lambda p: dict(p))
+    args_for: Callable[[dict[str, Any], int], dict[str, Any]] = field(
+        default=lambda params, position: {**params, "position": position}
+    )
+
+
+_REGISTRY: dict[str, Kind] = {}
+
+
+def register(
+    name: str,
+    *,
+    description: str = "",
+    validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    args_for: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
+) -> Callable[[Factory], Factory]:
+    """Register a factory under ``name`` (a decorator). Re-registering a name replaces it."""
+
+    def decorate(build: Factory) -> Factory:
+        kind = Kind(name=name, build=build, description=description)
+        if validate is not None:
+            kind = Kind(name, build, description, validate, kind.args_for)
+        if args_for is not None:
+            kind = Kind(name, build, description, kind.validate, args_for)
+        _REGISTRY[name] = kind
+        return build
+
+    return decorate
+
+
+def get_kind(name: str) -> Kind:
+    """The kind registered as ``name``.
+
+    Raises:
+        InvalidInput: no kind has that name.
+    """
+    _load_builtins()
+    kind = _REGISTRY.get(name)
+    if kind is None:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise InvalidInput(f"unknown task kind {name!r}; known kinds: {known}")
+    return kind
+
+
+def kinds() -> list[Kind]:
+    _load_builtins()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def _load_builtins() -> None:
+    import service.kinds  # noqa: F401  (registers the built-in kinds on import)

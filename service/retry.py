@@ -1,0 +1,43 @@
+"""The retry policy: a small pure object that decides retry-after-N-seconds or give up."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from service.errors import PermanentError
+
+
+@dataclass(frozen=True)
+class Decision:
+    retry: bool
+    delay_s: float = 0.0
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter.
+
+    After failed attempt ``n`` (1-based) of a task allowed ``max_attempts``:
+
+    * a :class:`~service.errors.PermanentError` gives up at once;
+    * otherwise, while ``n < max_attempts``, retry after
+      ``delay = uniform(0, min(cap_s, base_s * 2 ** (n - 1)))`` seconds;
+    * once ``n >= max_attempts``, give up.
+
+    Full jitter (AWS architecture blog, "Exponential Backoff And Jitter") spreads retries of
+    tasks that failed together, so they do not come back as a herd.
+    """
+
+    base_s: float = 1.0
+    cap_s: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def ceiling_s(self, attempt: int) -> float:
+        """The largest delay the policy may pick after failed attempt ``attempt``."""
+        return float(min(self.cap_s, self.base_s * 2.0 ** max(attempt - 1, 0)))
+
+    def decide(self, error: BaseException | None, attempt: int, max_attempts: int) -> Decision:
+        if isinstance(error, PermanentError) or attempt >= max_attempts:
+            return Decision(retry=False)
+        return Decision(retry=True, delay_s=self.rng.uniform(0.0, self.ceiling_s(attempt)))

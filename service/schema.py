@@ -1,0 +1,120 @@
+"""Bringing a database to the schema this code expects, and refusing one that is not tenure's.
+
+Tables come only from the Alembic migrations in ``migrations/``. Before anything is written,
+:func:`inspect_database` tells a fresh database (migrate it), a current one (use it), an older
+one (migrate it), a foreign one or a newer one (refuse, with one clear sentence).
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+import migrations
+from service.db import sqlite_path
+from service.errors import SchemaError, StorageError
+
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+
+
+class SchemaState(enum.StrEnum):
+    EMPTY = "empty"  # no tables at all: a new database
+    CURRENT = "current"  # at this code's head revision
+    BEHIND = "behind"  # a known, older revision: migrate before use
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "migrations/ holds no revision"
+    return head
+
+
+def inspect_database(engine: Engine) -> SchemaState:
+    """Say what state the database's schema is in, writing nothing.
+
+    Raises:
+        SchemaError: the database holds tables that are not tenure's, or a revision newer
+            than (or unknown to) this code.
+        StorageError: the file is not a database at all, or cannot be opened.
+    """
+    where = _describe(engine)
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            revision = None
+            if "alembic_version" in tables:
+                revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DatabaseError as exc:
+        raise StorageError(f"{where} cannot be opened as a database: {_first_line(exc)}") from None
+    if not tables:
+        return SchemaState.EMPTY
+    if "alembic_version" not in tables:
+        raise SchemaError(
+            f"{where} is not a tenure database (it has tables {', '.join(sorted(tables)[:5])}"
+            " but no tenure schema); point --db at a tenure database or a new file."
+        )
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    if revision == head:
+        return SchemaState.CURRENT
+    known = {rev.revision for rev in script.walk_revisions()}
+    if revision not in known:
+        raise SchemaError(
+            f"{where} has schema revision {revision!r}, which this tenure does not know "
+            f"(its head is {head!r}): the database is from a newer tenure, or not tenure's."
+        )
+    return SchemaState.BEHIND
+
+
+def migrate(engine: Engine) -> SchemaState:
+    """Upgrade the database to head after checking it is tenure's; returns the state before.
+
+    Raises:
+        SchemaError, StorageError: as :func:`inspect_database`; nothing is written then.
+    """
+    state = inspect_database(engine)
+    if state is SchemaState.CURRENT:
+        return state
+    cfg = alembic_config()
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except OperationalError as exc:
+        raise StorageError(f"could not migrate {_describe(engine)}: {_first_line(exc)}") from None
+    return state
+
+
+def require_current(engine: Engine) -> None:
+    """Raise unless the schema is at head (for commands that only read).
+
+    Raises:
+        SchemaError: the database is new, behind, foreign or newer.
+    """
+    state = inspect_database(engine)
+    if state is SchemaState.EMPTY:
+        raise SchemaError(f"{_describe(engine)} has no tenure schema yet; run `tenure migrate` first.")
+    if state is SchemaState.BEHIND:
+        raise SchemaError(f"{_describe(engine)} has an older schema; run `tenure migrate` to upgrade it.")
+
+
+def _describe(engine: Engine) -> str:
+    path = sqlite_path(engine.url.render_as_string(hide_password=True))
+    return str(path) if path else engine.url.render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__

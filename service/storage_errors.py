@@ -1,0 +1,43 @@
+"""Translating database errors into tenure's own, at the storage boundary."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from service.errors import Conflict, StorageError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def describe(exc: DBAPIError) -> str:
+    """One line saying what the database refused, for people."""
+    orig = exc.orig if exc.orig is not None else exc
+    text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return f"the database is busy (another writer holds its lock): {text}"
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return f"the database is read-only: {text}"
+    if "full" in lowered or "no space" in lowered:
+        return f"the database's disk is full: {text}"
+    return f"the database refused the operation: {text}"
+
+
+def translated(fn: Callable[P, R]) -> Callable[P, R]:
+    """Re-raise SQLAlchemy errors from a storage verb as :class:`StorageError` or :class:`Conflict`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except IntegrityError as exc:
+            raise Conflict(describe(exc)) from exc
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageError(describe(exc)) from exc
+
+    return wrapper

@@ -1,0 +1,109 @@
+"""What a person wants to know about a run: how far, how long left, and how it ended.
+
+Pure functions over a run snapshot (:meth:`Store.run_snapshot`) and its attempt outcomes
+(:meth:`Store.run_attempt_outcomes`); the CLI's ``watch`` and the web page both use them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from service.store import RunView, TaskView
+
+_AT_PERCENT = re.compile(r"\s*\(at \d+%\)")
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    fraction: float  # finished tasks plus the progress of running ones, over the total
+    elapsed_s: float
+    eta_s: float | None  # None while nothing can be estimated, or once the run is over
+
+
+@dataclass(frozen=True)
+class Summary:
+    succeeded: int
+    failed: int
+    cancelled: int
+    failures: list[tuple[str, int]]  # (reason, how many tasks), commonest first
+    retries: int  # attempts beyond each task's first
+    recovered: int  # attempts lost to a crash or an expired lease, then run again
+    released: int  # attempts handed back at a graceful stop
+    duration_s: float | None  # run created → finished
+    slowest: list[tuple[int, float]]  # (position, seconds from first start to finish), slowest first
+
+
+def progress(run: RunView, tasks: list[TaskView], now: datetime) -> Progress:
+    done = run.done
+    running = [t for t in tasks if t.status == "running"]
+    partial = sum(t.progress for t in running)
+    fraction = (done + partial) / run.total if run.total else 1.0
+    end = run.finished_at or now
+    elapsed = max(0.0, (end - run.created_at).total_seconds())
+    return Progress(done, run.total, min(1.0, fraction), elapsed, _eta(run, running, fraction, elapsed, now))
+
+
+def _eta(run: RunView, running: list[TaskView], fraction: float, elapsed: float, now: datetime) -> float | None:
+    if not run.live or fraction <= 0.0:
+        return None
+    waiting = run.counts.get("queued", 0) + run.counts.get("retrying", 0)
+    if not waiting and running:
+        # Everything left is running: the run ends when its slowest running task does.
+        remaining = []
+        for t in running:
+            if t.progress <= 0.02 or t.started_at is None:
+                return None
+            spent = (now - t.started_at).total_seconds()
+            remaining.append(spent * (1.0 - t.progress) / t.progress)
+        return max(remaining)
+    return elapsed * (1.0 - fraction) / fraction
+
+
+def reason(error: str | None) -> str:
+    """An error message with its per-task details removed, so alike failures group together."""
+    if not error:
+        return "unknown error"
+    return _AT_PERCENT.sub("", error.splitlines()[0]).strip()[:200]
+
+
+def summarize(run: RunView, tasks: list[TaskView], outcomes: dict[str, int]) -> Summary:
+    failures = Counter(reason(t.error) for t in tasks if t.status == "failed")
+    durations = [
+        (t.position, (t.finished_at - t.started_at).total_seconds())
+        for t in tasks
+        if t.status == "succeeded" and t.started_at and t.finished_at
+    ]
+    durations.sort(key=lambda pair: -pair[1])
+    duration = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+    return Summary(
+        succeeded=run.counts.get("succeeded", 0),
+        failed=run.counts.get("failed", 0),
+        cancelled=run.counts.get("cancelled", 0),
+        failures=failures.most_common(),
+        retries=sum(max(0, t.attempts - 1) for t in tasks),
+        recovered=outcomes.get("lost", 0),
+        released=outcomes.get("released", 0),
+        duration_s=duration,
+        slowest=durations[:3],
+    )
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``1h 02m``, ``3m 05s``, ``42s``, ``0.4s``; an em dash for None."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
