@@ -7,8 +7,9 @@ environment variable, ``./tenure.db``.
 
 from alembic import context
 
-from service.db import make_engine, normalize_url
+from service.db import enable_wal, make_engine, normalize_url
 from service.models import Base
+from service.schema import inspect_database
 
 config = context.config
 target_metadata = Base.metadata
@@ -33,6 +34,8 @@ def run_migrations_online() -> None:
     url = normalize_url(context.get_x_argument(as_dictionary=True).get("db"))
     engine = make_engine(url)
     try:
+        inspect_database(engine)  # refuses a foreign or newer database before writing anything
+        enable_wal(engine)
         with engine.connect() as conn:
             _run(conn)
     finally:

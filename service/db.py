@@ -1,6 +1,6 @@
 """Engine factory and the one place where SQLite and PostgreSQL differ.
 
-* SQLite: WAL, a busy timeout, foreign keys on; Python's own transaction handling is
+* SQLite: WAL (set when tenure migrates the file), a busy timeout, foreign keys on; Python's own transaction handling is
   switched off so that write transactions begin ``IMMEDIATE`` (they take the write lock up
   front instead of failing half-way with "database is locked") and reads begin deferred.
 * PostgreSQL: URLs pass through untouched; claims add ``FOR UPDATE SKIP LOCKED``, which
@@ -73,7 +73,6 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
@@ -82,6 +81,23 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def enable_wal(engine: Engine) -> None:
+    """Put a SQLite database in WAL mode (readers never block the writer). Persistent in the file.
+
+    Called only on a database tenure migrates: merely opening a file must not change it.
+    A no-op elsewhere.
+    """
+    if not is_sqlite(engine):
+        return
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.close()
+    finally:
+        raw.close()
 
 
 @contextmanager

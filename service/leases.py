@@ -380,7 +380,7 @@ def _lose(conn: Connection, rows: Sequence[Any], reason: str, now: datetime) -> 
         if not changed:
             continue
         _close_attempt(conn, r.id, r.attempts, Outcome.LOST, reason, now)
-        log.warning(
+        log.info(
             "lease.lost task=%s attempt=%s worker=%s %s", r.id, r.attempts, r.lease_owner,
             "failed" if give_up else "retrying",
         )

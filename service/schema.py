@@ -17,7 +17,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 import migrations
-from service.db import sqlite_path
+from service.db import enable_wal, sqlite_path
 from service.errors import SchemaError, StorageError
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
@@ -69,6 +69,8 @@ def inspect_database(engine: Engine) -> SchemaState:
     head = script.get_current_head()
     if revision == head:
         return SchemaState.CURRENT
+    if revision is None:
+        return SchemaState.BEHIND  # migrated down to base: an empty alembic_version
     known = {rev.revision for rev in script.walk_revisions()}
     if revision not in known:
         raise SchemaError(
@@ -89,6 +91,7 @@ def migrate(engine: Engine) -> SchemaState:
         return state
     cfg = alembic_config()
     try:
+        enable_wal(engine)
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")

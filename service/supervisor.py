@@ -339,7 +339,10 @@ class Supervisor:
                 self._events.put(("lost", ex))
 
     def _reap(self) -> None:
-        self.leases.reap_expired(self.clock.now())
+        reaped = self.leases.reap_expired(self.clock.now())
+        if reaped:
+            log.warning("supervisor.reaped tasks=%s worker=%s: their leases expired",
+                        len(reaped), self.worker_id)
 
     def _recover_dead_on_host(self) -> None:
         assert self.worker_id is not None
@@ -350,7 +353,7 @@ class Supervisor:
                 worker.id, self.clock.now(),
                 f"its supervisor (worker {worker.id}, pid {worker.pid} on {worker.host}) died",
             )
-            log.warning("supervisor.reclaimed dead_worker=%s pid=%s tasks=%s worker=%s",
+            log.warning("supervisor.reclaimed dead_worker=%s pid=%s tasks=%s worker=%s: its process is gone",
                         worker.id, worker.pid, len(lost), self.worker_id)
 
     def _guard(self, what: str, fn: Any) -> None:

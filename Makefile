@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` serves tenure, `make test` runs every test.
+# Each makes its own virtualenv in .venv first (Python 3.11+).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run worker test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/tenure worker
+
+worker: $(BIN)/.installed
+	$(BIN)/tenure worker
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check service web migrations tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

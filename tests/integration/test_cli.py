@@ -1,0 +1,94 @@
+"""The `tenure` command: bad input is one line on stderr, a non-zero exit, and nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tasks", "0"], "a run needs between 1 and 10000 tasks, got 0"),
+        (["--tasks", "10001"], "a run needs between 1 and 10000 tasks"),
+        (["--kind", "nope"], "unknown task kind 'nope'"),
+        (["--min-seconds", "-1"], "min_seconds must be between 0"),
+        (["--max-seconds", "inf"], "max_seconds must be a finite number"),
+        (["--min-seconds", "nan"], "min_seconds must be a finite number"),
+        (["--min-seconds", "9", "--max-seconds", "3"], "min_seconds (9) must not be above max_seconds (3)"),
+        (["--failure-rate", "1.2"], "failure_rate must be between 0 and 1"),
+        (["--transient-rate", "-0.1"], "transient_rate must be between 0 and 1"),
+        (["--kind", "gen_task", "--min-seconds", "3"], "gen_task does not take min_seconds"),
+        (["--max-attempts", "0"], "max_attempts must be a whole number from 1 to 100"),
+        (["--timeout", "-5"], "timeout_s must be a positive number"),
+        (["--on-complete", "nope"], "unknown task kind 'nope'"),
+    ],
+)
+def test_bad_submit_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                   message: str) -> None:
+    db = tmp_path / "t.db"
+    code, out, err = run_cli(capsys, "submit", "--db", str(db), *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("tenure: error: ") and message in err
+    assert out == ""
+    assert not db.exists()
+
+
+def test_unknown_run_and_missing_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "t.db"
+    code, _, err = run_cli(capsys, "runs", "--db", str(db))
+    assert code != 0 and "there is no database at" in err and not db.exists()
+    assert run_cli(capsys, "migrate", "--db", str(db))[0] == 0
+    code, _, err = run_cli(capsys, "watch", "42", "--db", str(db))
+    assert code == 2 and err == "tenure: error: there is no run 42\n"
+
+
+def test_foreign_and_newer_databases_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 migrated_template: Path) -> None:
+    import sqlite3
+
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER)")
+    conn.close()
+    code, _, err = run_cli(capsys, "submit", "--db", str(foreign), "--tasks", "1")
+    assert code == 2 and "is not a tenure database" in err and err.count("\n") == 1
+
+    newer = tmp_path / "newer.db"
+    newer.write_bytes(migrated_template.read_bytes())
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'zz_future'")
+    conn.close()
+    code, _, err = run_cli(capsys, "submit", "--db", str(newer), "--tasks", "1")
+    assert code == 2 and "which this tenure does not know" in err
+    with sqlite3.connect(newer) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    conn.close()
+
+
+def test_submit_prints_the_run_id_last_and_runs_lists_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENURE_DB", str(tmp_path / "env.db"))
+    code, out, _ = run_cli(capsys, "submit", "--tasks", "3", "--name", "nightly", "--seed", "1")
+    assert code == 0 and out.split()[-1] == "1"
+    code, out, _ = run_cli(capsys, "submit", "--tasks", "2", "--kind", "gen_task", "--time-scale", "0.01")
+    assert code == 0 and out.split()[-1] == "2"
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0 and "nightly" in out and "gen_task" in out
+
+
+def test_python_dash_m_service_is_the_same_command(tmp_path: Path) -> None:
+    from tests.acceptance.procs import tenure
+
+    done = tenure("submit", "--tasks", "1", "--kind", "nope", db=tmp_path / "x.db", check=False)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "tenure: error: unknown task kind 'nope'; known kinds: echo, gen_task, sleep")

@@ -1,0 +1,173 @@
+"""An embedded supervisor running real tasks at tiny durations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import service
+from service.supervisor import Supervisor
+from tests import kinds_for_tests as k
+from tests.conftest import wait_for
+
+FAST = {"heartbeat_s": 0.05, "lease_ttl_s": 1.0, "retry_base_s": 0.01, "idle_poll_s": 0.02,
+        "poll_first_s": 0.01, "poll_max_s": 0.05}
+
+
+@pytest.fixture
+def t(open_tenure) -> service.Tenure:  # type: ignore[no-untyped-def]
+    return open_tenure()
+
+
+@pytest.fixture
+def supervise(t: service.Tenure) -> Iterator:  # type: ignore[type-arg]
+    started: list[Supervisor] = []
+
+    def start(**overrides: object) -> Supervisor:
+        sup = t.start_supervisor(**{**FAST, **overrides})
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        assert sup.stop(grace_s=0.0, timeout_s=5)
+        assert sup.fatal is None
+
+
+def test_blocking_and_polling_tasks_both_complete(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    blocking = [t.submit_task("t_blocking", {"value": v}) for v in range(5)]
+    polling = [t.submit_task("t_polling", {"value": v, "seconds": 0.05}) for v in range(5)]
+    supervise()
+    for v, task_id in enumerate(blocking):
+        assert t.wait_task(task_id, 5).result == {"out": 2 * v}
+    for v, task_id in enumerate(polling):
+        task = t.wait_task(task_id, 5)
+        assert (task.status, task.result) == ("succeeded", 2 * v)
+        assert t.check_output(task_id) == 2 * v
+
+
+def test_a_waiting_polling_task_holds_no_thread(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    ids = [t.submit_task("t_polling", {"value": 1, "seconds": 1.0}) for _ in range(20)]
+    supervise(poll_first_s=0.2, poll_max_s=0.2)
+    for _ in ids:
+        assert k.RUN_RETURNED.acquire(timeout=5)
+    # Every run() has returned; between checks, no thread is held for these 20 tasks.
+    def task_threads() -> list[str]:
+        return [th.name for th in threading.enumerate() if th.name.startswith("task-") and th.name.endswith("-run")]
+    wait_for(lambda: not task_threads(), 2, "run() threads to end")
+    assert all(t.task(i).status == "running" for i in ids)
+    for i in ids:
+        assert t.wait_task(i, 5).result == 2
+
+
+def test_gen_task_run_returns_twice_each_value(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    run_id = t.submit_run(12, "gen_task", {"time_scale": 0.002, "seed": 11})
+    supervise()
+    run = t.wait_run(run_id, 10)
+    _, tasks = t.run_with_tasks(run_id)
+    assert run.counts["succeeded"] == 12
+    assert [task.result for task in tasks] == [2 * i for i in range(12)]
+
+
+def test_transient_errors_retry_and_permanent_ones_fail_at_once(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    flaky = t.submit_task("t_flaky", {"fail_times": 2}, max_attempts=3)
+    too_flaky = t.submit_task("t_flaky", {"fail_times": 5}, max_attempts=2)
+    doomed = t.submit_task("t_doomed", max_attempts=3)
+    supervise()
+    assert t.wait_task(flaky, 5).result == "ok"
+    assert [a.outcome for a in t.attempts(flaky)] == ["failed", "failed", "succeeded"]
+    task = t.wait_task(too_flaky, 5)
+    assert task.status == "failed" and task.error == "ConnectionError: attempt 2 hit a reset"
+    task = t.wait_task(doomed, 5)
+    assert (task.status, task.attempts) == ("failed", 1)
+    assert task.error == "PermanentError: the input can never work"
+
+
+def test_a_task_past_its_timeout_fails_and_the_supervisor_goes_on(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    k.RELEASE.clear()
+    hung = t.submit_task("t_hang", timeout_s=0.2)
+    supervise()
+    task = t.wait_task(hung, 5)
+    assert task.status == "failed" and "timeout of 0.2 s" in (task.error or "")
+    assert [a.outcome for a in t.attempts(hung)] == ["timed_out"]
+    after = t.submit_task("t_blocking", {"value": 4})
+    assert t.wait_task(after, 5).result == {"out": 8}
+    k.RELEASE.set()  # let the abandoned thread end
+
+
+def test_progress_rides_along_with_the_heartbeat(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    task_id = t.submit_task("t_long")
+    supervise()
+    wait_for(lambda: t.task(task_id).progress > 0.05, 5, "progress written by a heartbeat")
+    assert t.task(task_id).status == "running"
+
+
+def test_cancelling_a_run_stops_its_running_task(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    run_id = t.submit_run(2, "t_long")
+    sup = supervise()
+    wait_for(lambda: t.run(run_id).counts["running"] == 2, 5, "both tasks running")
+    stopped_before = k.CALLS["long.stopped"]
+    t.cancel_run(run_id)
+    wait_for(lambda: k.CALLS["long.stopped"] >= stopped_before + 2, 5, "the tasks to be told to stop")
+    wait_for(lambda: sup.inflight == 0, 5, "the supervisor to drop the attempts")
+    run = t.run(run_id)
+    assert (run.status, run.counts["cancelled"]) == ("cancelled", 2)
+
+
+def test_completion_hook_runs_exactly_once(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    run_id = t.submit_run(5, "t_blocking", on_complete="t_hook")
+    supervise()
+    run = t.wait_run(run_id, 5)
+    assert run.hook_task_id is not None
+    assert t.wait_task(run.hook_task_id, 5).result == "hooked"
+    assert k.CALLS[f"hook:{run_id}"] == 1
+
+
+def test_graceful_stop_releases_leases_for_the_next_supervisor(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    run_id = t.submit_run(3, "t_long", max_attempts=1)
+    first = supervise()
+    wait_for(lambda: t.run(run_id).counts["running"] == 3, 5, "all three running")
+    assert first.stop(grace_s=0.05, timeout_s=5)
+    _, tasks = t.run_with_tasks(run_id)
+    assert [task.status for task in tasks] == ["queued"] * 3
+    assert all([a.outcome for a in t.attempts(task.id)] == ["released"] for task in tasks)
+    supervise()
+    # max_attempts is 1, yet the released attempt did not use it up: all three run again.
+    wait_for(lambda: t.run(run_id).counts["running"] == 3, 5, "the next supervisor to take them")
+
+
+def test_leases_of_a_dead_supervisor_on_this_host_are_reclaimed_at_start(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import subprocess
+    import sys
+
+    from service.leases import Leases
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    leases = Leases(t.engine)
+    ghost = leases.register_worker(socket.gethostname(), int(dead.stdout), t.clock.now())
+    run_id = t.submit_run(3, "t_blocking")
+    assert len(leases.claim(ghost, 3, t.clock.now(), ttl_s=3600)) == 3
+    supervise()  # the ghost's lease would live an hour; its pid is gone, so no waiting
+    run = t.wait_run(run_id, 5)
+    assert run.counts["succeeded"] == 3
+    _, tasks = t.run_with_tasks(run_id)
+    assert all([a.outcome for a in t.attempts(task.id)] == ["lost", "succeeded"] for task in tasks)
+
+
+def test_a_result_that_is_not_json_fails_the_task_readably(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    @service.register("t_not_json")
+    class NotJson:
+        def __init__(self, args: dict, ctx: service.TaskContext) -> None:
+            pass
+
+        def run(self) -> object:
+            return {"when": object()}
+
+    task_id = t.submit_task("t_not_json")
+    supervise()
+    task = t.wait_task(task_id, 5)
+    assert task.status == "failed" and "cannot be stored as JSON" in (task.error or "")

@@ -1,0 +1,112 @@
+import math
+
+import pytest
+
+from service.errors import InvalidInput, PermanentError, TransientError
+from service.kinds import fake, sleep
+from service.protocol import TaskContext, get_kind
+
+
+def ctx(saved: object = None, position: int = 0) -> TaskContext:
+    return TaskContext(task_id=1, attempt=1, run_id=1, position=position, saved=saved)
+
+
+def sleep_args(**overrides: object) -> dict:
+    params = sleep.validate({"min_seconds": 0.05, "max_seconds": 0.1, "failure_rate": 0.0,
+                             "transient_rate": 0.0, "seed": 5, **overrides})
+    return {**params, "position": 3}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"min_seconds": -1}, "min_seconds must be between 0"),
+        ({"min_seconds": math.nan}, "finite"),
+        ({"max_seconds": math.inf}, "finite"),
+        ({"min_seconds": 5, "max_seconds": 1}, "must not be above"),
+        ({"failure_rate": 1.5}, "failure_rate must be between 0 and 1"),
+        ({"failure_rate": 0.6, "transient_rate": 0.6}, "at most 1"),
+        ({"min_seconds": "3"}, "must be a number"),
+        ({"seed": -4}, "seed must be a whole number"),
+        ({"colour": "red"}, "does not take colour"),
+    ],
+)
+def test_sleep_rejects_bad_parameters(params: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        sleep.validate(params)
+
+
+def test_sleep_draws_and_keeps_a_seed() -> None:
+    params = sleep.validate({})
+    assert isinstance(params["seed"], int)
+    assert params["min_seconds"] == 30.0 and params["max_seconds"] == 120.0
+
+
+def test_sleep_plan_derives_from_seed_and_position_only() -> None:
+    args = {"min_seconds": 30.0, "max_seconds": 120.0, "failure_rate": 0.3, "transient_rate": 0.3, "seed": 9}
+    plans = [sleep.plan({**args, "position": i}) for i in range(50)]
+    assert plans == [sleep.plan({**args, "position": i}) for i in range(50)]
+    assert all(30.0 <= pl.duration_s <= 120.0 for pl in plans)
+    fates = {pl.fate for pl in plans}
+    assert fates == {"ok", "fail", "transient"}
+
+
+def test_sleep_reports_progress_and_returns() -> None:
+    c = ctx()
+    result = sleep.Sleep(sleep_args(), c).run()
+    _, progress, saved = c.snapshot()
+    assert progress == 1.0
+    assert result["slept_s"] == pytest.approx(saved["elapsed_s"], abs=0.01)
+
+
+def test_sleep_resumes_from_its_checkpoint() -> None:
+    args = sleep_args(min_seconds=1000.0, max_seconds=1000.0)
+    # A previous attempt got to 99.99 % of a 1000 s task: this one only sleeps the rest.
+    result = sleep.Sleep(args, ctx(saved={"elapsed_s": 999.99, "transient_done": False})).run()
+    assert result["resumed_from_s"] == pytest.approx(999.99)
+
+
+def test_sleep_permanent_and_transient_failures() -> None:
+    with pytest.raises(PermanentError):
+        sleep.Sleep(sleep_args(failure_rate=1.0), ctx()).run()
+    c = ctx()
+    with pytest.raises(TransientError):
+        sleep.Sleep(sleep_args(transient_rate=1.0), c).run()
+    # The retry gets the checkpoint saying the transient failure happened: it succeeds.
+    assert sleep.Sleep(sleep_args(transient_rate=1.0), ctx(saved=c.saved)).run()["slept_s"] > 0
+
+
+def test_gen_task_shapes_and_outputs() -> None:
+    import random
+
+    rng = random.Random(0)
+    tasks = [fake.gen_task(v, rng=rng, time_scale=0.001) for v in range(40)]
+    assert {type(t) for t in tasks} == {fake.BlockingFake, fake.PollingFake}
+    assert all(0.001 <= t.seconds <= 0.099 for t in tasks)
+    blocking = next(t for t in tasks if isinstance(t, fake.BlockingFake))
+    assert blocking.run() == 2 * blocking.value
+    polling = next(t for t in tasks if isinstance(t, fake.PollingFake))
+    assert polling.run() is None
+
+
+def test_polling_fake_resumes_its_handle_instead_of_starting_again() -> None:
+    c = ctx()
+    first = fake.PollingFake(4, seconds=1000.0, ctx=c)
+    first.run()
+    handle = c.saved
+    assert first.check_output() is None
+    # The work started 1000 s ago by the handle's clock: the next attempt finds it done.
+    resumed = fake.PollingFake(4, seconds=5.0, ctx=ctx(saved={**handle, "started_at": handle["started_at"] - 1000}))
+    resumed.run()
+    assert resumed.check_output() == 8
+    assert resumed.seconds == 1000.0
+
+
+def test_unknown_kind_is_a_clear_error() -> None:
+    with pytest.raises(InvalidInput, match=r"unknown task kind 'nope'; known kinds: .*gen_task.*sleep"):
+        get_kind("nope")
+
+
+def test_checkpoint_must_be_json() -> None:
+    with pytest.raises(TypeError):
+        ctx().checkpoint({"handle": object()})
