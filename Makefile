@@ -19,7 +19,7 @@ worker: $(BIN)/.installed
 	$(BIN)/tenure worker
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check service web migrations tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: lint
