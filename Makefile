@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/tenure worker
+	$(BIN)/tenure serve
 
 worker: $(BIN)/.installed
 	$(BIN)/tenure worker

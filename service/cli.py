@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     p.set_defaults(command="worker", handler=cmd_worker)
 
+    p = sub.add_parser("serve", parents=[db], help="the web app (and an embedded supervisor) under uvicorn")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--concurrency", type=int, help="tasks the embedded supervisor runs at once (default 64)")
+    p.add_argument("--no-worker", action="store_true",
+                   help="serve pages and API only; separate `tenure worker`s run the tasks")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.set_defaults(command="serve", handler=cmd_serve)
+
     p = sub.add_parser("watch", parents=[db], help="a live progress bar of a run, then its summary")
     p.add_argument("run", type=int, help="run id")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes")
@@ -137,6 +146,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if supervisor.fatal is not None:
         print(f"tenure: error: the supervisor stopped: {supervisor.fatal}", file=sys.stderr)
         return EXIT_FAILED
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    _setup_logging(args.log_level)
+    if not 0 < args.port < 65536:
+        raise InvalidInput(f"--port must be between 1 and 65535, got {args.port}")
+    url = _url(args)
+    settings = Settings.from_env(concurrency=args.concurrency)
+    client.open(url).close()  # migrate (or refuse a foreign database) before serving anything
+    app = create_app(url, supervise=not args.no_worker, settings=settings)
+    print(f"tenure: serving http://{args.host}:{args.port}/ on {url}", file=sys.stderr, flush=True)
+    # uvicorn turns SIGTERM/SIGINT into a graceful lifespan shutdown, which stops the supervisor.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
+                timeout_graceful_shutdown=10, access_log=False)
     return 0
 
 

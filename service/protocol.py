@@ -108,6 +108,7 @@ class Kind:
     args_for: Callable[[dict[str, Any], int], dict[str, Any]] = field(
         default=lambda params, position: {**params, "position": position}
     )
+    takes: frozenset[str] = frozenset()  # the run parameters it accepts (for forms and docs)
 
 
 _REGISTRY: dict[str, Kind] = {}
@@ -119,16 +120,17 @@ def register(
     description: str = "",
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     args_for: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
+    takes: frozenset[str] | set[str] = frozenset(),
 ) -> Callable[[Factory], Factory]:
     """Register a factory under ``name`` (a decorator). Re-registering a name replaces it."""
 
     def decorate(build: Factory) -> Factory:
-        kind = Kind(name=name, build=build, description=description)
+        options: dict[str, Any] = {"takes": frozenset(takes)}
         if validate is not None:
-            kind = Kind(name, build, description, validate, kind.args_for)
+            options["validate"] = validate
         if args_for is not None:
-            kind = Kind(name, build, description, kind.validate, args_for)
-        _REGISTRY[name] = kind
+            options["args_for"] = args_for
+        _REGISTRY[name] = Kind(name=name, build=build, description=description, **options)
         return build
 
     return decorate

@@ -7,6 +7,7 @@ transaction; reads see one consistent snapshot. The supervisor's verbs live in
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -200,6 +201,33 @@ class Store:
                 select(*_TASK_COLUMNS).where(Task.run_id == run_id).order_by(Task.position)
             ).all()
         return run, [TaskView(*row) for row in rows]
+
+    @translated
+    def run_fingerprint(self, run_id: int) -> str:
+        """A short digest of everything the run's status view shows; it changes when any of it does.
+
+        Two queries whatever the run's size (the run row and one grouped aggregate over its
+        tasks), so an unchanged run can be answered without reading its tasks.
+        Raises NotFound for an unknown id.
+        """
+        with read_tx(self.engine) as conn:
+            run = conn.execute(
+                select(Run.status, Run.finished_at, Run.hook_task_id).where(Run.id == run_id)
+            ).one_or_none()
+            if run is None:
+                raise NotFound(f"there is no run {run_id}")
+            groups = conn.execute(
+                select(
+                    Task.status, func.count(), func.sum(Task.attempts),
+                    func.sum(func.round(Task.progress * 100)), func.max(Task.finished_at),
+                    func.max(Task.next_attempt_at), func.count(Task.error),
+                )
+                .where(Task.run_id == run_id)
+                .group_by(Task.status)
+                .order_by(Task.status)
+            ).all()
+        text = repr((tuple(run), [tuple(g) for g in groups]))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     @translated
     def list_runs(self, *, limit: int = 20, offset: int = 0, live: bool | None = None) -> list[RunView]:

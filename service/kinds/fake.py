@@ -83,7 +83,7 @@ def args_for(params: dict[str, Any], position: int) -> dict[str, Any]:
 
 
 @register("gen_task", description="the exercise's fakes: blocking or polling, 1-99 s, returns 2*value",
-          validate=validate, args_for=args_for)
+          validate=validate, args_for=args_for, takes=PARAMS)
 def build(args: dict[str, Any], ctx: TaskContext) -> BlockingFake | PollingFake:
     rng = random.Random(f"{args.get('seed', 0)}:{args.get('position', 0)}")
     return gen_task(int(args["value"]), rng=rng, time_scale=float(args.get("time_scale", 1.0)), ctx=ctx)

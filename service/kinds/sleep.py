@@ -98,6 +98,6 @@ class Sleep:
 
 
 @register("sleep", description="sleeps a seeded random duration; fails or retries at seeded rates",
-          validate=validate)
+          validate=validate, takes=PARAMS)
 def build(args: dict[str, Any], ctx: TaskContext) -> Sleep:
     return Sleep(args, ctx)

@@ -1,0 +1,113 @@
+"""The pages and the status fragment through Starlette's test client."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import event
+from starlette.testclient import TestClient
+
+from tests.conftest import wait_for
+
+FORM = {"tasks": "4", "kind": "sleep", "min_seconds": "0.01", "max_seconds": "0.03", "failure_rate": "0",
+        "transient_rate": "0", "seed": "", "name": ""}
+
+
+def start(client: TestClient, **fields: str) -> int:
+    response = client.post("/runs", data={**FORM, **fields}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    match = re.fullmatch(r".*/runs/(\d+)", response.headers["location"])
+    assert match
+    return int(match.group(1))
+
+
+def test_index_shows_the_form_live_runs_and_history(idle_client: TestClient) -> None:
+    run_id = start(idle_client, name="morning batch")
+    page = idle_client.get("/")
+    assert page.status_code == 200
+    assert 'name="tasks"' in page.text and 'value="50"' in page.text
+    assert "morning batch" in page.text and f"/runs/{run_id}" in page.text
+
+
+def test_a_bad_form_is_shown_again_with_a_readable_message(idle_client: TestClient) -> None:
+    response = idle_client.post("/runs", data={**FORM, "min_seconds": "9", "max_seconds": "2"})
+    assert response.status_code == 422
+    assert "min_seconds (9) must not be above max_seconds (2)" in response.text
+    assert 'value="9"' in response.text  # what the reader typed is kept
+    response = idle_client.post("/runs", data={**FORM, "tasks": "lots"})
+    assert response.status_code == 422 and "tasks must be a whole number" in response.text
+    response = idle_client.post("/runs", data={}, follow_redirects=False)
+    assert response.status_code == 303  # every field has a default
+    assert idle_client.get("/api/runs").json()["total"] == 1
+
+
+def test_live_fragment_polls_and_the_final_one_stops(client: TestClient) -> None:
+    run_id = start(client, min_seconds="0.3", max_seconds="0.3")
+    live = client.get(f"/runs/{run_id}/status")
+    assert live.status_code == 200
+    assert 'hx-trigger="every 1s' in live.text and 'role="progressbar"' in live.text
+    assert live.text.count('class="tile st-') == 4
+    wait_for(lambda: client.get(f"/api/runs/{run_id}").json()["status"] == "completed", 10, "completion")
+    final = client.get(f"/runs/{run_id}/status")
+    assert "hx-trigger" not in final.text and "hx-get" not in final.text
+    assert 'id="summary"' in final.text and "4</strong> succeeded" in final.text
+    assert f"Run {run_id} completed: 4 succeeded, 0 failed." in final.text  # the aria-live announcement
+
+
+def test_an_unchanged_run_answers_304_without_a_body(idle_client: TestClient) -> None:
+    run_id = start(idle_client)
+    first = idle_client.get(f"/runs/{run_id}/status")
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == "no-cache"
+    again = idle_client.get(f"/runs/{run_id}/status", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    idle_client.post(f"/api/runs/{run_id}/cancel")
+    changed = idle_client.get(f"/runs/{run_id}/status", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+
+
+def test_a_poll_costs_the_same_queries_at_any_run_size(idle_client: TestClient) -> None:
+    engine = idle_client.app.state.tenure.engine  # type: ignore[attr-defined]
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        if not str(args[2]).startswith("BEGIN"):
+            statements.append(str(args[2]))
+
+    small = start(idle_client, tasks="5")
+    large = start(idle_client, tasks="500")
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        costs = {}
+        for run_id in (small, large):
+            statements.clear()
+            etag = idle_client.get(f"/runs/{run_id}/status").headers["etag"]
+            full = len(statements)
+            statements.clear()
+            idle_client.get(f"/runs/{run_id}/status", headers={"If-None-Match": etag})
+            costs[run_id] = (full, len(statements))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert costs[small] == costs[large]
+    assert costs[small][1] <= 2 < costs[small][0] <= 8, costs
+
+
+def test_html_in_names_and_errors_is_escaped(idle_client: TestClient) -> None:
+    run_id = start(idle_client, name="<script>alert(1)</script>")
+    for path in ("/", f"/runs/{run_id}", f"/runs/{run_id}/status"):
+        text = idle_client.get(path).text
+        assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in idle_client.get(f"/runs/{run_id}").text
+
+
+def test_unknown_runs_and_actions_give_readable_pages(idle_client: TestClient) -> None:
+    missing = idle_client.get("/runs/999")
+    assert missing.status_code == 404 and "there is no run 999" in missing.text and "<html" in missing.text
+    assert idle_client.get("/runs/999/status").status_code == 404
+    run_id = start(idle_client)
+    assert idle_client.post(f"/runs/{run_id}/cancel", follow_redirects=False).status_code == 303
+    again = idle_client.post(f"/runs/{run_id}/cancel")
+    assert again.status_code == 409 and "only a running run can be cancelled" in again.text
+    assert idle_client.post(f"/runs/{run_id}/retry", follow_redirects=False).status_code == 303
+    assert idle_client.get("/static/../pyproject.toml").status_code == 404
+    assert idle_client.get("/nowhere").status_code == 404

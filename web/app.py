@@ -1,0 +1,68 @@
+"""The Starlette app factory. Its lifespan opens the database and runs the embedded supervisor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+import service
+from service.config import Settings
+from web import api, pages
+
+log = logging.getLogger("tenure.web")
+HERE = Path(__file__).resolve().parent
+
+
+def create_app(db: str | None = None, *, supervise: bool = True, settings: Settings | None = None) -> Starlette:
+    """The web app over the database ``db`` (URL or path; default TENURE_DB, then ./tenure.db).
+
+    With ``supervise`` an embedded supervisor runs tasks in this process, started and stopped
+    by the lifespan; without it the app only shows what separate ``tenure worker``s do.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        t = service.open(db)
+        app.state.tenure = t
+        app.state.supervisor = t.start_supervisor(settings or Settings.from_env()) if supervise else None
+        try:
+            yield
+        finally:
+            if app.state.supervisor is not None:
+                app.state.supervisor.stop()
+            t.close()
+
+    routes = [
+        *pages.routes,
+        *api.routes,
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error, 500: server_error})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """404, 405 and friends: JSON under /api and for /healthz, a readable page elsewhere."""
+    assert isinstance(exc, HTTPException)
+    message = {404: "there is nothing at this address", 405: f"{request.method} is not allowed here"}.get(
+        exc.status_code, str(exc.detail))
+    if request.url.path.startswith("/api") or request.url.path == "/healthz":
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+    return pages.error_page(request, message, exc.status_code, headers=exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("web.error path=%s", request.url.path, exc_info=exc)
+    message = "tenure hit an internal error; the log has the details"
+    if request.url.path.startswith("/api"):
+        return JSONResponse({"error": message}, status_code=500)
+    return pages.error_page(request, message, 500)

@@ -1,0 +1,202 @@
+"""HTML pages and the status fragment that HTMX polls.
+
+Each handler parses its input, calls the engine, renders one template. The fragment answers
+``304`` when the run's fingerprint (two cheap queries) matches the browser's ``ETag``; otherwise
+it reads the run, its tiles and its attempt outcomes (a fixed number of queries, whatever the
+run's size) and renders.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+import service
+from service import summary
+from service.errors import InvalidInput, TenureError
+from service.protocol import kinds
+from service.store import RunView, TaskView
+from web import forms
+from web.errors import run_id, status_for
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["duration"] = summary.format_seconds
+HISTORY_PAGE = 15
+MAX_FORM_BYTES = 16 * 1024
+
+STATUS = {  # status → (icon, label); colour comes from CSS, never alone
+    "queued": ("·", "queued"),
+    "running": ("▶", "running"),
+    "retrying": ("↻", "retrying"),
+    "succeeded": ("✓", "succeeded"),
+    "failed": ("✗", "failed"),
+    "cancelled": ("⊘", "cancelled"),
+}
+templates.env.globals["STATUS"] = STATUS
+
+
+def tenure_of(request: Request) -> service.Tenure:
+    t: service.Tenure = request.app.state.tenure
+    return t
+
+
+def error_page(request: Request, message: str, status: int, headers: Any = None) -> Response:
+    return templates.TemplateResponse(request, "error.html", {"message": message, "status": status},
+                                      status_code=status, headers=headers)
+
+
+async def index(request: Request) -> Response:
+    return await _render_index(request, {}, None, 200)
+
+
+async def _render_index(request: Request, values: dict[str, Any], message: str | None, status: int) -> Response:
+    t = tenure_of(request)
+    try:
+        page = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        page = 1
+    page = min(page, 10**6)
+
+    def read() -> tuple[list[RunView], list[RunView], int]:
+        live = t.store.list_runs(limit=50, live=True)
+        history = t.store.list_runs(limit=HISTORY_PAGE, offset=(page - 1) * HISTORY_PAGE, live=False)
+        return live, history, t.store.count_runs()
+
+    try:
+        live, history, total = await run_in_threadpool(read)
+    except TenureError as exc:
+        return error_page(request, str(exc), status_for(exc))
+    context = {
+        "live": live, "history": history, "page": page, "pages": max(1, math.ceil(total / HISTORY_PAGE)),
+        "values": values, "message": message, "kinds": kinds(), "now": t.clock.now(),
+    }
+    return templates.TemplateResponse(request, "index.html", context, status_code=status)
+
+
+async def create_run(request: Request) -> Response:
+    t = tenure_of(request)
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+        return error_page(request, f"the form is larger than {MAX_FORM_BYTES} bytes", 413)
+    try:
+        form: FormData = await request.form(max_files=0, max_fields=50)
+    except Exception:  # noqa: BLE001 - any unreadable form body is the client's mistake
+        return error_page(request, "the form could not be read; send it from the start page", 400)
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        req = forms.parse_form(form)
+        new_id = await run_in_threadpool(
+            lambda: t.submit_run(req.count, req.kind, req.params, **req.submit_kwargs()))
+    except InvalidInput as exc:
+        return await _render_index(request, values, str(exc), 422)
+    except TenureError as exc:
+        return await _render_index(request, values, str(exc), status_for(exc))
+    return RedirectResponse(request.url_for("run_page", run_id=new_id), status_code=303)
+
+
+async def run_page(request: Request) -> Response:
+    try:
+        context = await run_in_threadpool(status_context, request, run_id(request))
+    except TenureError as exc:
+        return error_page(request, str(exc), status_for(exc))
+    return templates.TemplateResponse(request, "run.html", context)
+
+
+async def status_fragment(request: Request) -> Response:
+    t = tenure_of(request)
+    try:
+        rid = run_id(request)
+        fingerprint = await run_in_threadpool(t.store.run_fingerprint, rid)
+    except TenureError as exc:
+        return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
+    etag = f'W/"{fingerprint}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "HX-Request"}
+    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    try:
+        context = await run_in_threadpool(status_context, request, rid)
+    except TenureError as exc:
+        return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
+    return templates.TemplateResponse(request, "_status.html", context, headers=headers)
+
+
+def status_context(request: Request, rid: int) -> dict[str, Any]:
+    """Everything the bar, the grid and the summary show, from one snapshot plus one grouped query."""
+    t = tenure_of(request)
+    run, tasks = t.run_with_tasks(rid)
+    now = t.clock.now()
+    progress = summary.progress(run, tasks, now)
+    ended = None
+    if not run.live:
+        ended = summary.summarize(run, tasks, t.store.run_attempt_outcomes(rid))
+    hook = t.task(run.hook_task_id) if run.hook_task_id is not None else None
+    counts = run.counts
+    total = max(run.total, 1)
+    running_share = sum(task.progress for task in tasks if task.status == "running")
+    shares = {
+        "succeeded": 100 * counts["succeeded"] / total,
+        "failed": 100 * (counts["failed"] + counts["cancelled"]) / total,
+        "running": 100 * running_share / total,
+    }
+    return {
+        "run": run, "tasks": [tile(task, now) for task in tasks], "progress": progress, "shares": shares,
+        "summary": ended, "hook": hook, "title": page_title(run),
+        "status_url": request.url_for("status_fragment", run_id=rid),
+    }
+
+
+def page_title(run: RunView) -> str:
+    c = run.counts
+    label = run.name or f"run {run.id}"
+    state = "" if run.live else f" · {run.status}"
+    return f"{c['succeeded']}/{run.total} ✓ {c['failed']} ✗{state} · {label} · tenure"
+
+
+def tile(task: TaskView, now: datetime) -> dict[str, Any]:
+    icon, label = STATUS.get(task.status, ("?", task.status))
+    duration = None
+    if task.started_at is not None:
+        duration = ((task.finished_at or now) - task.started_at).total_seconds()
+    waiting = None
+    if task.status == "retrying" and task.next_attempt_at is not None:
+        waiting = max(0.0, (task.next_attempt_at - now).total_seconds())
+    return {"t": task, "icon": icon, "label": label, "pct": round(100 * task.progress),
+            "duration": duration, "retry_in": waiting}
+
+
+async def cancel(request: Request) -> Response:
+    return await _act(request, "cancel_run")
+
+
+async def retry(request: Request) -> Response:
+    return await _act(request, "retry_run")
+
+
+async def _act(request: Request, verb: str) -> Response:
+    t = tenure_of(request)
+    try:
+        rid = run_id(request)
+        await run_in_threadpool(getattr(t, verb), rid)
+    except TenureError as exc:
+        return error_page(request, str(exc), status_for(exc))
+    return RedirectResponse(request.url_for("run_page", run_id=rid), status_code=303)
+
+
+routes = [
+    Route("/", index, methods=["GET"], name="index"),
+    Route("/runs", create_run, methods=["POST"], name="create_run"),
+    Route("/runs/{run_id:int}", run_page, methods=["GET"], name="run_page"),
+    Route("/runs/{run_id:int}/status", status_fragment, methods=["GET"], name="status_fragment"),
+    Route("/runs/{run_id:int}/cancel", cancel, methods=["POST"], name="cancel_run"),
+    Route("/runs/{run_id:int}/retry", retry, methods=["POST"], name="retry_run"),
+]
