@@ -160,7 +160,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = _url(args)
     settings = Settings.from_env(concurrency=args.concurrency)
     client.open(url).close()  # migrate (or refuse a foreign database) before serving anything
-    app = create_app(url, supervise=not args.no_worker, settings=settings)
+    app = create_app(url, supervise=not args.no_worker, settings=settings,
+                     allowed_hosts=[args.host] if args.host not in ("0.0.0.0", "::") else [])
     print(f"tenure: serving http://{args.host}:{args.port}/ on {url}", file=sys.stderr, flush=True)
     # uvicorn turns SIGTERM/SIGINT into a graceful lifespan shutdown, which stops the supervisor.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),

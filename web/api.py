@@ -16,7 +16,7 @@ import service
 from service.errors import InvalidInput, TenureError
 from service.store import RunView, TaskView
 from web import forms
-from web.errors import run_id, status_for
+from web.errors import BodyTooLarge, read_body, run_id, status_for
 from web.openapi import SPEC
 
 MAX_BODY_BYTES = 64 * 1024
@@ -64,14 +64,7 @@ def task_json(task: TaskView) -> dict[str, Any]:
 
 
 async def read_json(request: Request) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise BodyTooLarge()
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise BodyTooLarge()
+    body = await read_body(request, MAX_BODY_BYTES)
     if not body.strip():
         return {}
     try:
@@ -80,10 +73,6 @@ async def read_json(request: Request) -> Any:
         raise InvalidInput("the body is not valid UTF-8") from None
     except (json.JSONDecodeError, RecursionError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
-
-
-class BodyTooLarge(InvalidInput):
-    pass
 
 
 class MalformedJson(InvalidInput):
@@ -99,8 +88,8 @@ async def create_run(request: Request) -> Response:
     t: service.Tenure = request.app.state.tenure
     try:
         data = await read_json(request)
-    except BodyTooLarge:
-        return error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
+    except BodyTooLarge as exc:
+        return error(str(exc), 413)
     except MalformedJson as exc:
         return error(str(exc), 400)
     req = forms.parse_json(data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,18 +18,28 @@ from starlette.staticfiles import StaticFiles
 
 import service
 from service.config import Settings
-from web import api, pages
+from web import api, guard, pages
 
 log = logging.getLogger("tenure.web")
 HERE = Path(__file__).resolve().parent
 
 
-def create_app(db: str | None = None, *, supervise: bool = True, settings: Settings | None = None) -> Starlette:
+def create_app(
+    db: str | None = None,
+    *,
+    supervise: bool = True,
+    settings: Settings | None = None,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
+) -> Starlette:
     """The web app over the database ``db`` (URL or path; default TENURE_DB, then ./tenure.db).
 
     With ``supervise`` an embedded supervisor runs tasks in this process, started and stopped
     by the lifespan; without it the app only shows what separate ``tenure worker``s do.
+    ``allowed_hosts`` and ``allowed_origins`` add to the defaults of :mod:`web.guard`.
     """
+    hosts = [*guard.DEFAULT_HOSTS, *guard.from_env("TENURE_ALLOWED_HOSTS"), *allowed_hosts]
+    origins = [*guard.from_env("TENURE_ALLOWED_ORIGINS"), *allowed_origins]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -49,7 +59,8 @@ def create_app(db: str | None = None, *, supervise: bool = True, settings: Setti
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan,
-                     middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
+                     middleware=[Middleware(guard.Guard, hosts=hosts, origins=origins),
+                                 Middleware(GZipMiddleware, minimum_size=1024)],
                      exception_handlers={HTTPException: http_error, 500: server_error})
 
 

@@ -21,6 +21,30 @@ def status_for(exc: TenureError) -> int:
     return 400
 
 
+class BodyTooLarge(InvalidInput):
+    """The request body is over the endpoint's limit (answer 413)."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing it once it passes ``limit`` bytes (chunked bodies included).
+
+    The body is kept on the request, so ``request.form()`` parses what was read here.
+
+    Raises:
+        BodyTooLarge: the declared or actual length is over ``limit``.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge(f"the body is larger than {limit} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+    request._body = body  # Starlette's own cache: form() and json() read it instead of the stream
+    return body
+
+
 def run_id(request: Request) -> int:
     """The ``{run_id:int}`` path parameter.
 

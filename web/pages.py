@@ -26,7 +26,7 @@ from service.errors import InvalidInput, TenureError
 from service.protocol import kinds
 from service.store import RunView, TaskView
 from web import forms
-from web.errors import run_id, status_for
+from web.errors import BodyTooLarge, read_body, run_id, status_for
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -85,8 +85,9 @@ async def _render_index(request: Request, values: dict[str, Any], message: str |
 
 async def create_run(request: Request) -> Response:
     t = tenure_of(request)
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+    try:
+        await read_body(request, MAX_FORM_BYTES)
+    except BodyTooLarge:
         return error_page(request, f"the form is larger than {MAX_FORM_BYTES} bytes", 413)
     try:
         form: FormData = await request.form(max_files=0, max_fields=50)

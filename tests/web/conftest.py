@@ -14,12 +14,12 @@ FAST = Settings(heartbeat_s=0.05, lease_ttl_s=1.0, retry_base_s=0.01, idle_poll_
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
     """The app with its embedded supervisor, on the test's own migrated database."""
-    with TestClient(create_app(db_url, settings=FAST)) as c:
+    with TestClient(create_app(db_url, settings=FAST, allowed_hosts=['testserver'])) as c:
         yield c
 
 
 @pytest.fixture
 def idle_client(db_url: str) -> Iterator[TestClient]:
     """The app with no supervisor: runs stay exactly as submitted."""
-    with TestClient(create_app(db_url, supervise=False)) as c:
+    with TestClient(create_app(db_url, supervise=False, allowed_hosts=['testserver'])) as c:
         yield c

@@ -111,3 +111,17 @@ def test_unknown_runs_and_actions_give_readable_pages(idle_client: TestClient) -
     assert idle_client.post(f"/runs/{run_id}/retry", follow_redirects=False).status_code == 303
     assert idle_client.get("/static/../pyproject.toml").status_code == 404
     assert idle_client.get("/nowhere").status_code == 404
+
+
+def test_oversized_and_garbled_forms_are_refused(idle_client: TestClient) -> None:
+    def chunks() -> object:
+        yield b"name="
+        for _ in range(40):
+            yield b"x" * 1024
+
+    big = idle_client.post("/runs", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert big.status_code == 413 and "larger than" in big.text
+    garbled = idle_client.post("/runs", content=b"tasks=\xff\xfe&name=\xc3",
+                               headers={"content-type": "application/x-www-form-urlencoded"})
+    assert garbled.status_code == 422 and "tasks must be a whole number" in garbled.text
+    assert idle_client.get("/healthz").status_code == 200
