@@ -64,12 +64,16 @@ def create_app(
                      exception_handlers={HTTPException: http_error, 500: server_error})
 
 
+def wants_json(path: str) -> bool:
+    return path.startswith("/api") or path in ("/healthz", "/openapi.json")
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """404, 405 and friends: JSON under /api and for /healthz, a readable page elsewhere."""
     assert isinstance(exc, HTTPException)
     message = {404: "there is nothing at this address", 405: f"{request.method} is not allowed here"}.get(
         exc.status_code, str(exc.detail))
-    if request.url.path.startswith("/api") or request.url.path == "/healthz":
+    if wants_json(request.url.path):
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
     return pages.error_page(request, message, exc.status_code, headers=exc.headers)
 
@@ -77,6 +81,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("web.error path=%s", request.url.path, exc_info=exc)
     message = "tenure hit an internal error; the log has the details"
-    if request.url.path.startswith("/api"):
+    if wants_json(request.url.path):
         return JSONResponse({"error": message}, status_code=500)
     return pages.error_page(request, message, 500)

@@ -73,7 +73,7 @@ class Guard:
 
 async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
     path = scope.get("path", "")
-    if path.startswith("/api") or path == "/healthz":
+    if path.startswith("/api") or path in ("/healthz", "/openapi.json"):
         body, kind = json.dumps({"error": message}).encode(), b"application/json"
     else:
         body, kind = f"{status}: {message}\n".encode(), b"text/plain; charset=utf-8"

@@ -64,6 +64,9 @@ SPEC: dict[str, Any] = {
                          "queued": {"type": "integer"}, "run": {"$ref": "#/components/schemas/Run"}}}),
                          **_errors(404, 409, 503)}},
         },
+        "/openapi.json": {
+            "get": {"summary": "This description", "responses": _ok({"type": "object", "required": ["openapi"]})},
+        },
         "/healthz": {
             "get": {"summary": "Liveness of the database and the supervisor",
                     "responses": {**_ok({"$ref": "#/components/schemas/Health"}),
