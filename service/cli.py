@@ -7,7 +7,9 @@ Every command takes ``--db`` (a SQLAlchemy URL or a file path; else ``TENURE_DB`
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -34,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        load_plugins(getattr(args, "imports", []))
         return int(args.handler(args) or 0)
     except (InvalidInput, NotFound, SchemaError) as exc:
         print(f"tenure: error: {exc}", file=sys.stderr)
@@ -45,10 +48,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def load_plugins(modules: Sequence[str]) -> None:
+    """Import the modules that register the user's task kinds (flags, then TENURE_IMPORT).
+
+    Raises:
+        InvalidInput: a module cannot be imported.
+    """
+    names = [*modules, *(m.strip() for m in os.environ.get("TENURE_IMPORT", "").split(",") if m.strip())]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any failure to import is the user's to fix
+            raise InvalidInput(f"could not import {name!r} for its task kinds: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", default=argparse.SUPPRESS,
                     help="database URL or file path (default: $TENURE_DB, else ./tenure.db)")
+    db.add_argument("--import", dest="imports", action="append", default=argparse.SUPPRESS, metavar="MODULE",
+                    help="import MODULE first, so the task kinds it registers exist (also $TENURE_IMPORT, "
+                         "comma-separated)")
     parser = argparse.ArgumentParser(prog="tenure", parents=[db],
                                      description="A persistent, crash-recoverable job service.")
     parser.set_defaults(command=None)

@@ -100,6 +100,18 @@ class Leases:
         return [LiveWorker(*row) for row in rows]
 
     @translated
+    def lease_holders(self) -> dict[int, datetime]:
+        """{worker id: heartbeat_at} of every worker holding a running task; {} when none."""
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(Worker.id, Worker.heartbeat_at)
+                .where(Worker.id.in_(
+                    select(Task.lease_owner).where(Task.status == TaskStatus.RUNNING.value).distinct()
+                ))
+            ).all()
+        return {worker_id: beat for worker_id, beat in rows}
+
+    @translated
     def stop_worker(self, worker_id: int, now: datetime) -> None:
         """Mark the worker stopped. A no-op for an unknown id."""
         with write_tx(self.engine) as conn:

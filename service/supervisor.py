@@ -36,6 +36,7 @@ from service.executor import Execution
 from service.leases import Lease, Leases
 from service.models import Outcome
 from service.protocol import TaskContext
+from service.reaper import HeartbeatWatch
 from service.retry import RetryPolicy
 
 log = logging.getLogger("tenure.supervisor")
@@ -70,6 +71,7 @@ class Supervisor:
         self._grace_s = self.settings.shutdown_grace_s
         self._halt = threading.Event()  # side loops end
         self._threads: list[threading.Thread] = []
+        self._watch: HeartbeatWatch | None = None
         self._room_freed = False  # a slot came free: claim at once instead of at the idle pace
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
 
@@ -80,6 +82,7 @@ class Supervisor:
         self.worker_id = self.leases.register_worker(self.host, os.getpid(), self.clock.now())
         log.info("supervisor.started worker=%s host=%s pid=%s concurrency=%s",
                  self.worker_id, self.host, os.getpid(), self.settings.concurrency)
+        self._watch = HeartbeatWatch(self.settings.lease_ttl_s, self.worker_id)
         self._recover_dead_on_host()
         for target, name in ((self._loop, "loop"), (self._heartbeat_loop, "heartbeat")):
             thread = threading.Thread(target=self._supervised(target), name=f"tenure-{name}", daemon=True)
@@ -339,10 +342,16 @@ class Supervisor:
                 self._events.put(("lost", ex))
 
     def _reap(self) -> None:
-        reaped = self.leases.reap_expired(self.clock.now())
-        if reaped:
-            log.warning("supervisor.reaped tasks=%s worker=%s: their leases expired",
-                        len(reaped), self.worker_id)
+        """Reap the leases of supervisors whose heartbeat stopped changing (see :mod:`reaper`)."""
+        assert self._watch is not None
+        for dead in self._watch.dead(self.leases.lease_holders(), self.clock.monotonic()):
+            lost = self.leases.reclaim_worker(
+                dead, self.clock.now(),
+                f"lease expired: supervisor {dead} stopped heartbeating for {self.settings.lease_ttl_s:g} s "
+                "(crashed, hung or cut off)",
+            )
+            log.warning("supervisor.reaped dead_worker=%s tasks=%s worker=%s: no heartbeat for %s s",
+                        dead, len(lost), self.worker_id, self.settings.lease_ttl_s)
 
     def _recover_dead_on_host(self) -> None:
         assert self.worker_id is not None

@@ -108,3 +108,67 @@ register("t_flaky")(Flaky)
 register("t_doomed")(Doomed)
 register("t_hook")(Hook)
 register("t_long")(LongSleep)
+
+
+class Poison:
+    """Kills the whole process every time it runs, as a segfaulting extension would."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        pass
+
+    def run(self) -> None:
+        import os
+
+        os._exit(70)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no printing me")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("nor me")
+
+
+class RaisesUnprintable:
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        pass
+
+    def run(self) -> None:
+        raise Unprintable()
+
+
+class FlakyCheck:
+    """A polling task whose check_output() raises every other call, then answers."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.calls = 0
+
+    def run(self) -> None:
+        return None
+
+    def check_output(self) -> Any:
+        self.calls += 1
+        if self.calls % 2:
+            raise OSError(f"status endpoint hiccup #{self.calls}")
+        return "ok" if self.calls >= 6 else None
+
+
+class CpuHog:
+    """Pure-Python busy loop for ``seconds``: it holds the interpreter as much as Python lets it."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.seconds = args.get("seconds", 1.0)
+
+    def run(self) -> int:
+        end = time.monotonic() + self.seconds
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+
+register("t_poison")(Poison)
+register("t_unprintable")(RaisesUnprintable)
+register("t_flaky_check")(FlakyCheck)
+register("t_cpu")(CpuHog)

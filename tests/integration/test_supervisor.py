@@ -171,3 +171,26 @@ def test_a_result_that_is_not_json_fails_the_task_readably(t: service.Tenure, su
     supervise()
     task = t.wait_task(task_id, 5)
     assert task.status == "failed" and "cannot be stored as JSON" in (task.error or "")
+
+
+def test_unruly_tasks_end_terminal_with_readable_errors(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    unprintable = t.submit_task("t_unprintable", max_attempts=1)
+    flaky_check = t.submit_task("t_flaky_check")
+    supervise()
+    task = t.wait_task(unprintable, 5)
+    assert task.status == "failed" and task.error == "Unprintable: (its message could not be printed)"
+    # check_output() raising now and then is logged and checked again, not fatal.
+    task = t.wait_task(flaky_check, 5)
+    assert (task.status, task.result, task.attempts) == ("succeeded", "ok", 1)
+
+
+def test_a_cpu_hog_does_not_starve_its_neighbours_heartbeats(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    neighbour = t.submit_task("t_long")
+    hogs = [t.submit_task("t_cpu", {"seconds": 1.5}) for _ in range(2)]
+    # Leases of 0.5 s beaten every 0.05 s: one starved beat window and the reaper takes them.
+    supervise(lease_ttl_s=0.5, heartbeat_s=0.05)
+    for hog in hogs:
+        assert t.wait_task(hog, 10).status == "succeeded"
+    assert t.task(neighbour).status == "running"
+    for task_id in (neighbour, *hogs):
+        assert [a.outcome for a in t.attempts(task_id)] in (["running"], ["succeeded"]), "a live lease was reaped"

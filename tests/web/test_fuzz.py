@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-from urllib.parse import quote
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
@@ -30,7 +30,7 @@ scalars = st.one_of(
 )
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-run_bodies = st.dictionaries(st.sampled_from(sorted(FIELDS) + ["extra"]), json_values, max_size=6)
+run_bodies = st.dictionaries(st.sampled_from([*sorted(FIELDS), "extra"]), json_values, max_size=6)
 raw_bodies = st.one_of(st.binary(max_size=80), st.sampled_from(
     [b"{", b"[]", b"null", b'{"tasks": NaN}', b'{"tasks": Infinity}', b'{"tasks": 1e999}', b"\xff\xfe{}",
      b'{"tasks": 3, "min_seconds": 0, "max_seconds": 0.001}' , b"{" * 5000 + b"}" * 5000]))
