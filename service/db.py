@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from service.errors import InvalidInput
+
+log = logging.getLogger("tenure.db")
 
 DEFAULT_DB = "tenure.db"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -100,15 +105,42 @@ def enable_wal(engine: Engine) -> None:
         raw.close()
 
 
+class WaitLog:
+    """Logs a slow wait for the write lock once per episode, not once per waiting writer."""
+
+    def __init__(self, slow_s: float = 1.0, quiet_s: float = 30.0) -> None:
+        self.slow_s, self.quiet_s = slow_s, quiet_s
+        self._last = -float("inf")
+        self._lock = threading.Lock()
+
+    def waited(self, seconds: float) -> None:
+        if seconds < self.slow_s:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.quiet_s:
+                return
+            self._last = now
+        log.warning("db.write_waited seconds=%.1f: another writer held the database's write lock "
+                    "(further waits in the next %g s are not logged)", seconds, self.quiet_s)
+
+
+WRITE_WAITS = WaitLog()
+
+
 @contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, a plain transaction elsewhere.
 
-    Commits when the block exits normally, rolls back when it raises.
+    On SQLite it waits up to the busy timeout (10 s) for another writer's lock; a wait of over
+    a second is logged once per episode. Commits when the block exits normally, rolls back
+    when it raises.
     """
     with engine.connect() as conn:
         conn = conn.execution_options(**{_WRITE: True})
+        started = time.monotonic()
         with conn.begin():
+            WRITE_WAITS.waited(time.monotonic() - started)
             yield conn
 
 

@@ -43,6 +43,7 @@ log = logging.getLogger("tenure.supervisor")
 
 FINISH_RETRY_S = 0.5  # a finish write the database refused is tried again this often
 SCAN_HOST_EVERY_S = 5.0  # how often to look for dead supervisors on this host
+QUIET_S = 30.0  # a repeating storage warning is logged at most this often
 
 
 class Supervisor:
@@ -72,6 +73,7 @@ class Supervisor:
         self._halt = threading.Event()  # side loops end
         self._threads: list[threading.Thread] = []
         self._watch: HeartbeatWatch | None = None
+        self._warned: dict[str, float] = {}  # event → when it was last logged (monotonic)
         self._room_freed = False  # a slot came free: claim at once instead of at the idle pace
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
 
@@ -252,7 +254,7 @@ class Supervisor:
         try:
             leases = self.leases.claim(self.worker_id, room, self.clock.now(), self.settings.lease_ttl_s)
         except TenureError as exc:
-            log.warning("claim.failed worker=%s error=%s", self.worker_id, exc)
+            self._warn_once("claim.failed", exc)
             return self.settings.idle_poll_s
         for lease in leases:
             self._dispatch(lease)
@@ -365,11 +367,19 @@ class Supervisor:
             log.warning("supervisor.reclaimed dead_worker=%s pid=%s tasks=%s worker=%s: its process is gone",
                         worker.id, worker.pid, len(lost), self.worker_id)
 
+    def _warn_once(self, event: str, exc: BaseException) -> None:
+        """A storage error repeats every beat and poll while it lasts: log it once per episode."""
+        now = self.clock.monotonic()
+        if now - self._warned.get(event, -float("inf")) >= QUIET_S:
+            self._warned[event] = now
+            log.warning("%s worker=%s error=%s (repeats in the next %g s are not logged)",
+                        event, self.worker_id, exc, QUIET_S)
+
     def _guard(self, what: str, fn: Any) -> None:
         try:
             fn()
         except TenureError as exc:
-            log.warning("%s.failed worker=%s error=%s", what, self.worker_id, exc)
+            self._warn_once(f"{what}.failed", exc)
         except Exception:
             log.exception("%s.crashed worker=%s", what, self.worker_id)
 
