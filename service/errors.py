@@ -27,6 +27,14 @@ class StorageError(TenureError):
     """The database could not be read or written (locked, read-only, full, unreachable)."""
 
 
+class StorageFull(StorageError):
+    """The database's disk is full: nothing was written."""
+
+
+class StorageReadOnly(StorageError):
+    """The database cannot be written (a read-only file or filesystem): nothing was written."""
+
+
 class PermanentError(Exception):
     """Raised by task code for a failure that a retry cannot fix: the task fails at once."""
 

@@ -8,7 +8,7 @@ from typing import ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from service.errors import Conflict, StorageError
+from service.errors import Conflict, StorageError, StorageFull, StorageReadOnly
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +38,11 @@ def translated(fn: Callable[P, R]) -> Callable[P, R]:
         except IntegrityError as exc:
             raise Conflict(describe(exc)) from exc
         except (OperationalError, DBAPIError) as exc:
-            raise StorageError(describe(exc)) from exc
+            message = describe(exc)
+            if message.startswith("the database's disk is full"):
+                raise StorageFull(message) from exc
+            if message.startswith("the database is read-only"):
+                raise StorageReadOnly(message) from exc
+            raise StorageError(message) from exc
 
     return wrapper

@@ -300,8 +300,9 @@ class Supervisor:
             applied = self.leases.finish(ex.lease, self.worker_id, self.clock.now(), **kwargs)
         except TenureError as exc:
             if ex.pending is None:
-                log.warning("finish.deferred task=%s attempt=%s error=%s (retrying every %s s)",
-                            ex.lease.task_id, ex.lease.attempt, exc, FINISH_RETRY_S)
+                log.info("finish.deferred task=%s attempt=%s error=%s (retrying every %s s)",
+                         ex.lease.task_id, ex.lease.attempt, exc, FINISH_RETRY_S)
+                self._warn_once("finish.deferred", exc)
             ex.phase, ex.pending = "finishing", kwargs
             ex.next_check_mono = self.clock.monotonic() + FINISH_RETRY_S
             return False

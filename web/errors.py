@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from service.errors import Conflict, InvalidInput, NotFound, SchemaError, StorageError, TenureError
+from service.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    SchemaError,
+    StorageError,
+    StorageFull,
+    TenureError,
+)
 
 MAX_ID = 2**63 - 1
 
@@ -16,6 +24,8 @@ def status_for(exc: TenureError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, StorageFull):
+        return 507
     if isinstance(exc, (StorageError, SchemaError)):
         return 503
     return 400

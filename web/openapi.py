@@ -37,7 +37,7 @@ SPEC: dict[str, Any] = {
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/RunRequest"}}}},
                 "responses": {**_ok({"$ref": "#/components/schemas/Run"}, 201, "the run was created"),
-                              **_errors(400, 409, 413, 422, 503)},
+                              **_errors(400, 409, 413, 422, 503, 507)},
             },
             "get": {
                 "summary": "Run history, latest first",
@@ -45,24 +45,24 @@ SPEC: dict[str, Any] = {
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 ],
-                "responses": {**_ok({"$ref": "#/components/schemas/RunPage"}), **_errors(422, 503)},
+                "responses": {**_ok({"$ref": "#/components/schemas/RunPage"}), **_errors(422, 503, 507)},
             },
         },
         "/api/runs/{run_id}": {
             "get": {"summary": "A run with its tasks", "parameters": [_RUN_ID],
-                    "responses": {**_ok({"$ref": "#/components/schemas/RunWithTasks"}), **_errors(404, 503)}},
+                    "responses": {**_ok({"$ref": "#/components/schemas/RunWithTasks"}), **_errors(404, 503, 507)}},
         },
         "/api/runs/{run_id}/cancel": {
             "post": {"summary": "Cancel a running run", "parameters": [_RUN_ID],
                      "responses": {**_ok({"type": "object", "required": ["cancelled", "run"], "properties": {
                          "cancelled": {"type": "integer"}, "run": {"$ref": "#/components/schemas/Run"}}}),
-                         **_errors(404, 409, 503)}},
+                         **_errors(404, 409, 503, 507)}},
         },
         "/api/runs/{run_id}/retry": {
             "post": {"summary": "Queue a finished run's failed tasks again", "parameters": [_RUN_ID],
                      "responses": {**_ok({"type": "object", "required": ["queued", "run"], "properties": {
                          "queued": {"type": "integer"}, "run": {"$ref": "#/components/schemas/Run"}}}),
-                         **_errors(404, 409, 503)}},
+                         **_errors(404, 409, 503, 507)}},
         },
         "/openapi.json": {
             "get": {"summary": "This description", "responses": _ok({"type": "object", "required": ["openapi"]})},

@@ -10,11 +10,11 @@
     failures: 0,
     nextAt: 0,
     due: function () { return Date.now() >= this.nextAt; },
-    failed: function () {
+    failed: function (why) {
       this.failures += 1;
       var delay = Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, this.failures - 1));
       this.nextAt = Date.now() + delay;
-      notice("Connection lost — retrying in " + Math.round(delay / 1000) + " s…");
+      notice((why || "Connection lost") + " — retrying in " + Math.round(delay / 1000) + " s…");
     },
     answered: function () {
       if (this.failures) { notice(null); }
@@ -83,7 +83,11 @@
     }
     document.body.addEventListener("htmx:sendError", function (evt) { if (fromStatus(evt)) { poll.failed(); } });
     document.body.addEventListener("htmx:timeout", function (evt) { if (fromStatus(evt)) { poll.failed(); } });
-    document.body.addEventListener("htmx:responseError", function (evt) { if (fromStatus(evt)) { poll.failed(); } });
+    document.body.addEventListener("htmx:responseError", function (evt) {
+      if (!fromStatus(evt)) { return; }
+      var text = (evt.detail.xhr && evt.detail.xhr.responseText || "").trim();
+      poll.failed(text && text.length < 300 ? "The server answered: " + text : "The server answered " + evt.detail.xhr.status);
+    });
     document.body.addEventListener("htmx:afterRequest", function (evt) {
       if (fromStatus(evt) && evt.detail.xhr && evt.detail.xhr.status >= 200 && evt.detail.xhr.status < 400) {
         poll.answered();
