@@ -71,3 +71,17 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, what: str
                 raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
     finally:
         timer.cancel()
+
+
+REPORT: list[str] = []  # figures the suite produces (seeds, counts), printed at the end of every run
+
+
+def report(line: str) -> None:
+    REPORT.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("tenure reliability figures")
+        for line in REPORT:
+            terminalreporter.write_line(line)

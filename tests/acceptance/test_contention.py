@@ -17,7 +17,7 @@ import pytest
 
 import service
 from tests.acceptance.procs import Server
-from tests.conftest import wait_for
+from tests.conftest import report, wait_for
 
 pytestmark = pytest.mark.acceptance
 HOLD_S = 5.0
@@ -74,5 +74,5 @@ def test_a_5_second_write_lock_is_ridden_out(tmp_path: Path) -> None:
         server.stop()
     log = (tmp_path / "serve.log").read_text()
     assert log.count("db.write_waited") == 1, log[-3000:]
-    print(f"\ncontention: {HOLD_S:g} s write lock ridden out; {len(reads)} reads during it, slowest "
+    report(f"contention: {HOLD_S:g} s write lock ridden out; {len(reads)} reads during it, slowest "
           f"{slowest * 1000:.0f} ms; a write waited {waited:.1f} s then went through; 1 log line")

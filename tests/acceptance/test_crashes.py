@@ -20,7 +20,7 @@ import pytest
 
 import service
 from tests.acceptance.procs import Server, start_worker, tenure
-from tests.conftest import wait_for
+from tests.conftest import report, wait_for
 
 pytestmark = pytest.mark.acceptance
 
@@ -49,7 +49,7 @@ def pause(seconds: float) -> None:
 
 
 def test_ten_kill_9s_of_serve_during_one_run(tmp_path: Path) -> None:
-    print(f"\nchaos seed {CHAOS_SEED} (TENURE_CHAOS_SEED={CHAOS_SEED} replays it)")
+    report(f"chaos seed {CHAOS_SEED} (TENURE_CHAOS_SEED={CHAOS_SEED} replays it)")
     rng = random.Random(CHAOS_SEED)
     db = tmp_path / "tenure.db"
     server = Server(db, tmp_path / "serve.log", {"TENURE_HEARTBEAT_S": "0.2"})
@@ -92,7 +92,7 @@ def test_ten_kill_9s_of_serve_during_one_run(tmp_path: Path) -> None:
     assert "running" not in outcomes.values(), "an attempt was left open"
     assert interrupted and all(outcomes[key] == "lost" for key in interrupted), "an interrupted attempt not lost"
     STATS.update(kills=kills, lost=len(interrupted), doubled=0)
-    print(f"chaos: {kills} kills, {len(interrupted)} interrupted attempts closed as lost, "
+    report(f"chaos: {kills} kills, {len(interrupted)} interrupted attempts closed as lost, "
           f"{run.counts['succeeded']} succeeded, {run.counts['failed']} failed, 0 succeeded twice")
 
 

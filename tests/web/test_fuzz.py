@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from starlette.testclient import TestClient
 
+from tests.conftest import report
 from web.app import create_app
 from web.forms import FIELDS
 from web.openapi import SPEC
@@ -64,7 +65,7 @@ def fuzz_client(migrated_template: Any, tmp_path_factory: pytest.TempPathFactory
     path.write_bytes(migrated_template.read_bytes())
     with TestClient(create_app(f"sqlite:///{path}", supervise=False, allowed_hosts=["testserver"])) as c:
         yield c
-    print(f"\nfuzz: seed {FUZZ_SEED}, {TRIED['cases']} cases tried, {TRIED['server_errors']} server errors")
+    report(f"fuzz: seed {FUZZ_SEED}, {TRIED['cases']} cases tried, {TRIED['server_errors']} server errors")
 
 
 def check(response: Any, path: str, method: str) -> None:
