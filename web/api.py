@@ -12,11 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import service
 from service.errors import InvalidInput, TenureError
 from service.store import RunView, TaskView
 from web import forms
-from web.errors import BodyTooLarge, read_body, run_id, status_for
+from web.http import BodyTooLarge, read_body, run_id, status_for, tenure_of
 from web.openapi import SPEC
 
 MAX_BODY_BYTES = 64 * 1024
@@ -85,7 +84,7 @@ def _reject_constant(name: str) -> Any:
 
 @guarded
 async def create_run(request: Request) -> Response:
-    t: service.Tenure = request.app.state.tenure
+    t = tenure_of(request)
     try:
         data = await read_json(request)
     except BodyTooLarge as exc:
@@ -102,7 +101,7 @@ async def create_run(request: Request) -> Response:
 
 @guarded
 async def list_runs(request: Request) -> Response:
-    t: service.Tenure = request.app.state.tenure
+    t = tenure_of(request)
     limit = _int_query(request, "limit", 20, 1, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 0, 10**9)
     runs = await run_in_threadpool(lambda: t.runs(limit=limit, offset=offset))
@@ -113,29 +112,31 @@ async def list_runs(request: Request) -> Response:
 
 @guarded
 async def get_run(request: Request) -> Response:
-    t: service.Tenure = request.app.state.tenure
+    t = tenure_of(request)
     run, tasks = await run_in_threadpool(t.run_with_tasks, run_id(request))
     return JSONResponse({**run_json(request, run), "tasks": [task_json(task) for task in tasks]})
 
 
 @guarded
 async def cancel_run(request: Request) -> Response:
-    t: service.Tenure = request.app.state.tenure
-    rid = run_id(request)
-    cancelled = await run_in_threadpool(t.cancel_run, rid)
-    return JSONResponse({"cancelled": cancelled, "run": run_json(request, await run_in_threadpool(t.run, rid))})
+    return await _act(request, "cancel_run", "cancelled")
 
 
 @guarded
 async def retry_run(request: Request) -> Response:
-    t: service.Tenure = request.app.state.tenure
+    return await _act(request, "retry_run", "queued")
+
+
+async def _act(request: Request, verb: str, key: str) -> Response:
+    """Apply a run verb; answer how many tasks it touched and the run as it is now."""
+    t = tenure_of(request)
     rid = run_id(request)
-    queued = await run_in_threadpool(t.retry_run, rid)
-    return JSONResponse({"queued": queued, "run": run_json(request, await run_in_threadpool(t.run, rid))})
+    count = await run_in_threadpool(getattr(t, verb), rid)
+    return JSONResponse({key: count, "run": run_json(request, await run_in_threadpool(t.run, rid))})
 
 
 async def healthz(request: Request) -> Response:
-    t: service.Tenure = request.app.state.tenure
+    t = tenure_of(request)
     supervisor = request.app.state.supervisor
     body: dict[str, Any] = {"status": "ok", "database": "ok",
                             "supervisor": "off" if supervisor is None else "running"}

@@ -20,13 +20,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-import service
 from service import summary
 from service.errors import InvalidInput, TenureError
 from service.protocol import kinds
 from service.store import RunView, TaskView
 from web import forms
-from web.errors import BodyTooLarge, read_body, run_id, status_for
+from web.http import BodyTooLarge, read_body, run_id, status_for, tenure_of
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -43,11 +42,6 @@ STATUS = {  # status → (icon, label); colour comes from CSS, never alone
     "cancelled": ("⊘", "cancelled"),
 }
 templates.env.globals["STATUS"] = STATUS
-
-
-def tenure_of(request: Request) -> service.Tenure:
-    t: service.Tenure = request.app.state.tenure
-    return t
 
 
 def error_page(request: Request, message: str, status: int, headers: Any = None) -> Response:

@@ -110,6 +110,8 @@ def test_unknown_runs_and_actions_give_readable_pages(idle_client: TestClient) -
     assert again.status_code == 409 and "only a running run can be cancelled" in again.text
     assert idle_client.post(f"/runs/{run_id}/retry", follow_redirects=False).status_code == 303
     assert idle_client.get("/static/../pyproject.toml").status_code == 404
+    assert idle_client.get("/static/%2e%2e/%2e%2e/pyproject.toml").status_code == 404
+    assert idle_client.get("/static/..%2f..%2fpyproject.toml").status_code == 404
     assert idle_client.get("/nowhere").status_code == 404
 
 

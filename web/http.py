@@ -1,9 +1,10 @@
-"""Engine errors as HTTP statuses, and the guard on ids taken from a URL."""
+"""HTTP helpers shared by the pages and the API: the engine handle, errors as statuses, bodies, ids."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
+import service
 from service.errors import (
     Conflict,
     InvalidInput,
@@ -15,6 +16,12 @@ from service.errors import (
 )
 
 MAX_ID = 2**63 - 1
+
+
+def tenure_of(request: Request) -> service.Tenure:
+    """The database handle the app's lifespan opened."""
+    t: service.Tenure = request.app.state.tenure
+    return t
 
 
 def status_for(exc: TenureError) -> int:
