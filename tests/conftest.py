@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +14,9 @@ import pytest
 import service
 from service import schema
 from service.clock import FakeClock
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
 from service.db import make_engine
 
 
@@ -27,11 +32,68 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+PG_ADMIN = os.environ.get("TENURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_TEMPLATE = f"tenure_tpl_{os.getpid()}"
+
+
+def _pg_admin() -> Engine | None:
+    try:
+        engine = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return engine
+    except Exception as exc:  # noqa: BLE001 - any failure means: no PostgreSQL here
+        if os.environ.get("TENURE_REQUIRE_POSTGRES") == "1":
+            raise RuntimeError(f"TENURE_REQUIRE_POSTGRES=1 but PostgreSQL at {PG_ADMIN} does not answer") from exc
+        return None
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[Engine]:
+    """An AUTOCOMMIT engine on the server's postgres database, and a migrated template database."""
+    engine = _pg_admin()
+    if engine is None:
+        pytest.skip(f"no PostgreSQL answers at {PG_ADMIN}; .ci/run makes these tests mandatory")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{PG_TEMPLATE}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{PG_TEMPLATE}"')
+    tpl = make_engine(_pg_url(PG_TEMPLATE))
+    schema.migrate(tpl)
+    tpl.dispose()
+    yield engine
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{PG_TEMPLATE}" WITH (FORCE)')
+    engine.dispose()
+
+
+def _pg_url(name: str) -> str:
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture
-def db_url(migrated_template: Path, tmp_path: Path) -> str:
+def pg_url(pg_admin: Engine) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, copied from the migrated template; dropped after."""
+    name = f"tenure_t_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{PG_TEMPLATE}"')
+    yield _pg_url(name)
+    with pg_admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(migrated_template: Path, tmp_path: Path) -> str:
     path = tmp_path / "tenure.db"
     shutil.copyfile(migrated_template, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The engine suite runs on both backends: a migrated SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

@@ -187,6 +187,8 @@ def test_retry_requeues_failed_tasks_with_a_fresh_budget(env) -> None:  # type: 
 
 def test_claiming_and_counting_are_index_lookups(env) -> None:  # type: ignore[no-untyped-def]
     t, *_ = env
+    if t.engine.dialect.name != "sqlite":
+        pytest.skip("reads SQLite's EXPLAIN QUERY PLAN; PostgreSQL's planner prefers scans on tiny tables")
     t.submit_run(50, "echo")
     with t.engine.connect() as conn:
         claim_plan = " ".join(row[-1] for row in conn.exec_driver_sql(

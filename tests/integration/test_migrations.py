@@ -9,7 +9,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from service import schema
 from service.db import make_engine
@@ -71,3 +71,23 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
         schema.migrate(engine)
     engine.dispose()
     assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_migrations_and_models_agree_on_postgresql(pg_admin: Engine) -> None:
+    from tests.conftest import _pg_url
+
+    name = "tenure_migrate_check"
+    with pg_admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine = make_engine(_pg_url(name))
+    try:
+        assert schema.migrate(engine) is schema.SchemaState.EMPTY
+        assert schema.inspect_database(engine) is schema.SchemaState.CURRENT
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        assert diff == []
+    finally:
+        engine.dispose()
+        with pg_admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,7 +10,8 @@ from tests.conftest import wait_for
 QUICK = {"tasks": 6, "min_seconds": 0.01, "max_seconds": 0.05, "failure_rate": 0.0, "transient_rate": 0.0}
 
 
-def test_create_watch_and_finish_a_run(client: TestClient) -> None:
+def test_create_watch_and_finish_a_run(any_client: TestClient) -> None:
+    client = any_client
     created = client.post("/api/runs", json={**QUICK, "name": "api run", "seed": 4})
     assert created.status_code == 201
     body = created.json()
