@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
+from service import wakeup
 from service.db import read_tx, write_tx
 from service.models import (
     DUE_TASK_STATUSES,
@@ -300,6 +301,8 @@ class Leases:
                     _close_attempt(conn, lease.task_id, lease.attempt, Outcome.RELEASED,
                                    "released: its supervisor stopped gracefully", now)
                     count += 1
+            if count:
+                wakeup.notify(conn)
         return count
 
     # -- reaping ------------------------------------------------------------------------
@@ -399,6 +402,8 @@ def _lose(conn: Connection, rows: Sequence[Any], reason: str, now: datetime) -> 
         if give_up and r.run_id is not None:
             settle_run(conn, r.run_id, now)
         lost.append((r.id, r.attempts))
+    if lost:
+        wakeup.notify(conn)
     return lost
 
 

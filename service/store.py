@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, insert, select, update
 
+from service import wakeup
 from service.db import read_tx, write_tx
 from service.errors import Conflict, NotFound
 from service.leases import settle_run
@@ -151,6 +152,7 @@ class Store:
                     for i in range(count)
                 ],
             )
+            wakeup.notify(conn)
         return run_id
 
     @translated
@@ -165,7 +167,7 @@ class Store:
     ) -> int:
         """Insert one queued task that belongs to no run. Atomic; returns the task id."""
         with write_tx(self.engine) as conn:
-            return int(
+            task_id = int(
                 conn.execute(
                     insert(Task)
                     .values(
@@ -176,6 +178,8 @@ class Store:
                     .returning(Task.id)
                 ).scalar_one()
             )
+            wakeup.notify(conn)
+        return task_id
 
     # -- reading --------------------------------------------------------------------------
 
@@ -361,6 +365,7 @@ class Store:
             ).rowcount
             if not queued:
                 raise Conflict(f"run {run_id} has no failed or cancelled task to retry")
+            wakeup.notify(conn)
             conn.execute(
                 update(Run)
                 .where(Run.id == run_id)

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from service import executor, liveness
+from service import executor, liveness, wakeup
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.errors import PermanentError, TenureError
@@ -44,6 +44,7 @@ log = logging.getLogger("tenure.supervisor")
 FINISH_RETRY_S = 0.5  # a finish write the database refused is tried again this often
 SCAN_HOST_EVERY_S = 5.0  # how often to look for dead supervisors on this host
 QUIET_S = 30.0  # a repeating storage warning is logged at most this often
+IDLE_POLL_LISTENING_S = 2.0  # with LISTEN/NOTIFY (PostgreSQL), an idle supervisor polls only this often
 
 
 class Supervisor:
@@ -74,7 +75,9 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self._watch: HeartbeatWatch | None = None
         self._warned: dict[str, float] = {}  # event → when it was last logged (monotonic)
-        self._room_freed = False  # a slot came free: claim at once instead of at the idle pace
+        self._room_freed = False  # a slot came free or work was announced: claim at once
+        self._idle_s = self.settings.idle_poll_s
+        self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -86,7 +89,12 @@ class Supervisor:
                  self.worker_id, self.host, os.getpid(), self.settings.concurrency)
         self._watch = HeartbeatWatch(self.settings.lease_ttl_s, self.worker_id)
         self._recover_dead_on_host()
-        for target, name in ((self._loop, "loop"), (self._heartbeat_loop, "heartbeat")):
+        loops = [(self._loop, "loop"), (self._heartbeat_loop, "heartbeat")]
+        if wakeup.supported(self.leases.engine):
+            listener = wakeup.Listener(self.leases.engine, lambda: self._events.put(("work",)), self._halt)
+            loops.append((listener.run, "listen"))
+            self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_LISTENING_S)
+        for target, name in loops:
             thread = threading.Thread(target=self._supervised(target), name=f"tenure-{name}", daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -149,6 +157,10 @@ class Supervisor:
             if self._room_freed:
                 self._room_freed = False
                 next_claim = now
+            if self._retry_due <= now:  # a task this supervisor failed is due again
+                self._retry_due = float("inf")
+                next_claim = now
+            next_claim = min(next_claim, self._retry_due)
             if not self._stopping.is_set() and now >= next_claim:
                 next_claim = now + self._claim()
             if now >= next_reap:
@@ -180,6 +192,9 @@ class Supervisor:
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "wake":
+            return
+        if kind == "work":
+            self._room_freed = True  # new work was announced: claim at once
             return
         ex: Execution = event[1]
         if self._inflight.get(ex.lease.task_id) is not ex:
@@ -249,17 +264,17 @@ class Supervisor:
         """Claim into free slots; returns seconds until the next claim should be tried."""
         room = self.settings.concurrency - len(self._inflight)
         if room <= 0:
-            return self.settings.idle_poll_s
+            return self._idle_s
         assert self.worker_id is not None
         try:
             leases = self.leases.claim(self.worker_id, room, self.clock.now(), self.settings.lease_ttl_s)
         except TenureError as exc:
             self._warn_once("claim.failed", exc)
-            return self.settings.idle_poll_s
+            return self._idle_s
         for lease in leases:
             self._dispatch(lease)
-        # Nothing more is due now, or no slot is free; a freed slot triggers a claim at once.
-        return self.settings.idle_poll_s
+        # Nothing more is due now, or no slot is free; a freed slot or a notification claims at once.
+        return self._idle_s
 
     def _dispatch(self, lease: Lease) -> None:
         ctx = TaskContext(task_id=lease.task_id, attempt=lease.attempt, run_id=lease.run_id,
@@ -289,6 +304,7 @@ class Supervisor:
             decision = self.retry.decide(error, ex.lease.budget_used, ex.lease.max_attempts)
             if decision.retry:
                 retry_at = self.clock.now() + timedelta(seconds=decision.delay_s)
+                self._retry_due = min(self._retry_due, self.clock.monotonic() + decision.delay_s)
         _, progress, saved = ex.ctx.snapshot()
         self._write_finish(ex, outcome=outcome, error=message, retry_at=retry_at,
                            progress=progress, checkpoint=saved)

@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 import service
 from service import schema
 from service.clock import FakeClock
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
-
 from service.db import make_engine
 
 
@@ -42,7 +41,7 @@ def _pg_admin() -> Engine | None:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         return engine
-    except Exception as exc:  # noqa: BLE001 - any failure means: no PostgreSQL here
+    except Exception as exc:
         if os.environ.get("TENURE_REQUIRE_POSTGRES") == "1":
             raise RuntimeError(f"TENURE_REQUIRE_POSTGRES=1 but PostgreSQL at {PG_ADMIN} does not answer") from exc
         return None
