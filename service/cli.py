@@ -161,7 +161,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     t = client.open(_url(args))
     supervisor = t.start_supervisor(settings)
     install_stop_signals(supervisor)
-    supervisor.stopped.wait()
+    # Wake now and then: a signal delivered to another thread runs its Python handler only
+    # when the main thread next runs bytecode, which an untimed wait would never do.
+    while not supervisor.stopped.wait(0.2):
+        pass
     t.close()
     if supervisor.fatal is not None:
         print(f"tenure: error: the supervisor stopped: {supervisor.fatal}", file=sys.stderr)

@@ -63,7 +63,8 @@ class Supervisor:
         self.clock = clock or SystemClock()
         self.leases = Leases(engine)
         self.retry = retry or RetryPolicy(self.settings.retry_base_s, self.settings.retry_cap_s)
-        self.host = host or socket.gethostname()
+        # TENURE_HOST names the host where hostnames repeat (containers) or to simulate hosts.
+        self.host = host or os.environ.get("TENURE_HOST") or socket.gethostname()
         self.worker_id: int | None = None
         self.fatal: BaseException | None = None
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -417,5 +418,8 @@ class Supervisor:
             log.warning("supervisor.release_failed worker=%s error=%s (leases expire in %s s)",
                         self.worker_id, exc, self.settings.lease_ttl_s)
         self._halt.set()
+        for thread in self._threads:  # the listener closes its connection within a second
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
         log.info("supervisor.stopped worker=%s", self.worker_id)
         self.stopped.set()
