@@ -41,7 +41,6 @@ class Tenure:
         self.engine = engine
         self.clock = clock or SystemClock()
         self.store = Store(engine)
-        self._activity = threading.Condition()
 
     # -- submitting -----------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self._watch: HeartbeatWatch | None = None
         self._warned: dict[str, float] = {}  # event → when it was last logged (monotonic)
-        self._room_freed = False  # a slot came free or work was announced: claim at once
+        self._claim_now = False  # a slot came free or work was announced: claim at once
         self._idle_s = self.settings.idle_poll_s
         self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
@@ -155,8 +155,8 @@ class Supervisor:
                     break
             self._drain_events()
             self._service_inflight(now)
-            if self._room_freed:
-                self._room_freed = False
+            if self._claim_now:
+                self._claim_now = False
                 next_claim = now
             if self._retry_due <= now:  # a task this supervisor failed is due again
                 self._retry_due = float("inf")
@@ -195,7 +195,7 @@ class Supervisor:
         if kind == "wake":
             return
         if kind == "work":
-            self._room_freed = True  # new work was announced: claim at once
+            self._claim_now = True  # new work was announced: claim at once
             return
         ex: Execution = event[1]
         if self._inflight.get(ex.lease.task_id) is not ex:
@@ -336,7 +336,7 @@ class Supervisor:
         with self._inflight_lock:
             if self._inflight.get(ex.lease.task_id) is ex:
                 del self._inflight[ex.lease.task_id]
-                self._room_freed = True
+                self._claim_now = True
 
     # -- heartbeat, reaping, recovery -----------------------------------------------------
 
