@@ -11,25 +11,54 @@ The public Python API::
 
 Task kinds are registered with :func:`register`; raise :class:`PermanentError` from task code
 for failures a retry cannot fix (any other exception is retried with backoff).
+
+Names are resolved lazily (PEP 562): a task process imports ``service.protocol`` and the
+user's kinds without loading SQLAlchemy, the web stack or the supervisor.
 """
 
-from service.client import Tenure, open
-from service.config import Settings
-from service.errors import (
-    Conflict,
-    InvalidInput,
-    NotFound,
-    PermanentError,
-    SchemaError,
-    StorageError,
-    TenureError,
-    TransientError,
-)
-from service.protocol import TaskContext, register
-from service.supervisor import Supervisor
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Tenure": "service.client", "open": "service.client",
+    "Settings": "service.config",
+    "Conflict": "service.errors", "InvalidInput": "service.errors", "NotFound": "service.errors",
+    "PermanentError": "service.errors", "SchemaError": "service.errors", "StorageError": "service.errors",
+    "TenureError": "service.errors", "TransientError": "service.errors",
+    "TaskContext": "service.protocol", "register": "service.protocol",
+    "Supervisor": "service.supervisor",
+}
 
 __all__ = [
     "Conflict", "InvalidInput", "NotFound", "PermanentError", "SchemaError", "Settings",
     "StorageError", "Supervisor", "TaskContext", "Tenure", "TenureError", "TransientError",
     "open", "register",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'service' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from service.client import Tenure, open
+    from service.config import Settings
+    from service.errors import (
+        Conflict,
+        InvalidInput,
+        NotFound,
+        PermanentError,
+        SchemaError,
+        StorageError,
+        TenureError,
+        TransientError,
+    )
+    from service.protocol import TaskContext, register
+    from service.supervisor import Supervisor

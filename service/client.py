@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from service import schema
 from service.clock import Clock, SystemClock
-from service.config import Settings
+from service.config import Settings, check_memory_mb
 from service.db import make_engine, normalize_url
 from service.errors import InvalidInput, TenureError
 from service.protocol import Kind, get_kind
@@ -53,29 +53,31 @@ class Tenure:
         name: str | None = None,
         max_attempts: int = 3,
         timeout_s: float | None = None,
+        memory_limit_mb: int | None = None,
         on_complete: str | None = None,
     ) -> int:
         """Create a run of ``count`` tasks of ``kind``; returns its id at once.
 
         ``params`` are checked by the kind (and completed: a missing ``seed`` is drawn and
-        stored) before anything is written.
+        stored) before anything is written. ``memory_limit_mb`` caps each task's process
+        (default: the supervisor's ``--memory-limit``).
 
         Raises:
             InvalidInput: unknown kind or hook, bad count, name or parameters.
         """
         task_kind, checked, name = prepare_run(
             count, kind, params, name=name, max_attempts=max_attempts, timeout_s=timeout_s,
-            on_complete=on_complete,
+            memory_limit_mb=memory_limit_mb, on_complete=on_complete,
         )
         return self.store.create_run(
             kind=kind, count=count, params=checked, name=name, max_attempts=max_attempts,
-            timeout_s=timeout_s, on_complete=on_complete, now=self.clock.now(),
+            timeout_s=timeout_s, memory_limit_mb=memory_limit_mb, on_complete=on_complete, now=self.clock.now(),
             args_for=lambda position: task_kind.args_for(checked, position),
         )
 
     def submit_task(
         self, kind: str, args: dict[str, Any] | None = None, *, max_attempts: int = 3,
-        timeout_s: float | None = None,
+        timeout_s: float | None = None, memory_limit_mb: int | None = None,
     ) -> int:
         """Queue one task of ``kind`` built from JSON ``args``; returns its id at once.
 
@@ -85,10 +87,13 @@ class Tenure:
         get_kind(kind)
         _check_attempts(max_attempts)
         _check_timeout(timeout_s)
+        if memory_limit_mb is not None:
+            check_memory_mb(memory_limit_mb)
         if args is not None and not isinstance(args, dict):
             raise InvalidInput(f"args must be an object of named values, got {type(args).__name__}")
         return self.store.create_task(kind=kind, args=dict(args or {}), max_attempts=max_attempts,
-                                      timeout_s=timeout_s, now=self.clock.now())
+                                      timeout_s=timeout_s, memory_limit_mb=memory_limit_mb,
+                                      now=self.clock.now())
 
     # -- reading --------------------------------------------------------------------------
 
@@ -181,6 +186,7 @@ def prepare_run(
     name: str | None = None,
     max_attempts: int = 3,
     timeout_s: float | None = None,
+    memory_limit_mb: int | None = None,
     on_complete: str | None = None,
 ) -> tuple[Kind, dict[str, Any], str | None]:
     """Check a run request without touching the database.
@@ -197,6 +203,8 @@ def prepare_run(
         get_kind(on_complete)
     _check_attempts(max_attempts)
     _check_timeout(timeout_s)
+    if memory_limit_mb is not None:
+        check_memory_mb(memory_limit_mb)
     if name is not None:
         if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
             raise InvalidInput(f"a run's name must be text of at most {MAX_NAME_CHARS} characters")

@@ -3,9 +3,39 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from service.errors import InvalidInput
+
+DEFAULT_MEMORY_LIMIT_MB = 2048  # per task process; generous for real work, fatal for a runaway
+MIN_MEMORY_LIMIT_MB = 64  # a Python process with the task protocol loaded needs about 30 MiB
+MAX_MEMORY_LIMIT_MB = 1024 * 1024
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_UNIT_MB = {"": 1.0, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0 * 1024}
+
+
+def parse_memory(text: str, what: str = "--memory-limit") -> int | None:
+    """``512M``, ``2G``, ``1.5GiB``, ``800`` (MiB) as whole MiB; ``0`` or ``none`` for no limit.
+
+    Raises:
+        InvalidInput: not a size, or outside [64 MiB, 1 TiB].
+    """
+    if text.strip().lower() in ("0", "none", "off", "unlimited"):
+        return None
+    match = _SIZE.match(text)
+    if match is None:
+        raise InvalidInput(f"{what} {text!r} is not a size; write it like 512M or 2G (0 or none: no limit)")
+    mb = int(float(match.group(1)) * _UNIT_MB[match.group(2).lower()])
+    check_memory_mb(mb, what)
+    return mb
+
+
+def check_memory_mb(mb: object, what: str = "memory_limit_mb") -> None:
+    if isinstance(mb, bool) or not isinstance(mb, int) or not MIN_MEMORY_LIMIT_MB <= mb <= MAX_MEMORY_LIMIT_MB:
+        raise InvalidInput(
+            f"{what} must be between {MIN_MEMORY_LIMIT_MB} MiB and {MAX_MEMORY_LIMIT_MB // 1024} GiB, got {mb!r}"
+        )
 
 
 def _env_float(name: str, default: float) -> float:
@@ -21,6 +51,13 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
+def _env_memory(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return parse_memory(raw, f"environment variable {name}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """How a supervisor behaves. Every field is in seconds unless its name says otherwise."""
@@ -30,10 +67,13 @@ class Settings:
     concurrency: int = 64  # tasks executing at once (the headline run's 50 all fit)
     idle_poll_s: float = 0.2  # how often an idle supervisor looks for due work
     reap_every_s: float = 1.0  # how often it looks for expired leases
+    lease_check_s: float = 0.25  # while it runs tasks, how often it looks for cancelled or lost leases
     poll_first_s: float = 0.05  # a polling task's first check_output() after run() returns
     poll_factor: float = 1.5  # each later check waits this much longer ...
     poll_max_s: float = 5.0  # ... up to this
-    task_timeout_s: float = 3600.0  # an attempt running longer fails with a timeout error
+    task_timeout_s: float = 3600.0  # an attempt running longer is stopped and fails with a timeout error
+    kill_grace_s: float = 0.5  # a task process stopped with SIGTERM gets SIGKILL after this
+    memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB  # per task process (RLIMIT_DATA); None: none
     shutdown_grace_s: float = 5.0  # a graceful stop waits this long for running tasks
     retry_base_s: float = 1.0  # backoff after the first failure is uniform in [0, this]
     retry_cap_s: float = 60.0  # ... doubling per attempt, never above this
@@ -46,15 +86,19 @@ class Settings:
                 f"the heartbeat interval ({self.heartbeat_s} s) must be shorter than the lease TTL "
                 f"({self.lease_ttl_s} s), or every lease expires between beats"
             )
+        if self.memory_limit_mb is not None:
+            check_memory_mb(self.memory_limit_mb, "the memory limit")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Defaults, then TENURE_LEASE_TTL_S / TENURE_HEARTBEAT_S / TENURE_CONCURRENCY, then overrides."""
+        """Defaults, then TENURE_LEASE_TTL_S / TENURE_HEARTBEAT_S / TENURE_CONCURRENCY /
+        TENURE_TASK_TIMEOUT_S / TENURE_MEMORY_LIMIT, then ``overrides`` that are not None."""
         values: dict[str, object] = {
             "lease_ttl_s": _env_float("TENURE_LEASE_TTL_S", cls.lease_ttl_s),
             "heartbeat_s": _env_float("TENURE_HEARTBEAT_S", cls.heartbeat_s),
             "concurrency": int(_env_float("TENURE_CONCURRENCY", cls.concurrency)),
             "task_timeout_s": _env_float("TENURE_TASK_TIMEOUT_S", cls.task_timeout_s),
+            "memory_limit_mb": _env_memory("TENURE_MEMORY_LIMIT", cls.memory_limit_mb),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_ERROR_CHARS = 4000
+
 
 class TenureError(Exception):
     """Base class: every message is one sentence a person can act on."""
@@ -41,3 +43,17 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """Raised by task code for a failure that a retry may fix (the default for any exception)."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` for people, even for exceptions whose ``str()`` itself fails."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - an unprintable exception must still be reported
+        try:
+            text = repr(exc)
+        except BaseException:  # noqa: BLE001
+            text = "(its message could not be printed)"
+    message = f"{name}: {text}" if text else name
+    return message[:MAX_ERROR_CHARS]

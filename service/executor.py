@@ -1,115 +1,89 @@
-"""Running one attempt of a task by the protocol, without knowing its shape in advance.
+"""One attempt in flight on a supervisor, and how its end is described.
 
 An :class:`Execution` goes through these phases, driven by the supervisor's loop:
 
-1. ``run`` — the kind's factory and the task's ``run()`` execute on a thread of their own.
-   A non-``None`` return is the output: the task was blocking, and is done.
-2. A ``None`` return from an object that has ``check_output()`` means polling: the thread
-   ends, and the attempt waits in the supervisor's schedule holding no thread. Each check
-   runs ``check_output()`` on a short-lived thread; the first comes right after ``run()``
-   returns, then after ``poll_first_s``, growing by ``poll_factor`` up to ``poll_max_s``.
-   A task may ask for a fixed pace with a ``poll_interval_s`` attribute.
-3. ``None`` from an object without ``check_output()`` is simply a ``None`` output.
+1. ``run``: the task's ``run()`` executes in a host process (see :mod:`service.pool`). A
+   non-``None`` return is the output: the task was blocking, and is done.
+2. ``wait``: ``run()`` returned ``None`` from an object that has ``check_output()``, so the
+   task is polling. Its object stays in its host, which holds no thread for it and goes on
+   running other tasks; the supervisor schedules the checks: the first right after ``run()``
+   returns, then after ``poll_first_s``, growing by ``poll_factor`` up to ``poll_max_s`` (or
+   at the task's own ``poll_interval_s``).
+3. ``check``: one ``check_output()`` call is executing in the host.
+4. ``finishing``: the outcome is known but the database refused the write; it is tried again.
 
-A thread that overstays the attempt's timeout cannot be killed in Python: the attempt is
-failed, the task's ``stop_event`` is set so cooperative code can return, and the thread is
-left to end on its own as a daemon. Whatever it returns later is ignored.
+The progress and checkpoint the task last reported live here until a heartbeat writes them.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.leases import Lease
-from service.protocol import Runnable, TaskContext, get_kind
 
-MAX_ERROR_CHARS = 4000
 MAX_CHECK_ERRORS = 3  # consecutive check_output() errors before the attempt fails
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an attempt did not succeed, as reported from the process that ran it."""
+
+    message: str  # one line for people: "ValueError: bad input"
+    permanent: bool = False  # a retry cannot fix it (PermanentError, unknown kind, bad output)
+    traceback: str | None = None
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Failure:
+        if not isinstance(raw, dict):
+            return cls("the task's process sent an unreadable error")
+        tb = raw.get("traceback")
+        return cls(str(raw.get("message") or "unknown error"), bool(raw.get("permanent")),
+                   tb if isinstance(tb, str) else None)
 
 
 @dataclass
 class Execution:
-    """One attempt in flight on this supervisor."""
+    """One attempt in flight on this supervisor, keyed by (task id, attempt)."""
 
     lease: Lease
-    ctx: TaskContext
     started_mono: float
     deadline_mono: float
-    task: Runnable | None = None
     phase: str = "run"  # run | wait (holds no thread) | check | finishing
+    host: Any = None  # the pool's host process running or hosting it
     next_check_mono: float = 0.0
     poll_interval_s: float = 0.0
+    asked_interval_s: float | None = None  # the task's own poll_interval_s, if it has one
     check_errors: int = 0
-    flushed_version: int = 0
     pending: dict[str, Any] | None = field(default=None)  # a finish write to retry
+    flushed_version: int = 0
+    _host_version: int = 0  # the host's count of progress/checkpoint calls, as last reported
+    _version: int = 0
+    _progress: float = 0.0
+    _saved: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self._saved = self.lease.checkpoint
 
-Post = Callable[[tuple[Any, ...]], None]
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.lease.key
 
-
-def start_run(execution: Execution, post: Post) -> None:
-    """Build the task and call ``run()`` on a daemon thread; post ("ran", execution, value, error)."""
-
-    def target() -> None:
+    def reported(self, version: int, progress: Any, saved: Any) -> None:
+        """Take the progress and checkpoint the task reported (from the loop thread)."""
         try:
-            kind = get_kind(execution.lease.kind)
-            task = kind.build(dict(execution.lease.args), execution.ctx)
-            execution.task = task
-            value = task.run()
-        except BaseException as exc:  # noqa: BLE001 - task code may raise anything; all are reported
-            post(("ran", execution, None, exc))
+            value = min(1.0, max(0.0, float(progress)))
+        except (TypeError, ValueError):
             return
-        post(("ran", execution, value, None))
+        with self._lock:
+            if version != self._host_version:
+                self._host_version = version
+                self._version += 1
+                self._progress, self._saved = value, saved
 
-    _spawn(target, f"task-{execution.lease.task_id}-{execution.lease.attempt}-run")
-
-
-def start_check(execution: Execution, post: Post) -> None:
-    """Call ``check_output()`` on a daemon thread; post ("checked", execution, value, error)."""
-    task = execution.task
-    execution.phase = "check"
-
-    def target() -> None:
-        try:
-            value = task.check_output()  # type: ignore[union-attr]
-        except BaseException as exc:  # noqa: BLE001
-            post(("checked", execution, None, exc))
-            return
-        post(("checked", execution, value, None))
-
-    _spawn(target, f"task-{execution.lease.task_id}-{execution.lease.attempt}-check")
-
-
-def is_polling(task: Runnable | None) -> bool:
-    return task is not None and callable(getattr(task, "check_output", None))
-
-
-def describe_error(exc: BaseException) -> str:
-    """``Type: message`` for people, even for exceptions whose ``str()`` itself fails."""
-    name = type(exc).__name__
-    try:
-        text = str(exc)
-    except BaseException:  # noqa: BLE001 - an unprintable exception must still be reported
-        try:
-            text = repr(exc)
-        except BaseException:  # noqa: BLE001
-            text = "(its message could not be printed)"
-    message = f"{name}: {text}" if text else name
-    return message[:MAX_ERROR_CHARS]
-
-
-def check_result(value: Any) -> str | None:
-    """None if ``value`` can be stored as JSON, else why not."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        return f"the task's output cannot be stored as JSON ({describe_error(exc)})"
-    return None
-
-
-def _spawn(target: Callable[[], None], name: str) -> None:
-    threading.Thread(target=target, name=name, daemon=True).start()
+    def snapshot(self) -> tuple[int, float, Any]:
+        """(version, progress, checkpoint): the version changes whenever either does."""
+        with self._lock:
+            return self._version, self._progress, self._saved

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, upda
 from service import wakeup
 from service.db import read_tx, write_tx
 from service.models import (
+    CHARGED_OUTCOMES,
     DUE_TASK_STATUSES,
     TERMINAL_TASK_STATUSES,
     Outcome,
@@ -34,6 +35,9 @@ from service.storage_errors import translated
 log = logging.getLogger("tenure.leases")
 
 HOOK_MAX_ATTEMPTS = 3
+# A task lost this many times without being charged (its supervisor died each time, or the
+# process it shared crashed) fails: it may be what kills them, and must not loop forever.
+MAX_LOST = 20
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ class Lease:
 
     task_id: int
     attempt: int  # tasks.attempts after the claim: this attempt's number, 1-based
-    budget_used: int  # attempts that count against max_attempts (graceful releases do not)
+    charged: int  # earlier attempts charged against max_attempts (failed, timed out, crashed)
+    lost: int  # earlier attempts lost through no fault of the task
     max_attempts: int
     run_id: int | None
     position: int
@@ -50,6 +55,13 @@ class Lease:
     args: dict[str, Any]
     checkpoint: Any
     timeout_s: float | None
+    isolated: bool = False  # must run alone in a process of its own
+    memory_limit_mb: int | None = None  # None: the supervisor's limit
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(task id, attempt): what identifies this execution everywhere."""
+        return (self.task_id, self.attempt)
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,21 @@ class Leases:
         return {worker_id: beat for worker_id, beat in rows}
 
     @translated
+    def held(self, worker_id: int) -> set[tuple[int, int]]:
+        """The (task_id, attempt) pairs this worker still leases, from one index lookup.
+
+        Read only. An attempt missing from it was cancelled, reaped or reclaimed: its
+        execution must stop. Empty when it holds nothing.
+        """
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(Task.id, Task.attempts).where(
+                    Task.lease_owner == worker_id, Task.status == TaskStatus.RUNNING.value
+                )
+            ).all()
+        return {(r.id, r.attempts) for r in rows}
+
+    @translated
     def stop_worker(self, worker_id: int, now: datetime) -> None:
         """Mark the worker stopped. A no-op for an unknown id."""
         with write_tx(self.engine) as conn:
@@ -152,8 +179,9 @@ class Leases:
                     next_attempt_at=None,
                 )
                 .returning(
-                    Task.id, Task.attempts, Task.max_attempts, Task.run_id, Task.position,
-                    Task.kind, Task.args, Task.checkpoint, Task.timeout_s,
+                    Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id,
+                    Task.position, Task.kind, Task.args, Task.checkpoint, Task.timeout_s,
+                    Task.isolated, Task.memory_limit_mb,
                 )
             ).all()
             if not rows:
@@ -162,16 +190,16 @@ class Leases:
                 insert(TaskAttempt),
                 [
                     {"task_id": r.id, "attempt": r.attempts, "worker_id": worker_id,
-                     "started_at": now, "outcome": Outcome.RUNNING.value}
+                     "started_at": now, "outcome": Outcome.RUNNING.value, "charged": False}
                     for r in rows
                 ],
             )
-            released = _released_counts(conn, [r.id for r in rows])
         leases = [
             Lease(
-                task_id=r.id, attempt=r.attempts, budget_used=r.attempts - released.get(r.id, 0),
+                task_id=r.id, attempt=r.attempts, charged=r.charged, lost=r.lost,
                 max_attempts=r.max_attempts, run_id=r.run_id, position=r.position, kind=r.kind,
                 args=r.args or {}, checkpoint=r.checkpoint, timeout_s=r.timeout_s,
+                isolated=bool(r.isolated), memory_limit_mb=r.memory_limit_mb,
             )
             for r in rows
         ]
@@ -240,13 +268,14 @@ class Leases:
     ) -> bool:
         """Record how an attempt ended, fenced by (task, lease owner, attempt).
 
-        ``outcome`` SUCCEEDED stores ``result``; FAILED or TIMED_OUT store ``error`` and either
-        schedule a retry at ``retry_at`` (status ``retrying``) or, when it is None, fail the
-        task. The task, its attempt row and, when this was the run's last open task, the
-        run's completion (and its hook task) change in one transaction. Returns False, writing
-        nothing, when the lease was lost.
+        ``outcome`` SUCCEEDED stores ``result``; FAILED, TIMED_OUT or CRASHED store ``error``,
+        charge the attempt (``tasks.charged`` + 1) and either schedule a retry at ``retry_at``
+        (status ``retrying``) or, when it is None, fail the task. The task, its attempt row and,
+        when this was the run's last open task, the run's completion (and its hook task) change
+        in one transaction. Returns False, writing nothing, when the lease was lost.
         """
         succeeded = outcome is Outcome.SUCCEEDED
+        charged = outcome in CHARGED_OUTCOMES
         if succeeded:
             status = TaskStatus.SUCCEEDED
         else:
@@ -258,6 +287,8 @@ class Leases:
             "lease_expires_at": None,
             "next_attempt_at": retry_at,
         }
+        if charged:
+            values["charged"] = Task.charged + 1
         if succeeded:
             values.update(result=result, progress=1.0, finished_at=now)
         elif status is TaskStatus.FAILED:
@@ -276,26 +307,33 @@ class Leases:
                     lease.task_id, lease.attempt, worker_id, outcome.value,
                 )
                 return False
-            _close_attempt(conn, lease.task_id, lease.attempt, outcome, error, now)
+            _close_attempt(conn, lease.task_id, lease.attempt, outcome, error, now, charged=charged)
             if status in TERMINAL_TASK_STATUSES and lease.run_id is not None:
                 settle_run(conn, lease.run_id, now)
         return True
 
     @translated
-    def release(self, worker_id: int, leases: Iterable[Lease], now: datetime) -> int:
+    def release(
+        self, worker_id: int, leases: Iterable[tuple[Lease, float | None, Any]], now: datetime
+    ) -> int:
         """Hand leases back at a graceful stop: the tasks are due again at once.
 
-        Each attempt closes as ``released`` and does not count against ``max_attempts``.
-        Atomic; returns how many were released (a lease already lost is skipped).
+        ``leases`` holds (lease, progress, checkpoint) with the latest progress and checkpoint
+        the attempt recorded (None: unchanged), so the next attempt resumes from there. Each
+        attempt closes as ``released``, not charged. Atomic; returns how many were released
+        (a lease already lost is skipped).
         """
         count = 0
         with write_tx(self.engine) as conn:
-            for lease in leases:
+            for lease, progress, checkpoint in leases:
+                values: dict[str, Any] = {"status": TaskStatus.QUEUED.value, "lease_owner": None,
+                                          "lease_expires_at": None, "next_attempt_at": now}
+                if progress is not None:
+                    values["progress"] = progress
+                if checkpoint is not None:
+                    values["checkpoint"] = checkpoint
                 changed = conn.execute(
-                    update(Task)
-                    .where(_fence(lease.task_id, worker_id, lease.attempt))
-                    .values(status=TaskStatus.QUEUED.value, lease_owner=None,
-                            lease_expires_at=None, next_attempt_at=now)
+                    update(Task).where(_fence(lease.task_id, worker_id, lease.attempt)).values(**values)
                 ).rowcount
                 if changed:
                     _close_attempt(conn, lease.task_id, lease.attempt, Outcome.RELEASED,
@@ -305,18 +343,47 @@ class Leases:
                 wakeup.notify(conn)
         return count
 
+    @translated
+    def lose(
+        self, lease: Lease, worker_id: int, now: datetime, reason: str, *, isolate: bool,
+        progress: float | None = None, checkpoint: Any = None,
+    ) -> bool:
+        """Close an attempt interrupted through no fault of its own.
+
+        For an attempt whose process died for another task's sake: stopped because that task
+        timed out or was cancelled, or crashed while shared with other tasks so that nobody
+        can tell which of them did it. The attempt closes as ``lost`` (not charged) and the
+        task is due again at once (or fails after :data:`MAX_LOST` such losses), with the
+        progress and checkpoint given. With ``isolate`` it runs alone in a process of its own
+        from now on (``tasks.isolated``), where a crash is its own. Fenced and atomic; False,
+        writing nothing, when the lease was already lost.
+        """
+        with write_tx(self.engine) as conn:
+            row = conn.execute(
+                select(Task.id, Task.attempts, Task.lost, Task.lease_owner, Task.run_id)
+                .where(_fence(lease.task_id, worker_id, lease.attempt))
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                return False
+            extra: dict[str, Any] = {"isolated": True} if isolate else {}
+            if progress is not None:
+                extra["progress"] = progress
+            if checkpoint is not None:
+                extra["checkpoint"] = checkpoint
+            return bool(_lose(conn, [row], reason, now, extra))
+
     # -- reaping ------------------------------------------------------------------------
 
     @translated
     def reap_expired(self, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
         """Turn expired leases back into due work; returns the (task_id, attempt) pairs reaped.
 
-        Each attempt closes as ``lost``; its task is due again at once, or fails with a
-        "worker crashed" error once its attempts are used up. Atomic per call. [] when no lease
-        has expired.
+        Each attempt closes as ``lost`` and is not charged: its task is due again at once (or
+        fails after :data:`MAX_LOST` such losses). Atomic per call. [] when no lease has expired.
         """
         expired = (
-            select(Task.id, Task.attempts, Task.max_attempts, Task.lease_owner, Task.run_id)
+            select(Task.id, Task.attempts, Task.lost, Task.lease_owner, Task.run_id)
             .where(Task.status == TaskStatus.RUNNING.value, Task.lease_expires_at < now)
             .order_by(Task.lease_expires_at)
             .limit(limit)
@@ -336,7 +403,7 @@ class Leases:
         """
         with write_tx(self.engine) as conn:
             rows = conn.execute(
-                select(Task.id, Task.attempts, Task.max_attempts, Task.lease_owner, Task.run_id)
+                select(Task.id, Task.attempts, Task.lost, Task.lease_owner, Task.run_id)
                 .where(Task.lease_owner == dead_worker_id, Task.status == TaskStatus.RUNNING.value)
                 .with_for_update()
             ).all()
@@ -349,17 +416,9 @@ class Leases:
         return lost
 
 
-def _released_counts(conn: Connection, task_ids: list[int]) -> dict[int, int]:
-    rows = conn.execute(
-        select(TaskAttempt.task_id, func.count())
-        .where(TaskAttempt.task_id.in_(task_ids), TaskAttempt.outcome == Outcome.RELEASED.value)
-        .group_by(TaskAttempt.task_id)
-    ).all()
-    return {task_id: int(n) for task_id, n in rows}
-
-
 def _close_attempt(
-    conn: Connection, task_id: int, attempt: int, outcome: Outcome, error: str | None, now: datetime
+    conn: Connection, task_id: int, attempt: int, outcome: Outcome, error: str | None, now: datetime,
+    *, charged: bool = False,
 ) -> None:
     conn.execute(
         update(TaskAttempt)
@@ -368,37 +427,42 @@ def _close_attempt(
             TaskAttempt.attempt == attempt,
             TaskAttempt.outcome == Outcome.RUNNING.value,
         )
-        .values(outcome=outcome.value, error=error, finished_at=now)
+        .values(outcome=outcome.value, error=error, finished_at=now, charged=charged)
     )
 
 
-def _lose(conn: Connection, rows: Sequence[Any], reason: str, now: datetime) -> list[tuple[int, int]]:
-    """Close each row's attempt as lost; retry its task at once or fail it if out of attempts."""
+def _lose(
+    conn: Connection, rows: Sequence[Any], reason: str, now: datetime, extra: dict[str, Any] | None = None
+) -> list[tuple[int, int]]:
+    """Close each row's attempt as lost (not charged); queue its task again at once.
+
+    A task lost :data:`MAX_LOST` times fails instead, so a task that kills every supervisor
+    that runs it cannot loop forever.
+    """
     if not rows:
         return []
-    released = _released_counts(conn, [r.id for r in rows])
     lost = []
     for r in rows:
-        spent = r.attempts - released.get(r.id, 0)
-        give_up = spent >= r.max_attempts
-        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "error": reason}
+        times = r.lost + 1
+        give_up = times >= MAX_LOST
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "lost": times,
+                                  **(extra or {})}
         if give_up:
             values.update(
                 status=TaskStatus.FAILED.value, finished_at=now, next_attempt_at=None,
-                error=f"worker crashed: {reason}; gave up after {spent} lost or failed attempts",
+                error=f"lost {times} times without finishing (last: {reason}); tenure stopped "
+                      "retrying it in case it is what kills the processes running it",
             )
         else:
-            values.update(status=TaskStatus.RETRYING.value, next_attempt_at=now)
+            values.update(status=TaskStatus.QUEUED.value, next_attempt_at=now)
         changed = conn.execute(
             update(Task).where(_fence(r.id, r.lease_owner, r.attempts)).values(**values)
         ).rowcount
         if not changed:
             continue
         _close_attempt(conn, r.id, r.attempts, Outcome.LOST, reason, now)
-        log.info(
-            "lease.lost task=%s attempt=%s worker=%s %s", r.id, r.attempts, r.lease_owner,
-            "failed" if give_up else "retrying",
-        )
+        log.info("lease.lost task=%s attempt=%s worker=%s lost=%s %s", r.id, r.attempts, r.lease_owner,
+                 times, "failed" if give_up else "queued again")
         if give_up and r.run_id is not None:
             settle_run(conn, r.run_id, now)
         lost.append((r.id, r.attempts))

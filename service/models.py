@@ -11,16 +11,16 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class TaskStatus(enum.StrEnum):
     """Where a task stands. Stored as its string value."""
 
-    QUEUED = "queued"  # waiting to be claimed for the first time (or released at a graceful stop)
+    QUEUED = "queued"  # waiting to be claimed: new, or handed back (graceful stop, supervisor lost)
     RUNNING = "running"  # leased by a supervisor that is executing it
-    RETRYING = "retrying"  # an attempt failed or was lost; waiting out its backoff
+    RETRYING = "retrying"  # an attempt failed, timed out or crashed; waiting out its backoff
     SUCCEEDED = "succeeded"  # finished with a result (terminal)
     FAILED = "failed"  # gave up: permanent error, timeout, or attempts used up (terminal)
     CANCELLED = "cancelled"  # cancelled by a person before it finished (terminal)
@@ -39,15 +39,23 @@ class RunStatus(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
-    """How one attempt ended. Stored as its string value."""
+    """How one attempt ended. Stored as its string value.
+
+    Charged outcomes (``task_attempts.charged``) use up one of the task's ``max_attempts``:
+    the task itself was at fault. The others interrupted it through no fault of its own.
+    """
 
     RUNNING = "running"  # still executing (or its supervisor died and nobody reaped it yet)
     SUCCEEDED = "succeeded"  # returned a result
-    FAILED = "failed"  # raised an error
-    TIMED_OUT = "timed_out"  # ran past its timeout
-    LOST = "lost"  # its lease expired or its supervisor died: the work was interrupted
-    RELEASED = "released"  # handed back at a graceful stop; does not use up the attempt budget
-    CANCELLED = "cancelled"  # its task or run was cancelled while it ran
+    FAILED = "failed"  # raised an error (charged)
+    TIMED_OUT = "timed_out"  # ran past its timeout; its process was stopped (charged)
+    CRASHED = "crashed"  # its own process died: exit code, signal, memory limit (charged)
+    LOST = "lost"  # its supervisor died, stopped heartbeating, or its shared process died (not charged)
+    RELEASED = "released"  # handed back at a graceful stop (not charged)
+    CANCELLED = "cancelled"  # its task or run was cancelled while it ran (not charged)
+
+
+CHARGED_OUTCOMES = (Outcome.FAILED, Outcome.TIMED_OUT, Outcome.CRASHED)
 
 
 class Base(DeclarativeBase):
@@ -83,9 +91,19 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(100))
     args: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
-    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # times claimed
     max_attempts: Mapped[int] = mapped_column(Integer)
+    # Attempts that used up the budget (failed, timed out, crashed): the task fails at max_attempts.
+    charged: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Attempts interrupted through no fault of the task (its supervisor died, or the process it
+    # shared crashed); never charged, but capped (see leases.MAX_LOST) against a task that kills them.
+    lost: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Runs alone in a process of its own: it was in a shared process that crashed, so the next
+    # crash, if any, is its own and charged exactly.
+    isolated: Mapped[bool] = mapped_column(Boolean, server_default=false())
     timeout_s: Mapped[float | None] = mapped_column(Float)
+    # Memory limit of the process running it, in MiB; NULL means the supervisor's (--memory-limit).
+    memory_limit_mb: Mapped[int | None] = mapped_column(Integer)
     progress: Mapped[float] = mapped_column(Float, server_default=text("0"))
     checkpoint: Mapped[Any | None] = mapped_column(JSON)
     result: Mapped[Any | None] = mapped_column(JSON)
@@ -129,6 +147,8 @@ class TaskAttempt(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     outcome: Mapped[str] = mapped_column(String(16))
+    # True when this attempt used up one of the task's max_attempts (see Outcome).
+    charged: Mapped[bool] = mapped_column(Boolean, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_task_attempts_task_attempt", "task_id", "attempt", unique=True),)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from service.errors import PermanentError
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -18,9 +16,10 @@ class Decision:
 class RetryPolicy:
     """Exponential backoff with full jitter.
 
-    After failed attempt ``n`` (1-based) of a task allowed ``max_attempts``:
+    After charged attempt ``n`` (1-based: failures, timeouts and crashes of the task itself,
+    never attempts lost with a supervisor) of a task allowed ``max_attempts``:
 
-    * a :class:`~service.errors.PermanentError` gives up at once;
+    * a permanent failure (:class:`~service.errors.PermanentError`) gives up at once;
     * otherwise, while ``n < max_attempts``, retry after
       ``delay = uniform(0, min(cap_s, base_s * 2 ** (n - 1)))`` seconds;
     * once ``n >= max_attempts``, give up.
@@ -37,7 +36,7 @@ class RetryPolicy:
         """The largest delay the policy may pick after failed attempt ``attempt``."""
         return float(min(self.cap_s, self.base_s * 2.0 ** max(attempt - 1, 0)))
 
-    def decide(self, error: BaseException | None, attempt: int, max_attempts: int) -> Decision:
-        if isinstance(error, PermanentError) or attempt >= max_attempts:
+    def decide(self, permanent: bool, attempt: int, max_attempts: int) -> Decision:
+        if permanent or attempt >= max_attempts:
             return Decision(retry=False)
         return Decision(retry=True, delay_s=self.rng.uniform(0.0, self.ceiling_s(attempt)))

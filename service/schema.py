@@ -8,16 +8,18 @@ one (migrate it), a foreign one or a newer one (refuse, with one clear sentence)
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 import migrations
-from service.db import enable_wal, sqlite_path
+from service.db import enable_wal, is_sqlite, sqlite_path
 from service.errors import SchemaError, StorageError
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
@@ -92,12 +94,36 @@ def migrate(engine: Engine) -> SchemaState:
     cfg = alembic_config()
     try:
         enable_wal(engine)
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with engine.connect() as conn, _foreign_keys_deferred(conn):
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
     except OperationalError as exc:
         raise StorageError(f"could not migrate {_describe(engine)}: {_first_line(exc)}") from None
     return state
+
+
+@contextmanager
+def _foreign_keys_deferred(conn: Connection) -> Iterator[None]:
+    """On SQLite, migrate with foreign keys off (as SQLite's ALTER TABLE guide says to).
+
+    A migration that rebuilds a table drops the old one, and with foreign keys on that drop
+    would cascade into every table referencing it. The keys are checked after the migration
+    and switched on again before the connection goes back to the pool.
+    """
+    if not is_sqlite(conn):
+        yield
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys = OFF")  # outside any transaction, where it takes effect
+    try:
+        yield
+        broken = raw.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise SchemaError(f"the migration left {len(broken)} rows whose references are broken: {broken[:3]}")
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
 
 
 def require_current(engine: Engine) -> None:

@@ -76,6 +76,9 @@ class TaskView:
     finished_at: datetime | None
     next_attempt_at: datetime | None
     lease_owner: int | None
+    charged: int = 0  # attempts charged against max_attempts
+    lost: int = 0  # attempts lost through no fault of the task (not charged)
+    isolated: bool = False  # runs alone in a process of its own
 
     @property
     def terminal(self) -> bool:
@@ -90,6 +93,7 @@ class AttemptView:
     finished_at: datetime | None
     outcome: str
     error: str | None
+    charged: bool = False
 
 
 _RUN_COLUMNS = (
@@ -99,7 +103,7 @@ _RUN_COLUMNS = (
 _TASK_COLUMNS = (
     Task.id, Task.run_id, Task.position, Task.kind, Task.args, Task.status, Task.attempts,
     Task.max_attempts, Task.progress, Task.result, Task.error, Task.created_at, Task.started_at,
-    Task.finished_at, Task.next_attempt_at, Task.lease_owner,
+    Task.finished_at, Task.next_attempt_at, Task.lease_owner, Task.charged, Task.lost, Task.isolated,
 )
 
 
@@ -123,6 +127,7 @@ class Store:
         name: str | None = None,
         max_attempts: int = 3,
         timeout_s: float | None = None,
+        memory_limit_mb: int | None = None,
         on_complete: str | None = None,
     ) -> int:
         """Insert a run and its ``count`` queued tasks (``args_for(position)`` each).
@@ -146,8 +151,8 @@ class Store:
                     {
                         "run_id": run_id, "position": i, "kind": kind, "args": args_for(i),
                         "status": TaskStatus.QUEUED.value, "max_attempts": max_attempts,
-                        "timeout_s": timeout_s, "created_at": now, "next_attempt_at": now,
-                        "attempts": 0, "progress": 0.0,
+                        "timeout_s": timeout_s, "memory_limit_mb": memory_limit_mb, "created_at": now,
+                        "next_attempt_at": now, "attempts": 0, "progress": 0.0,
                     }
                     for i in range(count)
                 ],
@@ -164,6 +169,7 @@ class Store:
         now: datetime,
         max_attempts: int = 3,
         timeout_s: float | None = None,
+        memory_limit_mb: int | None = None,
     ) -> int:
         """Insert one queued task that belongs to no run. Atomic; returns the task id."""
         with write_tx(self.engine) as conn:
@@ -173,7 +179,8 @@ class Store:
                     .values(
                         run_id=None, position=0, kind=kind, args=args,
                         status=TaskStatus.QUEUED.value, max_attempts=max_attempts,
-                        timeout_s=timeout_s, created_at=now, next_attempt_at=now,
+                        timeout_s=timeout_s, memory_limit_mb=memory_limit_mb, created_at=now,
+                        next_attempt_at=now,
                     )
                     .returning(Task.id)
                 ).scalar_one()
@@ -270,7 +277,7 @@ class Store:
             rows = conn.execute(
                 select(
                     TaskAttempt.attempt, TaskAttempt.worker_id, TaskAttempt.started_at,
-                    TaskAttempt.finished_at, TaskAttempt.outcome, TaskAttempt.error,
+                    TaskAttempt.finished_at, TaskAttempt.outcome, TaskAttempt.error, TaskAttempt.charged,
                 )
                 .where(TaskAttempt.task_id == task_id)
                 .order_by(TaskAttempt.attempt)
@@ -340,7 +347,8 @@ class Store:
     def retry_run(self, run_id: int, now: datetime, extra_attempts: int = 3) -> int:
         """Queue the failed and cancelled tasks of a finished run again, with a fresh budget.
 
-        Each such task gets ``extra_attempts`` more attempts, its error and finish time clear,
+        Each such task gets ``extra_attempts`` more charged attempts (and its count of uncharged
+        losses starts again), its error and finish time clear,
         and the run is ``running`` again (its completion hook will fire again when it
         completes). Atomic. Returns how many tasks were queued.
 
@@ -359,7 +367,7 @@ class Store:
                 update(Task)
                 .where(Task.run_id == run_id, Task.status.in_(again))
                 .values(
-                    status=TaskStatus.QUEUED.value, max_attempts=Task.attempts + extra_attempts,
+                    status=TaskStatus.QUEUED.value, max_attempts=Task.charged + extra_attempts, lost=0,
                     error=None, finished_at=None, next_attempt_at=now, progress=0.0,
                 )
             ).rowcount

@@ -1,15 +1,18 @@
-"""The supervisor: registers itself, claims due tasks, runs them, heartbeats, reaps, stops cleanly.
+"""The supervisor: registers itself, claims due tasks, runs them in its processes, heartbeats, reaps.
 
-Three kinds of threads:
+Task code never runs here: it runs in host processes that this supervisor owns (see
+:mod:`service.pool`), so a task that crashes, hangs in C code, or eats memory fails alone,
+and the threads of this process are never starved.
 
-* the **loop** (one): claims, dispatches, handles finished ``run()``/``check_output()`` calls,
-  enforces timeouts, schedules polls, reaps expired leases and reclaims the leases of dead
-  supervisors on this host. Every database write for an attempt happens here.
+Threads:
+
+* the **loop** (one): claims, places attempts in hosts, handles what hosts report (outputs,
+  errors, deaths), enforces timeouts, schedules polls, looks for cancelled leases, reaps the
+  leases of silent supervisors and reclaims those of dead ones on this host. Every database
+  write for an attempt happens here.
 * the **heartbeat** (one): every ``heartbeat_s`` one statement extends all of this
-  supervisor's leases, carrying the progress and checkpoints task code recorded. It belongs
-  to the supervisor, never to task code, so a busy task cannot starve it.
-* **task threads**: one per ``run()`` call and one per ``check_output()`` call; a polling task
-  waiting between checks holds none.
+  supervisor's leases, carrying the progress and checkpoints the tasks reported.
+* the **listener** (PostgreSQL only): wakes the loop when new work is announced.
 
 Side loops are supervised: if the heartbeat thread dies, the supervisor stops (releasing its
 leases) rather than run on without them. An error inside one iteration is logged with its
@@ -28,14 +31,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from service import executor, liveness, wakeup
+from service import liveness, wakeup
 from service.clock import Clock, SystemClock
 from service.config import Settings
-from service.errors import PermanentError, TenureError
-from service.executor import Execution
+from service.errors import TenureError
+from service.executor import MAX_CHECK_ERRORS, Execution, Failure
 from service.leases import Lease, Leases
 from service.models import Outcome
-from service.protocol import TaskContext
+from service.pool import Event, Pool
 from service.reaper import HeartbeatWatch
 from service.retry import RetryPolicy
 
@@ -45,6 +48,8 @@ FINISH_RETRY_S = 0.5  # a finish write the database refused is tried again this 
 SCAN_HOST_EVERY_S = 5.0  # how often to look for dead supervisors on this host
 QUIET_S = 30.0  # a repeating storage warning is logged at most this often
 IDLE_POLL_LISTENING_S = 2.0  # with LISTEN/NOTIFY (PostgreSQL), an idle supervisor polls only this often
+
+Key = tuple[int, int]
 
 
 class Supervisor:
@@ -67,8 +72,10 @@ class Supervisor:
         self.host = host or os.environ.get("TENURE_HOST") or socket.gethostname()
         self.worker_id: int | None = None
         self.fatal: BaseException | None = None
+        self.pool = Pool(memory_limit_mb=self.settings.memory_limit_mb,
+                         kill_grace_s=self.settings.kill_grace_s, clock=self.clock)
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._inflight: dict[int, Execution] = {}
+        self._inflight: dict[Key, Execution] = {}
         self._inflight_lock = threading.Lock()
         self._stopping = threading.Event()  # stop claiming; finish or release what runs
         self._grace_s = self.settings.shutdown_grace_s
@@ -84,15 +91,17 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> Supervisor:
-        """Register, reclaim dead supervisors' leases on this host, start the loop and heartbeat."""
+        """Start the task processes, register, reclaim dead supervisors' leases on this host, loop."""
+        self.pool.start()  # the zygote boots while the database work below goes on
         self.worker_id = self.leases.register_worker(self.host, os.getpid(), self.clock.now())
-        log.info("supervisor.started worker=%s host=%s pid=%s concurrency=%s",
-                 self.worker_id, self.host, os.getpid(), self.settings.concurrency)
+        log.info("supervisor.started worker=%s host=%s pid=%s concurrency=%s memory_limit_mb=%s",
+                 self.worker_id, self.host, os.getpid(), self.settings.concurrency,
+                 self.settings.memory_limit_mb)
         self._watch = HeartbeatWatch(self.settings.lease_ttl_s, self.worker_id)
         self._recover_dead_on_host()
         loops = [(self._loop, "loop"), (self._heartbeat_loop, "heartbeat")]
         if wakeup.supported(self.leases.engine):
-            listener = wakeup.Listener(self.leases.engine, lambda: self._events.put(("work",)), self._halt)
+            listener = wakeup.Listener(self.leases.engine, lambda: self._post(("work",)), self._halt)
             loops.append((listener.run, "listen"))
             self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_LISTENING_S)
         for target, name in loops:
@@ -110,7 +119,7 @@ class Supervisor:
         if grace_s is not None:
             self._grace_s = grace_s
         self._stopping.set()
-        self._events.put(("wake",))
+        self._post(("wake",))
 
     def stop(self, grace_s: float | None = None, timeout_s: float | None = 30.0) -> bool:
         """Stop gracefully and wait for it; True if the supervisor ended within ``timeout_s``."""
@@ -120,6 +129,10 @@ class Supervisor:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    def _post(self, event: tuple[Any, ...]) -> None:
+        self._events.put(event)
+        self.pool.wake()
 
     def _supervised(self, target: Any) -> Any:
         def run() -> None:
@@ -131,9 +144,10 @@ class Supervisor:
                 self.fatal = exc
                 self._stopping.set()
                 self._grace_s = 0.0
-                self._events.put(("wake",))
+                self._post(("wake",))
                 if threading.current_thread().name == "tenure-loop":
                     self._halt.set()
+                    self.pool.close()
                     self.stopped.set()
 
         return run
@@ -142,7 +156,7 @@ class Supervisor:
 
     def _loop(self) -> None:
         mono = self.clock.monotonic
-        next_claim = next_reap = next_scan = mono()
+        next_claim = next_reap = next_scan = next_check = mono()
         stop_deadline: float | None = None
         while True:
             now = mono()
@@ -164,23 +178,21 @@ class Supervisor:
             next_claim = min(next_claim, self._retry_due)
             if not self._stopping.is_set() and now >= next_claim:
                 next_claim = now + self._claim()
+            if self._inflight and now >= next_check:
+                next_check = now + self.settings.lease_check_s
+                self._guard("lease_check", self._check_leases)
             if now >= next_reap:
                 next_reap = now + self.settings.reap_every_s
                 self._guard("reap", self._reap)
             if now >= next_scan:
                 next_scan = now + SCAN_HOST_EVERY_S
                 self._guard("scan", self._recover_dead_on_host)
-            wake_at = min(next_claim, next_reap, next_scan, self._next_deadline(),
+            wake_at = min(next_claim, next_reap, next_scan, self._next_deadline(), self.pool.next_deadline(),
+                          next_check if self._inflight else float("inf"),
                           stop_deadline if stop_deadline is not None else float("inf"))
-            self._wait(max(0.0, wake_at - mono()))
+            for event in self.pool.wait(max(0.0, wake_at - mono())):
+                self._on_pool(event)
         self._shutdown()
-
-    def _wait(self, timeout_s: float) -> None:
-        try:
-            event = self._events.get(timeout=timeout_s)
-        except queue.Empty:
-            return
-        self._handle(event)
 
     def _drain_events(self) -> None:
         while True:
@@ -188,51 +200,50 @@ class Supervisor:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return
-            self._handle(event)
+            kind = event[0]
+            if kind == "work":
+                self._claim_now = True  # new work was announced: claim at once
+            elif kind == "lost":
+                ex = self._inflight.get(event[1])
+                if ex is not None:
+                    self._lease_lost(ex)
 
-    def _handle(self, event: tuple[Any, ...]) -> None:
-        kind = event[0]
-        if kind == "wake":
-            return
-        if kind == "work":
-            self._claim_now = True  # new work was announced: claim at once
-            return
-        ex: Execution = event[1]
-        if self._inflight.get(ex.lease.task_id) is not ex:
-            return  # abandoned (timed out, lost, released): its news changes nothing
-        if kind == "lost":
-            log.warning("attempt.lease_lost task=%s attempt=%s worker=%s: stopping it, writes fenced",
-                        ex.lease.task_id, ex.lease.attempt, self.worker_id)
-            self._forget(ex)
-        elif kind == "ran":
-            _, _, value, error = event
-            if error is not None:
-                self._fail(ex, error)
-            elif value is not None or not executor.is_polling(ex.task):
-                self._succeed(ex, value)
+    def _on_pool(self, event: Event) -> None:
+        ex = event.ex
+        if self._inflight.get(ex.key) is not ex:
+            return  # already stopped or finished: its news changes nothing
+        if event.kind == "ran":
+            if event.failure is not None:
+                self._fail(ex, event.failure)
+            elif event.polling:
+                ex.phase = "check"
+                self.pool.check(ex)  # the first check comes right after run() returns
             else:
-                executor.start_check(ex, self._events.put)
-        elif kind == "checked":
-            _, _, value, error = event
-            if error is None and value is not None:
-                self._succeed(ex, value)
-            elif error is not None and (isinstance(error, PermanentError) or
-                                        ex.check_errors + 1 >= executor.MAX_CHECK_ERRORS):
-                self._fail(ex, error)
+                self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=event.value)
+        elif event.kind == "checked":
+            if event.failure is None and event.value is not None:
+                self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=event.value)
+            elif event.failure is not None and (event.failure.permanent or
+                                                ex.check_errors + 1 >= MAX_CHECK_ERRORS):
+                self.pool.stop(ex, "failed its check")
+                self._fail(ex, event.failure)
             else:
-                if error is not None:
+                if event.failure is not None:
                     ex.check_errors += 1
                     log.warning("attempt.check_error task=%s attempt=%s error=%s (will check again)",
-                                ex.lease.task_id, ex.lease.attempt, executor.describe_error(error))
+                                ex.key[0], ex.key[1], event.failure.message)
                 else:
                     ex.check_errors = 0
                 self._schedule_check(ex)
+        elif event.kind == "crashed":
+            self._fail(ex, Failure(f"crashed: {event.reason}"), outcome=Outcome.CRASHED)
+        elif event.kind == "lost":
+            self._lose(ex, event.reason, isolate=event.isolate)
 
     def _schedule_check(self, ex: Execution) -> None:
         s = self.settings
-        asked = getattr(ex.task, "poll_interval_s", None)
-        if isinstance(asked, (int, float)) and asked > 0:
-            ex.poll_interval_s = float(asked)
+        if ex.asked_interval_s is not None:
+            ex.poll_interval_s = ex.asked_interval_s
         elif ex.poll_interval_s == 0.0:
             ex.poll_interval_s = s.poll_first_s
         else:
@@ -248,15 +259,19 @@ class Supervisor:
                     self._write_finish(ex, **ex.pending)
             elif now >= ex.deadline_mono:
                 limit = ex.deadline_mono - ex.started_mono
-                self._fail(ex, TimeoutError(f"the task ran past its timeout of {limit:g} s"),
+                self.pool.stop(ex, "ran past its timeout", force_check=True)
+                self._fail(ex, Failure(f"TimeoutError: the task ran past its timeout of {limit:g} s; "
+                                       "its process was stopped", permanent=True),
                            outcome=Outcome.TIMED_OUT)
             elif ex.phase == "wait" and now >= ex.next_check_mono:
-                executor.start_check(ex, self._events.put)
+                ex.phase = "check"
+                self.pool.check(ex)
 
     def _next_deadline(self) -> float:
         soonest = float("inf")
         for ex in self._inflight.values():
-            soonest = min(soonest, ex.deadline_mono)
+            if ex.phase != "finishing":
+                soonest = min(soonest, ex.deadline_mono)
             if ex.phase in ("wait", "finishing"):
                 soonest = min(soonest, ex.next_check_mono)
         return soonest
@@ -278,36 +293,26 @@ class Supervisor:
         return self._idle_s
 
     def _dispatch(self, lease: Lease) -> None:
-        ctx = TaskContext(task_id=lease.task_id, attempt=lease.attempt, run_id=lease.run_id,
-                          position=lease.position, saved=lease.checkpoint)
         now = self.clock.monotonic()
         timeout = lease.timeout_s or self.settings.task_timeout_s
-        ex = Execution(lease=lease, ctx=ctx, started_mono=now, deadline_mono=now + timeout)
+        ex = Execution(lease=lease, started_mono=now, deadline_mono=now + timeout)
         with self._inflight_lock:
-            self._inflight[lease.task_id] = ex
+            self._inflight[ex.key] = ex
         log.info("attempt.started task=%s attempt=%s run=%s position=%s kind=%s worker=%s",
                  lease.task_id, lease.attempt, lease.run_id, lease.position, lease.kind, self.worker_id)
-        executor.start_run(ex, self._events.put)
+        self.pool.run(ex)
 
     # -- finishing ------------------------------------------------------------------------
 
-    def _succeed(self, ex: Execution, value: Any) -> None:
-        problem = executor.check_result(value)
-        if problem is not None:
-            self._fail(ex, PermanentError(problem))
-            return
-        self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=value)
-
-    def _fail(self, ex: Execution, error: BaseException, outcome: Outcome = Outcome.FAILED) -> None:
-        message = executor.describe_error(error)
+    def _fail(self, ex: Execution, failure: Failure, outcome: Outcome = Outcome.FAILED) -> None:
         retry_at = None
-        if outcome is Outcome.FAILED:
-            decision = self.retry.decide(error, ex.lease.budget_used, ex.lease.max_attempts)
+        if outcome in (Outcome.FAILED, Outcome.CRASHED):
+            decision = self.retry.decide(failure.permanent, ex.lease.charged + 1, ex.lease.max_attempts)
             if decision.retry:
                 retry_at = self.clock.now() + timedelta(seconds=decision.delay_s)
                 self._retry_due = min(self._retry_due, self.clock.monotonic() + decision.delay_s)
-        _, progress, saved = ex.ctx.snapshot()
-        self._write_finish(ex, outcome=outcome, error=message, retry_at=retry_at,
+        _, progress, saved = ex.snapshot()
+        self._write_finish(ex, outcome=outcome, error=failure.message, retry_at=retry_at,
                            progress=progress, checkpoint=saved)
 
     def _write_finish(self, ex: Execution, **kwargs: Any) -> bool:
@@ -318,27 +323,48 @@ class Supervisor:
         except TenureError as exc:
             if ex.pending is None:
                 log.info("finish.deferred task=%s attempt=%s error=%s (retrying every %s s)",
-                         ex.lease.task_id, ex.lease.attempt, exc, FINISH_RETRY_S)
+                         ex.key[0], ex.key[1], exc, FINISH_RETRY_S)
                 self._warn_once("finish.deferred", exc)
             ex.phase, ex.pending = "finishing", kwargs
             ex.next_check_mono = self.clock.monotonic() + FINISH_RETRY_S
             return False
         outcome = kwargs["outcome"]
         if applied:
-            log.info("attempt.%s task=%s attempt=%s worker=%s%s", outcome.value, ex.lease.task_id,
-                     ex.lease.attempt, self.worker_id,
-                     f" error={kwargs.get('error')!r}" if kwargs.get("error") else "")
+            log.info("attempt.%s task=%s attempt=%s worker=%s%s", outcome.value, ex.key[0], ex.key[1],
+                     self.worker_id, f" error={kwargs.get('error')!r}" if kwargs.get("error") else "")
         self._forget(ex)
         return True
 
+    def _lose(self, ex: Execution, reason: str, *, isolate: bool) -> None:
+        """The attempt's process died for someone else's sake: hand the task back, uncharged."""
+        assert self.worker_id is not None
+        _, progress, saved = ex.snapshot()
+        try:
+            self.leases.lose(ex.lease, self.worker_id, self.clock.now(), reason, isolate=isolate,
+                             progress=progress, checkpoint=saved)
+        except TenureError as exc:
+            # The lease stays ours until it expires; the next holder finds the task due then.
+            self._warn_once("lose.failed", exc)
+        log.info("attempt.lost task=%s attempt=%s worker=%s isolate=%s reason=%r",
+                 ex.key[0], ex.key[1], self.worker_id, isolate, reason)
+        self._forget(ex)
+        self._claim_now = True  # it is due again at once; we may as well take it
+
+    def _lease_lost(self, ex: Execution) -> None:
+        """Cancelled, reaped or reclaimed: stop its code now; any write of it would be fenced."""
+        log.warning("attempt.lease_lost task=%s attempt=%s worker=%s: stopping it", ex.key[0], ex.key[1],
+                    self.worker_id)
+        self.pool.stop(ex, "lost its lease (cancelled, or reclaimed by another supervisor)")
+        self._forget(ex)
+
     def _forget(self, ex: Execution) -> None:
-        ex.ctx.stop_event.set()
+        self.pool.stop(ex, "ended")  # a no-op once the host has let it go
         with self._inflight_lock:
-            if self._inflight.get(ex.lease.task_id) is ex:
-                del self._inflight[ex.lease.task_id]
+            if self._inflight.get(ex.key) is ex:
+                del self._inflight[ex.key]
                 self._claim_now = True
 
-    # -- heartbeat, reaping, recovery -----------------------------------------------------
+    # -- heartbeat, leases, reaping, recovery ---------------------------------------------
 
     def _heartbeat_loop(self) -> None:
         while not self._halt.wait(self.settings.heartbeat_s):
@@ -350,16 +376,24 @@ class Supervisor:
             snapshot = list(self._inflight.values())
         updates, versions = [], []
         for ex in snapshot:
-            version, progress, saved = ex.ctx.snapshot()
+            version, progress, saved = ex.snapshot()
             if version != ex.flushed_version:
-                updates.append((ex.lease.task_id, ex.lease.attempt, progress, saved))
+                updates.append((ex.key[0], ex.key[1], progress, saved))
                 versions.append((ex, version))
         held = self.leases.heartbeat(self.worker_id, self.clock.now(), self.settings.lease_ttl_s, updates)
         for ex, version in versions:
             ex.flushed_version = version
         for ex in snapshot:
-            if (ex.lease.task_id, ex.lease.attempt) not in held:
-                self._events.put(("lost", ex))
+            if ex.key not in held:
+                self._post(("lost", ex.key))
+
+    def _check_leases(self) -> None:
+        """Stop, within ``lease_check_s``, attempts whose lease is gone (a cancel, most often)."""
+        assert self.worker_id is not None
+        held = self.leases.held(self.worker_id)
+        for ex in list(self._inflight.values()):
+            if ex.key not in held and ex.phase != "finishing":
+                self._lease_lost(ex)
 
     def _reap(self) -> None:
         """Reap the leases of supervisors whose heartbeat stopped changing (see :mod:`reaper`)."""
@@ -367,7 +401,7 @@ class Supervisor:
         for dead in self._watch.dead(self.leases.lease_holders(), self.clock.monotonic()):
             lost = self.leases.reclaim_worker(
                 dead, self.clock.now(),
-                f"lease expired: supervisor {dead} stopped heartbeating for {self.settings.lease_ttl_s:g} s "
+                f"its supervisor (worker {dead}) stopped heartbeating for {self.settings.lease_ttl_s:g} s "
                 "(crashed, hung or cut off)",
             )
             log.warning("supervisor.reaped dead_worker=%s tasks=%s worker=%s: no heartbeat for %s s",
@@ -405,13 +439,16 @@ class Supervisor:
         with self._inflight_lock:
             remaining = list(self._inflight.values())
             self._inflight.clear()
-        for ex in remaining:
-            ex.ctx.stop_event.set()
+        # Their code must not run on beside the next holder: end every task process first.
+        self.pool.close()
         assert self.worker_id is not None
         try:
             if remaining:
-                released = self.leases.release(self.worker_id, [ex.lease for ex in remaining],
-                                               self.clock.now())
+                handed = []
+                for ex in remaining:
+                    _, progress, saved = ex.snapshot()
+                    handed.append((ex.lease, progress, saved))
+                released = self.leases.release(self.worker_id, handed, self.clock.now())
                 log.info("supervisor.released worker=%s tasks=%s", self.worker_id, released)
             self.leases.stop_worker(self.worker_id, self.clock.now())
         except TenureError as exc:

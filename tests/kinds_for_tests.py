@@ -1,17 +1,48 @@
-"""Task kinds used only by the tests: each records what happened to it, so tests can assert."""
+"""Task kinds used only by the tests.
+
+Task code runs in the supervisor's task processes, not in the test's, so a kind that the test
+must observe writes to a *journal*: a file named by ``args["journal"]``, one line per event
+(``event task attempt pid``), appended atomically. :func:`journal` reads it back.
+"""
 
 from __future__ import annotations
 
-import threading
+import ctypes
+import os
+import re
+import signal
 import time
-from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from service import PermanentError, TaskContext, register
 
-CALLS: Counter[str] = Counter()
-RUN_RETURNED = threading.Semaphore(0)
-RELEASE = threading.Event()
+
+def note(args: dict[str, Any], ctx: TaskContext, event: str) -> None:
+    path = args.get("journal")
+    if path:
+        line = f"{event} {ctx.task_id} {ctx.attempt} {os.getpid()}\n".encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def journal(path: Path | str) -> list[tuple[str, int, int, int]]:
+    """Every (event, task id, attempt, pid) the kinds noted in the file, in order."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows = []
+    for line in p.read_text().splitlines():
+        event, task, attempt, pid = line.split()
+        rows.append((event, int(task), int(attempt), int(pid)))
+    return rows
+
+
+def events(path: Path | str, event: str) -> list[tuple[str, int, int, int]]:
+    return [row for row in journal(path) if row[0] == event]
 
 
 class Blocking:
@@ -19,7 +50,7 @@ class Blocking:
         self.args, self.ctx = args, ctx
 
     def run(self) -> Any:
-        CALLS["blocking"] += 1
+        note(self.args, self.ctx, "blocking")
         self.ctx.wait(self.args.get("seconds", 0.01))
         return {"out": self.args.get("value", 0) * 2}
 
@@ -32,26 +63,61 @@ class Polling:
         self.started = 0.0
 
     def run(self) -> None:
-        CALLS["polling.run"] += 1
+        note(self.args, self.ctx, "polling.run")
         self.started = time.monotonic()
-        RUN_RETURNED.release()
 
     def check_output(self) -> Any:
-        CALLS["polling.check"] += 1
+        note(self.args, self.ctx, "polling.check")
         if time.monotonic() - self.started < self.args.get("seconds", 0.05):
             return None
         return self.args.get("value", 0) * 2
 
 
 class Hang:
-    """Never returns on its own (ignores stop requests, as badly written code does)."""
+    """Blocked in a sleep that ignores stop requests, as badly written code is."""
 
     def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
-        pass
+        self.args, self.ctx = args, ctx
 
     def run(self) -> None:
-        CALLS["hang"] += 1
-        RELEASE.wait()
+        note(self.args, self.ctx, "hang")
+        time.sleep(10**6)
+
+
+class Spin:
+    """A pure-Python endless loop."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> None:
+        note(self.args, self.ctx, "spin")
+        n = 0
+        while True:
+            n += 1
+
+
+class Regex:
+    """A catastrophic regular expression: C code that never releases the GIL."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> Any:
+        note(self.args, self.ctx, "regex")
+        return bool(re.match(r"(a+)+$", "a" * self.args.get("n", 64) + "b"))
+
+
+class GilHog:
+    """Holds the GIL in C code for ``seconds`` (libc's sleep called through ctypes.PyDLL)."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> str:
+        note(self.args, self.ctx, "gil")
+        ctypes.PyDLL(None).sleep(int(self.args.get("seconds", 1)))
+        return "held"
 
 
 class Flaky:
@@ -61,7 +127,6 @@ class Flaky:
         self.args, self.ctx = args, ctx
 
     def run(self) -> str:
-        CALLS["flaky"] += 1
         if self.ctx.attempt <= self.args["fail_times"]:
             raise ConnectionError(f"attempt {self.ctx.attempt} hit a reset")
         return "ok"
@@ -72,54 +137,55 @@ class Doomed:
         pass
 
     def run(self) -> None:
-        CALLS["doomed"] += 1
         raise PermanentError("the input can never work")
 
 
 class Hook:
     def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
-        self.args = args
+        self.args, self.ctx = args, ctx
 
     def run(self) -> str:
-        CALLS[f"hook:{self.args['run_id']}"] += 1
+        note(self.args, self.ctx, f"hook:{self.args['run_id']}")
         return "hooked"
 
 
 class LongSleep:
-    """Cooperative long task: reports progress and stops when asked."""
+    """Cooperative long task: reports progress and checkpoints, and stops when asked."""
 
     def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
-        self.ctx = ctx
+        self.args, self.ctx = args, ctx
 
     def run(self) -> str:
-        CALLS["long.start"] += 1
-        for i in range(1000):
-            self.ctx.progress(i / 1000)
-            if self.ctx.wait(0.01):
-                CALLS["long.stopped"] += 1
+        note(self.args, self.ctx, "long.start")
+        start = self.ctx.saved["i"] if isinstance(self.ctx.saved, dict) else 0
+        for i in range(start, self.args.get("steps", 1000)):
+            self.ctx.progress(i / self.args.get("steps", 1000))
+            self.ctx.checkpoint({"i": i})
+            if self.ctx.wait(self.args.get("step_s", 0.01)):
+                note(self.args, self.ctx, "long.stopped")
                 raise InterruptedError("stopped")
         return "done"
 
 
-register("t_blocking")(Blocking)
-register("t_polling")(Polling)
-register("t_hang")(Hang)
-register("t_flaky")(Flaky)
-register("t_doomed")(Doomed)
-register("t_hook")(Hook)
-register("t_long")(LongSleep)
-
-
 class Poison:
-    """Kills the whole process every time it runs, as a segfaulting extension would."""
+    """Ends its own process every time it runs, as a crashing extension would."""
 
     def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
-        pass
+        self.args, self.ctx = args, ctx
 
     def run(self) -> None:
-        import os
-
-        os._exit(70)
+        note(self.args, self.ctx, "poison")
+        how = self.args.get("how", "exit")
+        if how == "exit":
+            os._exit(self.args.get("code", 70))
+        elif how == "segv":
+            ctypes.string_at(0)
+        elif how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif how == "memory":
+            hoard = []
+            while True:
+                hoard.append(bytearray(8 * 1024 * 1024))
 
 
 class Unprintable(Exception):
@@ -155,7 +221,7 @@ class FlakyCheck:
 
 
 class CpuHog:
-    """Pure-Python busy loop for ``seconds``: it holds the interpreter as much as Python lets it."""
+    """Pure-Python busy loop for ``seconds``."""
 
     def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
         self.seconds = args.get("seconds", 1.0)
@@ -168,7 +234,30 @@ class CpuHog:
         return n
 
 
-register("t_poison")(Poison)
-register("t_unprintable")(RaisesUnprintable)
-register("t_flaky_check")(FlakyCheck)
-register("t_cpu")(CpuHog)
+class NotJson:
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        pass
+
+    def run(self) -> object:
+        return {"when": object()}
+
+
+class Pid:
+    """Returns the pid of the process it ran in, and the supervisor's (its parent's parent)."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> dict[str, int]:
+        note(self.args, self.ctx, "pid")
+        self.ctx.wait(self.args.get("seconds", 0.0))
+        return {"pid": os.getpid()}
+
+
+for _name, _cls in {
+    "t_blocking": Blocking, "t_polling": Polling, "t_hang": Hang, "t_spin": Spin, "t_regex": Regex,
+    "t_gil": GilHog, "t_flaky": Flaky, "t_doomed": Doomed, "t_hook": Hook, "t_long": LongSleep,
+    "t_poison": Poison, "t_unprintable": RaisesUnprintable, "t_flaky_check": FlakyCheck,
+    "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid,
+}.items():
+    register(_name)(_cls)

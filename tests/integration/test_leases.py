@@ -97,31 +97,74 @@ def test_failure_waits_out_its_backoff_before_it_is_claimed_again(env) -> None: 
     assert leases.claim(a, 1, clock.now(), TTL) == []
     clock.advance(0.2)
     (again,) = leases.claim(a, 1, clock.now(), TTL)
-    assert again.attempt == 2 and again.budget_used == 2
+    assert (again.attempt, again.charged) == (2, 1)
 
 
-def test_reaping_fails_a_task_once_its_attempts_are_used_up(env) -> None:  # type: ignore[no-untyped-def]
+def test_attempts_lost_with_their_supervisor_are_never_charged(env) -> None:  # type: ignore[no-untyped-def]
+    t, leases, clock, a, b = env
+    run_id = t.submit_run(1, "echo", max_attempts=1)
+    for _ in range(3):  # three supervisor deaths in a row, with a budget of one attempt
+        leases.claim(a, 1, clock.now(), TTL)
+        assert len(leases.reclaim_worker(a, clock.now(), "its supervisor died")) == 1
+    (task,) = t.run_with_tasks(run_id)[1]
+    assert (task.status, task.charged, task.lost) == ("queued", 0, 3)
+    assert [(x.outcome, x.charged) for x in t.attempts(task.id)] == [("lost", False)] * 3
+    (lease,) = leases.claim(b, 1, clock.now(), TTL)
+    assert (lease.attempt, lease.charged, lease.lost) == (4, 0, 3)
+    assert leases.finish(lease, b, clock.now(), outcome=Outcome.SUCCEEDED, result="ok")
+    assert t.run(run_id).counts["succeeded"] == 1
+
+
+def test_a_task_lost_too_often_fails_instead_of_looping(env) -> None:  # type: ignore[no-untyped-def]
+    from service.leases import MAX_LOST
+
     t, leases, clock, a, _ = env
-    run_id = t.submit_run(1, "echo", max_attempts=2)
-    for _ in range(2):
+    run_id = t.submit_run(1, "echo", max_attempts=3)
+    for _ in range(MAX_LOST):
         leases.claim(a, 1, clock.now(), TTL)
         clock.advance(TTL + 1)
         leases.reap_expired(clock.now())
     (task,) = t.run_with_tasks(run_id)[1]
-    assert task.status == "failed"
-    assert task.error is not None and task.error.startswith("worker crashed")
-    assert outcomes(t, task.id) == ["lost", "lost"]
+    assert (task.status, task.charged, task.lost) == ("failed", 0, MAX_LOST)
+    assert task.error is not None and task.error.startswith(f"lost {MAX_LOST} times without finishing")
+    assert outcomes(t, task.id) == ["lost"] * MAX_LOST
     assert t.run(run_id).status == "completed"
+
+
+def test_a_loss_in_a_shared_process_isolates_the_task_uncharged(env) -> None:  # type: ignore[no-untyped-def]
+    t, leases, clock, a, _ = env
+    t.submit_run(1, "echo", max_attempts=1)
+    (lease,) = leases.claim(a, 1, clock.now(), TTL)
+    assert not lease.isolated
+    assert leases.lose(lease, a, clock.now(), "its process died with others in it", isolate=True,
+                       progress=0.5, checkpoint={"at": 5})
+    assert not leases.lose(lease, a, clock.now(), "again", isolate=True)  # fenced: once only
+    (again,) = leases.claim(a, 1, clock.now(), TTL)
+    assert again.isolated and again.checkpoint == {"at": 5} and again.charged == 0
+    task = t.task(lease.task_id)
+    assert (task.lost, task.isolated, task.progress) == (1, True, 0.5)
+
+
+def test_crashes_and_timeouts_are_charged(env) -> None:  # type: ignore[no-untyped-def]
+    t, leases, clock, a, _ = env
+    t.submit_run(2, "echo", max_attempts=2)
+    one, two = leases.claim(a, 2, clock.now(), TTL)
+    assert leases.finish(one, a, clock.now(), outcome=Outcome.CRASHED, error="crashed: killed by SIGSEGV",
+                         retry_at=clock.now())
+    assert leases.finish(two, a, clock.now(), outcome=Outcome.TIMED_OUT, error="timeout")
+    assert [(x.outcome, x.charged) for x in t.attempts(one.task_id)] == [("crashed", True)]
+    assert (t.task(one.task_id).status, t.task(one.task_id).charged) == ("retrying", 1)
+    assert (t.task(two.task_id).status, t.task(two.task_id).charged) == ("failed", 1)
 
 
 def test_release_hands_tasks_back_without_spending_attempts(env) -> None:  # type: ignore[no-untyped-def]
     t, leases, clock, a, b = env
     t.submit_run(1, "echo", max_attempts=1)
     (lease,) = leases.claim(a, 1, clock.now(), TTL)
-    assert leases.release(a, [lease], clock.now()) == 1
+    assert leases.release(a, [(lease, 0.4, {"step": 4})], clock.now()) == 1
     assert t.task(lease.task_id).status == "queued"
     (again,) = leases.claim(b, 1, clock.now(), TTL)
-    assert again.attempt == 2 and again.budget_used == 1
+    assert (again.attempt, again.charged, again.checkpoint) == (2, 0, {"step": 4})
     assert outcomes(t, lease.task_id) == ["released", "running"]
 
 

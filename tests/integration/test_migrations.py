@@ -91,3 +91,61 @@ def test_migrations_and_models_agree_on_postgresql(pg_admin: Engine) -> None:
         engine.dispose()
         with pg_admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0002_keeps_what_the_old_rules_charged(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """History migrated from 0001 says which attempts used up the budget under the old rules."""
+    if backend == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    else:
+        from tests.conftest import _pg_url
+
+        admin = request.getfixturevalue("pg_admin")
+        name = f"tenure_m2_{tmp_path.name[-8:].replace('-', '_')}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        engine = make_engine(_pg_url(name))
+    cfg = schema.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tasks (id, position, kind, args, status, attempts, max_attempts, progress, "
+                          "created_at) VALUES (1, 0, 'echo', '{}', 'failed', 3, 3, 0, '2026-01-01')"))
+        for attempt, outcome in enumerate(["lost", "released", "failed", "timed_out"], start=1):
+            conn.execute(text("INSERT INTO task_attempts (task_id, attempt, started_at, outcome) "
+                              "VALUES (1, :a, '2026-01-01', :o)"), {"a": attempt, "o": outcome})
+    schema.migrate(engine)
+    with engine.connect() as conn:
+        charged = conn.execute(text("SELECT outcome, charged FROM task_attempts ORDER BY attempt")).all()
+        task = conn.execute(text("SELECT charged, lost, isolated FROM tasks")).one()
+    engine.dispose()
+    assert [(o, bool(c)) for o, c in charged] == [("lost", True), ("released", False), ("failed", True),
+                                                  ("timed_out", True)]
+    assert (task.charged, task.lost, bool(task.isolated)) == (3, 0, False)
+    if backend == "postgresql":
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_table_rebuilt_by_a_migration_does_not_cascade_into_its_children(tmp_path: Path) -> None:
+    """SQLite migrations run with foreign keys off, so rebuilding tasks keeps task_attempts."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'fk.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        conn.execute(text("CREATE TABLE child (id INTEGER PRIMARY KEY, "
+                          "parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE)"))
+        conn.execute(text("INSERT INTO parent VALUES (1)"))
+        conn.execute(text("INSERT INTO child VALUES (1, 1)"))
+    with engine.connect() as conn, schema._foreign_keys_deferred(conn):
+        with conn.begin():  # what a batch "recreate" does
+            conn.execute(text("CREATE TABLE parent_new (id INTEGER PRIMARY KEY)"))
+            conn.execute(text("INSERT INTO parent_new SELECT id FROM parent"))
+            conn.execute(text("DROP TABLE parent"))
+            conn.execute(text("ALTER TABLE parent_new RENAME TO parent"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM child")).scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again
+    engine.dispose()

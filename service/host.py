@@ -1,0 +1,282 @@
+"""A host: a process forked by the zygote that runs task code for its supervisor.
+
+Task code never runs in the supervisor's process. A host runs at most one ``run()`` call at a
+time, on its main thread (so code that installs signal handlers works); ``check_output()``
+calls of the polling tasks it hosts run on short-lived threads. A polling task's object stays
+here between checks, holding no thread, while the host goes on running other tasks' calls.
+
+Whatever a task does to its process (``os._exit``, a segfault, a signal, running out of its
+memory limit, hanging in C code that holds the GIL) ends at most this host: the supervisor
+sees the host die and knows exactly which tasks were in it.
+
+The host never touches the database. Progress and checkpoints travel to the supervisor as
+messages (coalesced every :data:`FLUSH_S`), and the supervisor's heartbeat writes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import os
+import queue
+import resource
+import signal
+import socket
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from service import protocol, wire
+from service.errors import InvalidInput, PermanentError, describe
+
+FLUSH_S = 0.1  # progress and checkpoints reach the supervisor at most this late
+MEMORY_EXIT_CODE = 86  # a host exits with this after a task ran out of its memory limit
+MAX_TRACEBACK_CHARS = 16_000
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Occupant:
+    """One attempt hosted here: running its ``run()``, or a polling task between checks."""
+
+    key: tuple[int, int]
+    ctx: protocol.TaskContext
+    task: Any = None
+    sent_version: int = 0
+    checking: bool = False
+    fatal_frame: bytes = field(default=b"")
+
+
+class Host:
+    def __init__(self, sock: socket.socket, memory_limit_mb: int | None) -> None:
+        self.sock = sock
+        self.memory_limit_mb = memory_limit_mb
+        self.send_lock = threading.Lock()
+        self.occupants: dict[tuple[int, int], Occupant] = {}
+        self.lock = threading.Lock()
+        self.calls: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    # -- the supervisor's side ------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        frame = wire.encode(message)
+        self.send_frame(frame)
+
+    def send_frame(self, frame: bytes) -> None:
+        with self.send_lock:
+            try:
+                self.sock.sendall(frame)
+            except OSError:
+                os._exit(0)  # the supervisor is gone: nothing of ours may run on
+
+    def read_loop(self) -> None:
+        """Takes the supervisor's messages; its closing the socket ends this process."""
+        try:
+            while True:
+                message = wire.recv(self.sock)
+                if message is None:
+                    break
+                self.handle(message)
+        except (OSError, wire.ProtocolError):
+            pass
+        os._exit(0)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "run":
+            self.calls.put(message)
+            return
+        if op == "exit":
+            os._exit(0)
+        key = _key(message.get("key"))
+        with self.lock:
+            occupant = self.occupants.get(key)
+        if occupant is None:
+            return
+        if op == "stop":
+            occupant.ctx.stop_event.set()
+        elif op == "drop":
+            occupant.ctx.stop_event.set()
+            with self.lock:
+                self.occupants.pop(key, None)
+        elif op == "check" and not occupant.checking:
+            occupant.checking = True
+            threading.Thread(target=self.check, args=(occupant,), name=f"check-{key[0]}-{key[1]}",
+                             daemon=True).start()
+
+    def flush_loop(self) -> None:
+        while True:
+            threading.Event().wait(FLUSH_S)
+            with self.lock:
+                occupants = list(self.occupants.values())
+            for occupant in occupants:
+                self.flush(occupant)
+
+    def flush(self, occupant: Occupant) -> dict[str, Any]:
+        """Send the occupant's progress and checkpoint if they changed; returns them."""
+        version, progress, saved = occupant.ctx.snapshot()
+        state = {"v": version, "progress": progress, "checkpoint": saved}
+        if version != occupant.sent_version:
+            occupant.sent_version = version
+            self.send({"op": "progress", "key": list(occupant.key), **state})
+        return state
+
+    # -- running task code ----------------------------------------------------------------
+
+    def serve(self) -> NoReturn:
+        threading.Thread(target=self.read_loop, name="host-reader", daemon=True).start()
+        threading.Thread(target=self.flush_loop, name="host-flusher", daemon=True).start()
+        self.send({"op": "hello", "pid": os.getpid()})
+        while True:
+            self.run(self.calls.get())
+
+    def run(self, message: dict[str, Any]) -> None:
+        key = _key(message["key"])
+        info = message.get("ctx") or {}
+        ctx = protocol.TaskContext(task_id=key[0], attempt=key[1], run_id=info.get("run_id"),
+                                   position=info.get("position", 0), saved=info.get("saved"))
+        occupant = Occupant(key=key, ctx=ctx)
+        occupant.fatal_frame = wire.encode({"op": "fatal", "key": list(key), "reason": "memory"})
+        with self.lock:
+            self.occupants[key] = occupant
+        try:
+            kind = resolve_kind(message["kind"], message.get("module"), message.get("main"))
+            occupant.task = kind.build(dict(message.get("args") or {}), ctx)
+            value = occupant.task.run()
+        except MemoryError:
+            self.out_of_memory(occupant)
+        except BaseException as exc:  # noqa: BLE001 - task code may raise anything; all are reported
+            if _caused_by_memory(exc):
+                self.out_of_memory(occupant)
+            self.report(occupant, "ran", error=exc)
+            return
+        if value is None and callable(getattr(occupant.task, "check_output", None)):
+            # A polling task: its object stays here between checks, holding no thread.
+            message = {"op": "ran", "key": list(key), "polling": True, **self.flush(occupant)}
+            asked = getattr(occupant.task, "poll_interval_s", None)
+            if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 < asked < 86_400:
+                message["poll_interval_s"] = float(asked)
+            self.send(message)
+            return
+        self.report(occupant, "ran", value=value)
+
+    def check(self, occupant: Occupant) -> None:
+        try:
+            value = occupant.task.check_output()
+        except MemoryError:
+            self.out_of_memory(occupant)
+        except BaseException as exc:  # noqa: BLE001
+            if _caused_by_memory(exc):
+                self.out_of_memory(occupant)
+            occupant.checking = False
+            self.report(occupant, "checked", error=exc, keep=True)
+            return
+        occupant.checking = False
+        self.report(occupant, "checked", value=value, keep=value is None)
+
+    def report(self, occupant: Occupant, op: str, *, value: Any = None, error: BaseException | None = None,
+               keep: bool = False) -> None:
+        """Send the call's outcome; the occupant leaves unless it is a polling task still waiting."""
+        if not keep:
+            with self.lock:
+                self.occupants.pop(occupant.key, None)
+        message: dict[str, Any] = {"op": op, "key": list(occupant.key), **self.flush(occupant)}
+        if error is not None:
+            message["error"] = encode_error(error)
+        else:
+            message["value"] = value
+        try:
+            frame = wire.encode(message)
+        except (TypeError, ValueError, RecursionError) as exc:
+            message.pop("value", None)
+            message["error"] = {"message": f"the task's output cannot be stored as JSON ({describe(exc)})",
+                                "permanent": True, "traceback": None}
+            frame = wire.encode(message)
+        self.send_frame(frame)
+
+    def out_of_memory(self, occupant: Occupant) -> NoReturn:
+        """Tell the supervisor which task ran out of memory, then end: the process may be unsound."""
+        with contextlib.suppress(BaseException):
+            self.send_frame(occupant.fatal_frame)
+        os._exit(MEMORY_EXIT_CODE)
+
+
+def encode_error(exc: BaseException) -> dict[str, Any]:
+    try:
+        tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+    except BaseException:  # noqa: BLE001 - a traceback that cannot be formatted is left out
+        tb = None
+    return {"message": describe(exc), "permanent": isinstance(exc, (PermanentError, InvalidInput)),
+            "traceback": tb}
+
+
+def resolve_kind(name: str, module: str | None, main_path: str | None) -> protocol.Kind:
+    """The kind ``name``, importing the module that registers it if this process lacks it.
+
+    Raises:
+        InvalidInput: no importable module registers it.
+    """
+    try:
+        return protocol.get_kind(name)
+    except InvalidInput:
+        pass
+    if module == "__main__" and main_path:
+        import runpy
+
+        runpy.run_path(main_path, run_name="__tenure_main__")
+    elif module:
+        importlib.import_module(module)
+    try:
+        return protocol.get_kind(name)
+    except InvalidInput:
+        raise InvalidInput(
+            f"task kind {name!r} is registered in the supervisor's process but not by importing "
+            f"{module!r}: register kinds at the top level of an importable module, so the processes "
+            "that run tasks can find them"
+        ) from None
+
+
+def _caused_by_memory(exc: BaseException) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 20:
+        if isinstance(current, MemoryError):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def _key(raw: Any) -> tuple[int, int]:
+    return (int(raw[0]), int(raw[1]))
+
+
+def _die_with_zygote(zygote_pid: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != zygote_pid:  # the zygote died before the line above took effect
+        os._exit(0)
+
+
+def main(sock: socket.socket, *, zygote_pid: int, memory_limit_mb: int | None) -> NoReturn:
+    """The host's life, in the forked child. Never returns."""
+    _die_with_zygote(zygote_pid)
+    os.setpgid(0, 0)  # a group of its own: stopping the host stops what its task started too
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    with open(os.devnull, "rb") as null:
+        os.dup2(null.fileno(), 0)
+    sys.stdin = open(os.devnull)  # lives as long as the process
+    if memory_limit_mb:
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = memory_limit_mb * 1024 * 1024
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    sock.setblocking(True)
+    Host(sock, memory_limit_mb).serve()
+    os._exit(0)
+

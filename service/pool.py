@@ -1,0 +1,532 @@
+"""The supervisor's task processes: one zygote, and the hosts it forks to run task code.
+
+Task code runs in hosts, never in the supervisor (see :mod:`service.host`). The pool places
+attempts in hosts, carries messages both ways, and watches hosts die. It is driven by the
+supervisor's loop thread alone: :meth:`Pool.wait` blocks on every host's socket at once and
+returns what happened, so nothing here needs a lock; other threads only call :meth:`wake`.
+
+**Blame.** A host runs one ``run()`` at a time; polling tasks between checks stay in the host
+that ran them (*parked*), so a host may hold several tasks. When a host dies:
+
+* on purpose (the supervisor stopped it: a timeout, a cancel, a lost lease), the task it
+  stopped is already accounted for and any other task in it is *lost*, not charged;
+* with one task in it, that task did it: the attempt *crashed*, and is charged;
+* with several, nobody can tell which: each is *lost*, not charged, and *isolated*: it runs
+  alone in a host of its own from then on, where a crash is its own.
+
+**Placement.** A ``run()`` goes to an idle host with the same memory limit, preferring one
+that already hosts parked tasks (so waiting tasks gather in few processes), else to a new
+host. An isolated task gets an empty host and shares it with nobody.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from service import host as host_mod
+from service import wire
+from service.executor import Execution, Failure
+from service.protocol import get_kind
+
+log = logging.getLogger("tenure.pool")
+
+EXIT_REPORT_WAIT_S = 2.0  # after a host's socket closes, how long to wait for its exit status
+IDLE_HOST_S = 30.0  # an idle host beyond the spares is retired after this long
+SPARE_HOSTS = 2  # idle hosts kept warm for the next claims
+ZYGOTE_RESTART_S = 1.0  # a zygote that died is started again after this long
+
+_ZYGOTE_BOOT = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+    "from service.zygote import main; main(sys.argv)"
+)
+
+
+@dataclass
+class Host:
+    """One host process, as the supervisor sees it."""
+
+    id: int
+    sock: socket.socket
+    memory_limit_mb: int | None
+    born_mono: float
+    reader: wire.Reader = field(default_factory=wire.Reader)
+    pid: int | None = None
+    running: Execution | None = None  # its run() call is executing here
+    parked: dict[tuple[int, int], Execution] = field(default_factory=dict)  # polling tasks hosted
+    isolated: bool = False  # hosts an isolated task: takes nobody else
+    doomed: str | None = None  # stopped on purpose, and why
+    kill_at: float | None = None  # when SIGKILL follows the SIGTERM
+    fatal: str | None = None  # what the host said before dying ("memory")
+    eof_mono: float | None = None  # when its socket closed
+    exit_code: int | None = None  # its exit status: >= 0 exit code, < 0 signal number
+    exited: bool = False
+    idle_since: float = 0.0
+
+    @property
+    def occupants(self) -> list[Execution]:
+        return ([self.running] if self.running is not None else []) + list(self.parked.values())
+
+    @property
+    def alive(self) -> bool:
+        return self.eof_mono is None and not self.exited and self.doomed is None
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the pool reports to the supervisor's loop.
+
+    ``kind`` is ``ran`` (run() ended: ``value``, ``failure`` or ``polling``), ``checked``
+    (check_output() answered ``value`` or ``failure``), ``crashed`` (its host died with it
+    alone inside: charged) or ``lost`` (its host died with others inside, or was stopped for
+    another task's sake: not charged; ``isolate`` when blame is unclear).
+    """
+
+    kind: str
+    ex: Execution
+    value: Any = None
+    failure: Failure | None = None
+    polling: bool = False
+    reason: str = ""
+    isolate: bool = False
+
+
+class Pool:
+    def __init__(self, *, memory_limit_mb: int | None, kill_grace_s: float, clock: Any) -> None:
+        self.memory_limit_mb = memory_limit_mb
+        self.kill_grace_s = kill_grace_s
+        self.clock = clock
+        self.selector = selectors.DefaultSelector()
+        self.hosts: dict[int, Host] = {}
+        self._by_pid: dict[int, Host] = {}
+        self._next_id = 0
+        self._modules: set[str] = set()
+        self._zygote: subprocess.Popen[bytes] | None = None
+        self._ctl: socket.socket | None = None
+        self._zygote_due: float | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._wake_r.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the zygote; hosts are forked from it on demand (a couple are kept warm)."""
+        self._start_zygote()
+        for _ in range(SPARE_HOSTS):
+            self._fork(self.memory_limit_mb)
+
+    def _start_zygote(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._zygote = subprocess.Popen(
+            [sys.executable, "-c", _ZYGOTE_BOOT, str(theirs.fileno()), json.dumps(sys.path)],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        theirs.close()
+        self._ctl = ours
+        self._modules = _kind_modules()
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        ours.send(json.dumps({"op": "hello", "modules": sorted(self._modules), "main": main}).encode())
+        self.selector.register(ours, selectors.EVENT_READ, "zygote")
+        log.info("pool.zygote_started pid=%s modules=%s", self._zygote.pid, len(self._modules))
+
+    def close(self) -> None:
+        """Stop every host at once and the zygote with them. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for h in list(self.hosts.values()):
+            self._signal(h, signal.SIGKILL)
+            self._drop_host(h)
+        if self._ctl is not None:
+            self.selector.unregister(self._ctl)
+            self._ctl.close()  # the zygote kills any host left and exits
+            self._ctl = None
+        if self._zygote is not None:
+            try:
+                self._zygote.wait(5)
+            except subprocess.TimeoutExpired:
+                self._zygote.kill()
+                self._zygote.wait(5)
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def wake(self) -> None:
+        """Make :meth:`wait` return now (safe from any thread)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"!")
+
+    # -- placing work ---------------------------------------------------------------------
+
+    def run(self, ex: Execution) -> None:
+        """Start ``ex``'s run() in a host (at once, or as soon as the zygote has forked one)."""
+        self._ensure_modules(ex.lease.kind)
+        limit = ex.lease.memory_limit_mb or self.memory_limit_mb
+        target = self._choose(limit, isolated=ex.lease.isolated)
+        if target is None:
+            target = self._fork(limit)
+        target.running = ex
+        target.isolated = target.isolated or ex.lease.isolated
+        ex.host = target
+        lease = ex.lease
+        self._send(target, {
+            "op": "run", "key": list(ex.key), "kind": lease.kind, "module": _kind_module(lease.kind),
+            "main": getattr(sys.modules.get("__main__"), "__file__", None), "args": lease.args,
+            "ctx": {"run_id": lease.run_id, "position": lease.position, "saved": ex.snapshot()[2]},
+        })
+
+    def check(self, ex: Execution) -> None:
+        """Ask the host that holds ``ex`` for one check_output() call."""
+        if ex.host is not None:
+            self._send(ex.host, {"op": "check", "key": list(ex.key)})
+
+    def stop(self, ex: Execution, why: str, *, force_check: bool = False) -> None:
+        """Stop ``ex`` for real: end the host running its ``run()``, or drop a polling task.
+
+        ``why`` completes "task 5 (attempt 1) …", e.g. "ran past its timeout". A host that is
+        executing the attempt's ``run()`` is terminated (SIGTERM, then SIGKILL after
+        ``kill_grace_s``); any other task it hosted is reported ``lost``, not charged. A polling
+        task is dropped from its host; with ``force_check`` a ``check_output()`` call still
+        executing (a hung one, past its timeout) ends its host too. ``ex`` itself is
+        forgotten at once: no event about it follows.
+        """
+        h: Host | None = ex.host
+        ex.host = None
+        if h is None:
+            return
+        culprit = f"task {ex.key[0]} (attempt {ex.key[1]}) {why}"
+        if h.running is ex:
+            h.running = None
+            self._doom(h, culprit)
+        elif ex.key in h.parked:
+            del h.parked[ex.key]
+            if force_check and ex.phase == "check":  # its code runs on: only ending the process stops it
+                self._doom(h, culprit)
+            else:
+                self._send(h, {"op": "drop", "key": list(ex.key)})
+        self._maybe_idle(h)
+
+    def ask_stop(self, ex: Execution) -> None:
+        """Ask the task to stop on its own (``ctx.stopped`` turns true); it is not forced."""
+        if ex.host is not None:
+            self._send(ex.host, {"op": "stop", "key": list(ex.key)})
+
+    # -- the loop's wait ------------------------------------------------------------------
+
+    def wait(self, timeout_s: float) -> list[Event]:
+        """Block up to ``timeout_s`` for messages from hosts and the zygote; returns the events."""
+        events: list[Event] = []
+        if self.closed:
+            return events
+        for key, _ in self.selector.select(max(0.0, timeout_s)):
+            if key.data == "wake":
+                with contextlib.suppress(BlockingIOError):
+                    while self._wake_r.recv(4096):
+                        pass
+            elif key.data == "zygote":
+                self._from_zygote()
+            else:
+                h = self.hosts.get(key.data)
+                if h is not None:
+                    events.extend(self._from_host(h))
+        events.extend(self.tick())
+        return events
+
+    def tick(self) -> list[Event]:
+        """Deadlines: SIGKILL after the grace, deaths whose exit status never came, idle hosts."""
+        now = self.clock.monotonic()
+        events: list[Event] = []
+        for h in list(self.hosts.values()):
+            if h.kill_at is not None and now >= h.kill_at and not h.exited:
+                self._signal(h, signal.SIGKILL)
+                h.kill_at = None
+            if h.eof_mono is not None and (h.exited or now - h.eof_mono >= EXIT_REPORT_WAIT_S):
+                events.extend(self._bury(h))
+        idle = [h for h in self.hosts.values() if h.alive and not h.occupants]
+        for h in sorted(idle, key=lambda h: h.idle_since)[:max(0, len(idle) - SPARE_HOSTS)]:
+            if now - h.idle_since >= IDLE_HOST_S:
+                self._send(h, {"op": "exit"})
+                h.doomed = "retired: idle"
+        if self._zygote_due is not None and now >= self._zygote_due and not self.closed:
+            self._zygote_due = None
+            self._start_zygote()
+        return events
+
+    def next_deadline(self) -> float:
+        soonest = float("inf")
+        for h in self.hosts.values():
+            if h.kill_at is not None:
+                soonest = min(soonest, h.kill_at)
+            if h.eof_mono is not None:
+                soonest = min(soonest, h.eof_mono + EXIT_REPORT_WAIT_S)
+            elif h.alive and not h.occupants:
+                soonest = min(soonest, h.idle_since + IDLE_HOST_S)
+        if self._zygote_due is not None:
+            soonest = min(soonest, self._zygote_due)
+        return soonest
+
+    @property
+    def host_count(self) -> int:
+        return len(self.hosts)
+
+    def pids(self) -> list[int]:
+        return [h.pid for h in self.hosts.values() if h.pid is not None and not h.exited]
+
+    # -- messages -------------------------------------------------------------------------
+
+    def _from_host(self, h: Host) -> list[Event]:
+        try:
+            data = h.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(h.sock)
+            h.eof_mono = self.clock.monotonic()
+            return self._bury(h) if h.exited else []
+        try:
+            messages = h.reader.feed(data)
+        except wire.ProtocolError as exc:
+            log.error("pool.protocol_error host=%s pid=%s error=%s", h.id, h.pid, exc)
+            self._doom(h, "it broke the protocol")
+            return []
+        events = []
+        for message in messages:
+            event = self._message(h, message)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _message(self, h: Host, message: dict[str, Any]) -> Event | None:
+        op = message.get("op")
+        if op == "hello":
+            h.pid = int(message["pid"])
+            self._by_pid[h.pid] = h
+            return None
+        if op == "fatal":
+            h.fatal = str(message.get("reason"))
+            return None
+        raw_key = message.get("key")
+        if not isinstance(raw_key, list) or len(raw_key) != 2:
+            return None
+        key = (int(raw_key[0]), int(raw_key[1]))
+        ex = h.running if h.running is not None and h.running.key == key else h.parked.get(key)
+        if ex is None:
+            return None  # an attempt already stopped or forgotten: its news changes nothing
+        if "v" in message:
+            ex.reported(int(message["v"]), message.get("progress", 0.0), message.get("checkpoint"))
+        failure = Failure.from_wire(message["error"]) if "error" in message else None
+        if op == "ran":
+            h.running = None
+            if message.get("polling") and failure is None:
+                h.parked[key] = ex
+                asked = message.get("poll_interval_s")
+                ex.asked_interval_s = float(asked) if isinstance(asked, (int, float)) and asked > 0 else None
+                return Event("ran", ex, polling=True)
+            ex.host = None
+            self._maybe_idle(h)
+            return Event("ran", ex, value=message.get("value"), failure=failure)
+        if op == "checked":
+            done = failure is None and message.get("value") is not None
+            if done:
+                h.parked.pop(key, None)
+                ex.host = None
+                self._maybe_idle(h)
+            return Event("checked", ex, value=message.get("value"), failure=failure)
+        return None
+
+    def _from_zygote(self) -> None:
+        assert self._ctl is not None
+        try:
+            data = self._ctl.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._zygote_died()
+            return
+        message = json.loads(data)
+        op = message.get("op")
+        if op == "forked":
+            h = self.hosts.get(int(message["host"]))
+            pid = int(message["pid"])
+            if h is None:
+                return
+            h.pid = pid
+            self._by_pid[pid] = h
+            if h.doomed is not None:
+                self._signal(h, signal.SIGTERM)
+        elif op == "exited":
+            pid, code = int(message["pid"]), int(message["code"])
+            h = self._by_pid.pop(pid, None)
+            if h is None:
+                return
+            h.exit_code, h.exited = code, True
+        elif op in ("ready", "imported") and message.get("errors"):
+            for error in message["errors"]:
+                log.error("pool.import_failed error=%s (tasks of its kinds will fail)", error)
+
+    def _zygote_died(self) -> None:
+        if self._ctl is not None:
+            self.selector.unregister(self._ctl)
+            self._ctl.close()
+            self._ctl = None
+        if self._zygote is not None:
+            self._zygote.poll()
+        if self.closed:
+            return
+        log.error("pool.zygote_died pid=%s code=%s: its hosts die with it; starting another",
+                  self._zygote.pid if self._zygote else None, self._zygote.returncode if self._zygote else None)
+        for h in self.hosts.values():
+            if h.doomed is None:
+                h.doomed = "the process that forks task processes died"
+        self._zygote_due = self.clock.monotonic() + ZYGOTE_RESTART_S
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def _choose(self, limit: int | None, *, isolated: bool) -> Host | None:
+        idle = [h for h in self.hosts.values()
+                if h.alive and h.running is None and not h.isolated and h.memory_limit_mb == limit]
+        if isolated:
+            idle = [h for h in idle if not h.parked]
+        if not idle:
+            return None
+        # Gather polling tasks in few hosts; among equals take the oldest (its pages are warm).
+        return max(idle, key=lambda h: (len(h.parked), -h.id))
+
+    def _fork(self, limit: int | None) -> Host:
+        if self._ctl is None and self._zygote_due is not None and not self.closed:
+            self._zygote_due = None
+            self._start_zygote()
+        self._next_id += 1
+        ours, theirs = socket.socketpair()
+        h = Host(id=self._next_id, sock=ours, memory_limit_mb=limit, born_mono=self.clock.monotonic(),
+                 idle_since=self.clock.monotonic())
+        self.hosts[h.id] = h
+        ours.settimeout(5.0)  # a host too stuck to read its messages is stopped, never waited on forever
+        self.selector.register(ours, selectors.EVENT_READ, h.id)
+        try:
+            assert self._ctl is not None
+            socket.send_fds(self._ctl, [json.dumps({"op": "fork", "host": h.id,
+                                                    "memory_limit_mb": limit}).encode()], [theirs.fileno()])
+        except (OSError, AssertionError):
+            h.doomed = "the process that forks task processes is not running"
+            with contextlib.suppress(OSError):
+                ours.shutdown(socket.SHUT_RDWR)
+        finally:
+            theirs.close()
+        return h
+
+    def _send(self, h: Host, message: dict[str, Any]) -> None:
+        try:
+            h.sock.sendall(wire.encode(message))
+        except (OSError, ValueError) as exc:
+            if not isinstance(exc, OSError) or h.eof_mono is None:
+                log.warning("pool.send_failed host=%s pid=%s error=%s", h.id, h.pid, exc)
+            self._doom(h, "it stopped taking messages")
+
+    def _doom(self, h: Host, why: str) -> None:
+        if h.doomed is None:
+            h.doomed = why
+        if h.kill_at is None and not h.exited:
+            self._signal(h, signal.SIGTERM)
+            h.kill_at = self.clock.monotonic() + self.kill_grace_s
+
+    def _signal(self, h: Host, sig: int) -> None:
+        """Signal the host's process group (what its task started dies too)."""
+        if h.pid is None or h.exited:
+            return
+        for send in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                send(h.pid, sig)
+
+    def _maybe_idle(self, h: Host) -> None:
+        if not h.occupants:
+            h.idle_since = self.clock.monotonic()
+            h.isolated = False
+
+    def _bury(self, h: Host) -> list[Event]:
+        """The host is gone: say what became of each task still in it."""
+        self._drop_host(h)
+        occupants = h.occupants
+        h.running, h.parked = None, {}
+        for ex in occupants:
+            ex.host = None
+        if not occupants:
+            if h.doomed is None:
+                log.warning("pool.host_died host=%s pid=%s %s (it was idle)", h.id, h.pid, self._death(h))
+            return []
+        death = self._death(h)
+        log.warning("pool.host_died host=%s pid=%s tasks=%s %s%s", h.id, h.pid,
+                    [ex.key for ex in occupants], death, f" (stopped: {h.doomed})" if h.doomed else "")
+        if h.doomed is not None:
+            reason = f"its process was stopped because {h.doomed}"
+            return [Event("lost", ex, reason=reason) for ex in occupants]
+        if len(occupants) == 1:
+            return [Event("crashed", occupants[0], reason=death)]
+        others = len(occupants) - 1
+        reason = (f"{death}, while it hosted {others} other task{'s' if others > 1 else ''}: not charged, "
+                  "and it runs alone in a process of its own from now on to tell who is at fault")
+        return [Event("lost", ex, reason=reason, isolate=True) for ex in occupants]
+
+    def _drop_host(self, h: Host) -> None:
+        self.hosts.pop(h.id, None)
+        if h.eof_mono is None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(h.sock)
+        h.sock.close()
+        if h.pid is not None and self._by_pid.get(h.pid) is h and h.exited:
+            self._by_pid.pop(h.pid, None)
+
+    def _death(self, h: Host) -> str:
+        """How the host died, in plain words."""
+        limit = h.memory_limit_mb
+        if h.fatal == "memory" or h.exit_code == host_mod.MEMORY_EXIT_CODE:
+            return f"it exceeded its memory limit of {limit} MiB" if limit else "it ran out of memory"
+        code = h.exit_code
+        if code is None:
+            return "its process ended (its exit status is unknown)"
+        if code >= 0:
+            return f"its process exited with code {code}"
+        sig = -code
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        text = signal.strsignal(sig) or name
+        extra = ""
+        if sig == signal.SIGKILL:
+            extra = ", sent by another process or by the kernel (its out-of-memory killer, say)"
+        return f"its process was killed by signal {sig} ({name}: {text}){extra}"
+
+    def _ensure_modules(self, kind: str) -> None:
+        module = _kind_module(kind)
+        if module and module not in self._modules and self._ctl is not None:
+            self._modules.add(module)
+            with contextlib.suppress(OSError):
+                self._ctl.send(json.dumps({"op": "import", "modules": [module]}).encode())
+
+
+def _kind_module(kind: str) -> str | None:
+    try:
+        return getattr(get_kind(kind).build, "__module__", None)
+    except Exception:  # noqa: BLE001 - an unknown kind is reported by the host that runs it
+        return None
+
+
+def _kind_modules() -> set[str]:
+    from service.protocol import kinds
+
+    return {m for m in (getattr(k.build, "__module__", None) for k in kinds()) if m}

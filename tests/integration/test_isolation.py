@@ -1,0 +1,151 @@
+"""Task code runs in processes the supervisor owns: a task that kills, hangs or bloats its
+process fails alone, with a reason a person understands, and only it is charged.
+
+Real processes and real signals, with tiny durations; an embedded supervisor on each backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import service
+from service.leases import Leases
+from service.supervisor import Supervisor
+from tests import kinds_for_tests as k
+from tests.conftest import wait_for
+from tests.integration.test_supervisor import FAST, _alive
+
+POISONS = {
+    "exit": "crashed: its process exited with code 70",
+    "segv": "crashed: its process was killed by signal 11 (SIGSEGV: Segmentation fault)",
+    "sigkill": "crashed: its process was killed by signal 9 (SIGKILL: Killed)",
+    "memory": "crashed: it exceeded its memory limit of 256 MiB",
+}
+
+
+@pytest.fixture
+def t(open_tenure) -> service.Tenure:  # type: ignore[no-untyped-def]
+    return open_tenure()
+
+
+@pytest.fixture
+def supervise(t: service.Tenure) -> Iterator:  # type: ignore[type-arg]
+    started: list[Supervisor] = []
+
+    def start(**overrides: object) -> Supervisor:
+        sup = t.start_supervisor(**{**FAST, "memory_limit_mb": 256, **overrides})
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        assert sup.stop(grace_s=0.0, timeout_s=5)
+        assert sup.fatal is None
+
+
+@pytest.mark.parametrize("how", sorted(POISONS))
+def test_a_task_that_kills_its_process_is_charged_alone(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, how: str) -> None:
+    poison = t.submit_task("t_poison", {"how": how}, max_attempts=2)
+    neighbours = [t.submit_task("t_blocking", {"value": v, "seconds": 0.3}) for v in range(6)]
+    sup = supervise()
+    task = t.wait_task(poison, 10)
+    assert task.status == "failed"
+    assert task.error is not None and task.error.startswith(POISONS[how]), task.error
+    assert [(a.outcome, a.charged) for a in t.attempts(poison)] == [("crashed", True)] * 2
+    for v, n in enumerate(neighbours):
+        done = t.wait_task(n, 10)
+        assert (done.status, done.result, done.attempts, done.charged) == ("succeeded", {"out": 2 * v}, 1, 0)
+    assert sup.fatal is None and not sup.stopped.is_set()  # no crash loop: the supervisor carries on
+
+
+@pytest.mark.parametrize("kind", ["t_hang", "t_spin", "t_regex"])
+def test_a_task_past_its_timeout_burns_nothing_after_it(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path, kind: str) -> None:
+    log = tmp_path / "journal"
+    stuck = t.submit_task(kind, {"journal": str(log)}, timeout_s=0.5, max_attempts=1)
+    supervise()
+    wait_for(lambda: k.events(log, kind.removeprefix("t_")), 5, "the task to start")
+    ((_, _, _, pid),) = k.events(log, kind.removeprefix("t_"))
+    task = t.wait_task(stuck, 5)
+    timed_out = time.monotonic()
+    assert (task.status, [a.outcome for a in t.attempts(stuck)]) == ("failed", ["timed_out"])
+    wait_for(lambda: not _alive(pid), 2, f"the {kind} process to end")
+    assert time.monotonic() - timed_out < 1.5
+
+
+def test_cancel_then_retry_stops_the_old_attempt_and_runs_the_new_one(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    log = tmp_path / "journal"
+    run_id = t.submit_run(1, "t_long", {"journal": str(log), "steps": 40, "step_s": 0.02})
+    supervise(lease_check_s=5.0)  # the retry is claimed before the cancel is noticed
+    wait_for(lambda: k.events(log, "long.start"), 5, "attempt 1 to start")
+    t.cancel_run(run_id)
+    t.retry_run(run_id)
+    run = t.wait_run(run_id, 10)
+    starts = k.events(log, "long.start")
+    assert [attempt for _, _, attempt, _ in starts] == [1, 2]
+    (task,) = t.run_with_tasks(run_id)[1]
+    assert run.counts["succeeded"] == 1 and task.result == "done"
+    assert [a.outcome for a in t.attempts(task.id)] == ["cancelled", "succeeded"]
+    assert not _alive(starts[0][3]), "the cancelled attempt's process runs on"
+
+
+def test_an_execution_whose_lease_was_taken_stops_at_once(t: service.Tenure, supervise, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "journal"
+    task_id = t.submit_task("t_long", {"journal": str(log), "steps": 500, "step_s": 0.02})
+    sup = supervise()
+    wait_for(lambda: k.events(log, "long.start"), 5, "the task to start")
+    ((_, _, _, pid),) = k.events(log, "long.start")
+    # Another supervisor decides this one is dead (a long stall, a partition) and takes the task.
+    assert sup.worker_id is not None
+    Leases(t.engine).reclaim_worker(sup.worker_id, t.clock.now(), "judged dead by another supervisor")
+    wait_for(lambda: not _alive(pid), 2, "the stale execution's process to end")
+    wait_for(lambda: t.task(task_id).attempts == 2, 5, "the task to run again")
+    assert [a.outcome for a in t.attempts(task_id)][:1] == ["lost"]
+
+
+def test_a_crash_in_a_shared_process_isolates_everyone_and_charges_no_one(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    log = tmp_path / "journal"
+    waiting = t.submit_task("t_polling", {"value": 3, "seconds": 2.0, "journal": str(log)})
+    sup = supervise(poll_first_s=0.5, poll_max_s=0.5)
+    wait_for(lambda: k.events(log, "polling.run"), 5, "the polling task to wait in its host")
+    # The next run() goes to the host that holds the waiting task, and kills it.
+    poison = t.submit_task("t_poison", {"how": "segv", "journal": str(log)}, max_attempts=2)
+    first = t.wait_task(poison, 10)
+    assert first.status == "failed"
+    assert [(a.outcome, a.charged) for a in t.attempts(poison)] == [("lost", False), ("crashed", True),
+                                                                   ("crashed", True)]
+    assert k.events(log, "poison")[0][3] == k.events(log, "polling.run")[0][3], "they shared a process"
+    done = t.wait_task(waiting, 10)
+    assert (done.status, done.result, done.charged, done.lost, done.isolated) == ("succeeded", 6, 0, 1, True)
+    assert [a.outcome for a in t.attempts(waiting)] == ["lost", "succeeded"]
+    assert sup.fatal is None
+
+
+def test_a_waiting_polling_task_past_its_timeout_leaves_its_neighbours_alone(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    log = tmp_path / "journal"
+    slow = t.submit_task("t_polling", {"value": 1, "seconds": 60, "journal": str(log)}, timeout_s=1.0)
+    supervise(poll_first_s=0.1, poll_max_s=0.1)
+    wait_for(lambda: k.events(log, "polling.run"), 5, "the slow polling task to wait")
+    quick = t.submit_task("t_polling", {"value": 2, "seconds": 1.5, "journal": str(log)})
+    wait_for(lambda: len(k.events(log, "polling.run")) == 2, 5, "both to wait")
+    assert len({pid for *_, pid in k.events(log, "polling.run")}) == 1, "they wait in one host"
+    assert t.wait_task(slow, 5).status == "failed"
+    assert [a.outcome for a in t.attempts(slow)] == ["timed_out"]
+    done = t.wait_task(quick, 5)
+    assert (done.status, done.result, done.attempts) == ("succeeded", 4, 1)
+
+
+def test_a_run_can_set_its_own_memory_limit(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    run_id = t.submit_run(1, "t_poison", {"how": "memory"}, max_attempts=1, memory_limit_mb=128)
+    supervise(memory_limit_mb=1024)
+    t.wait_run(run_id, 10)
+    (task,) = t.run_with_tasks(run_id)[1]
+    assert task.error == "crashed: it exceeded its memory limit of 128 MiB"
