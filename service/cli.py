@@ -7,6 +7,7 @@ Every command takes ``--db`` (a SQLAlchemy URL or a file path; else ``TENURE_DB`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service import client, schema, summary
-from service.config import Settings
+from service.config import Settings, parse_memory
 from service.db import make_engine, normalize_url, sqlite_path
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
 from service.store import RunView
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a label for the run")
     p.add_argument("--max-attempts", type=int, default=3, help="attempts per task (default 3)")
     p.add_argument("--timeout", type=float, help="seconds one attempt may run (default: the worker's)")
+    p.add_argument("--memory-limit", help="memory limit of each task's process, like 512M or 2G "
+                                          "(default: the worker's --memory-limit)")
     p.add_argument("--on-complete", help="a kind to run once when the run completes")
     p.set_defaults(command="submit", handler=cmd_submit)
 
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-ttl", type=float, help="seconds a lease lives without a heartbeat (default 15)")
     p.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 5)")
     p.add_argument("--grace", type=float, help="seconds a graceful stop waits for running tasks (default 5)")
+    _memory_flag(p)
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     p.set_defaults(command="worker", handler=cmd_worker)
 
@@ -106,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, help="tasks the embedded supervisor runs at once (default 64)")
     p.add_argument("--no-worker", action="store_true",
                    help="serve pages and API only; separate `tenure worker`s run the tasks")
+    _memory_flag(p)
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     p.set_defaults(command="serve", handler=cmd_serve)
 
@@ -118,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(command="runs", handler=cmd_runs)
     return parser
+
+
+def _memory_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory-limit", metavar="SIZE",
+                   help="memory limit of each task's process, like 512M or 2G; 0 for none "
+                        "(default: $TENURE_MEMORY_LIMIT, else 2G)")
+
+
+def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
+    """Settings from the environment, then these flags (None: not given)."""
+    settings = Settings.from_env(**flags)
+    if getattr(args, "memory_limit", None) is not None:
+        settings = dataclasses.replace(settings, memory_limit_mb=parse_memory(args.memory_limit))
+    return settings
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -140,8 +159,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             params[key] = value
+    memory = parse_memory(args.memory_limit) if args.memory_limit is not None else None
     request = {"name": args.name, "max_attempts": args.max_attempts, "timeout_s": args.timeout,
-               "on_complete": args.on_complete}
+               "memory_limit_mb": memory, "on_complete": args.on_complete}
     # Check everything before the database is opened, so bad input writes nothing at all.
     client.prepare_run(args.tasks, args.kind, params, **request)
     t = client.open(_url(args))
@@ -156,8 +176,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
-    settings = Settings.from_env(concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
-                                 heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
+    settings = _settings(args, concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
+                         heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
     t = client.open(_url(args))
     supervisor = t.start_supervisor(settings)
     install_stop_signals(supervisor)
@@ -181,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise InvalidInput(f"--port must be between 1 and 65535, got {args.port}")
     url = _url(args)
-    settings = Settings.from_env(concurrency=args.concurrency)
+    settings = _settings(args, concurrency=args.concurrency)
     client.open(url).close()  # migrate (or refuse a foreign database) before serving anything
     app = create_app(url, supervise=not args.no_worker, settings=settings,
                      allowed_hosts=[args.host] if args.host not in ("0.0.0.0", "::") else [])
@@ -236,8 +256,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def _print_summary(console: Any, run: RunView, s: summary.Summary) -> None:
     console.print(f"run {run.id} {run.status} in {summary.format_seconds(s.duration_s)}: "
-                  f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled; "
-                  f"{s.retries} retries, {s.recovered} recovered after a crash")
+                  f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled")
+    extras = []
+    if s.retries:
+        extras.append(f"{s.retries} {'retry' if s.retries == 1 else 'retries'} after a failure")
+    if s.recovered:
+        extras.append(f"{s.recovered} attempt{'s' if s.recovered > 1 else ''} re-run after a crash, none charged")
+    if s.released:
+        extras.append(f"{s.released} handed over at a restart")
+    if extras:
+        console.print("  " + "; ".join(extras))
     for why, n in s.failures:
         console.print(f"  ✗ {n} × {why}", markup=False)
     if s.slowest:

@@ -286,15 +286,25 @@ class Store:
 
     @translated
     def run_attempt_outcomes(self, run_id: int) -> dict[str, int]:
-        """How many of the run's attempts ended each way (one grouped query)."""
+        """How many of the run's attempts ended each way, from one grouped query.
+
+        Keys are outcomes, plus ``retried``: charged attempts (failed, timed out, crashed)
+        that another attempt followed, i.e. retries of a failing task. {} before any claim.
+        """
+        followed = TaskAttempt.attempt < Task.attempts
         with read_tx(self.engine) as conn:
             rows = conn.execute(
-                select(TaskAttempt.outcome, func.count())
+                select(TaskAttempt.outcome, TaskAttempt.charged, followed, func.count())
                 .join(Task, Task.id == TaskAttempt.task_id)
                 .where(Task.run_id == run_id)
-                .group_by(TaskAttempt.outcome)
+                .group_by(TaskAttempt.outcome, TaskAttempt.charged, followed)
             ).all()
-        return {outcome: int(n) for outcome, n in rows}
+        counts: dict[str, int] = {}
+        for outcome, charged, was_followed, n in rows:
+            counts[outcome] = counts.get(outcome, 0) + int(n)
+            if charged and was_followed:
+                counts["retried"] = counts.get("retried", 0) + int(n)
+        return counts
 
     # -- changing runs --------------------------------------------------------------------
 

@@ -31,9 +31,10 @@ class Summary:
     failed: int
     cancelled: int
     failures: list[tuple[str, int]]  # (reason, how many tasks), commonest first
-    retries: int  # attempts beyond each task's first
-    recovered: int  # attempts lost to a crash or an expired lease, then run again
-    released: int  # attempts handed back at a graceful stop
+    retries: int  # charged attempts (failed, timed out, crashed) that were tried again
+    recovered: int  # attempts lost through no fault of their task (a crash of a server), never charged
+    released: int  # attempts handed back at a graceful stop, never charged
+    crashed: int  # attempts whose own process died (charged)
     duration_s: float | None  # run created → finished
     slowest: list[tuple[int, float]]  # (position, seconds from first start to finish), slowest first
 
@@ -85,9 +86,10 @@ def summarize(run: RunView, tasks: list[TaskView], outcomes: dict[str, int]) -> 
         failed=run.counts.get("failed", 0),
         cancelled=run.counts.get("cancelled", 0),
         failures=failures.most_common(),
-        retries=sum(max(0, t.attempts - 1) for t in tasks),
+        retries=outcomes.get("retried", 0),
         recovered=outcomes.get("lost", 0),
         released=outcomes.get("released", 0),
+        crashed=outcomes.get("crashed", 0),
         duration_s=duration,
         slowest=durations[:3],
     )

@@ -254,10 +254,28 @@ class Pid:
         return {"pid": os.getpid()}
 
 
+class Mixed:
+    """Task ``poison_at`` of a run kills its process (``how``), tasks ``hog_at`` hold the GIL for
+    ``hog_s``; every other one sleeps ``seconds`` and succeeds."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> dict[str, int]:
+        if self.ctx.position == self.args.get("poison_at"):
+            Poison(self.args, self.ctx).run()
+        if self.ctx.position in self.args.get("hog_at", ()):
+            GilHog({**self.args, "seconds": self.args.get("hog_s", 1)}, self.ctx).run()
+            return {"position": self.ctx.position}
+        note(self.args, self.ctx, "mixed")
+        self.ctx.wait(self.args.get("seconds", 0.5))
+        return {"position": self.ctx.position}
+
+
 for _name, _cls in {
     "t_blocking": Blocking, "t_polling": Polling, "t_hang": Hang, "t_spin": Spin, "t_regex": Regex,
     "t_gil": GilHog, "t_flaky": Flaky, "t_doomed": Doomed, "t_hook": Hook, "t_long": LongSleep,
     "t_poison": Poison, "t_unprintable": RaisesUnprintable, "t_flaky_check": FlakyCheck,
-    "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid,
+    "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid, "t_mixed": Mixed,
 }.items():
     register(_name)(_cls)

@@ -57,7 +57,8 @@ def run_json(request: Request, run: RunView) -> dict[str, Any]:
 def task_json(task: TaskView) -> dict[str, Any]:
     return {
         "id": task.id, "position": task.position, "status": task.status, "attempts": task.attempts,
-        "max_attempts": task.max_attempts, "progress": task.progress, "result": task.result,
+        "max_attempts": task.max_attempts, "charged": task.charged, "lost": task.lost,
+        "progress": task.progress, "result": task.result,
         "error": task.error, "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
     }
 

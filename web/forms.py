@@ -15,11 +15,11 @@ from typing import Any
 from service.errors import InvalidInput
 from service.protocol import get_kind
 
-INTEGER_FIELDS = {"tasks", "seed", "max_attempts"}
+INTEGER_FIELDS = {"tasks", "seed", "max_attempts", "memory_limit_mb"}
 NUMBER_FIELDS = {"min_seconds", "max_seconds", "failure_rate", "transient_rate", "time_scale", "timeout_s"}
 TEXT_FIELDS = {"kind", "name"}
 FIELDS = INTEGER_FIELDS | NUMBER_FIELDS | TEXT_FIELDS
-ENGINE_FIELDS = {"max_attempts", "timeout_s"}
+ENGINE_FIELDS = {"max_attempts", "timeout_s", "memory_limit_mb"}
 MAX_TEXT_CHARS = 200
 MAX_INTEGER = 2**63 - 1
 
@@ -32,9 +32,11 @@ class RunRequest:
     name: str | None = None
     max_attempts: int = 3
     timeout_s: float | None = None
+    memory_limit_mb: int | None = None
 
     def submit_kwargs(self) -> dict[str, Any]:
-        return {"name": self.name, "max_attempts": self.max_attempts, "timeout_s": self.timeout_s}
+        return {"name": self.name, "max_attempts": self.max_attempts, "timeout_s": self.timeout_s,
+                "memory_limit_mb": self.memory_limit_mb}
 
 
 def parse_json(data: Any) -> RunRequest:
@@ -107,6 +109,7 @@ def _build(values: dict[str, Any], *, strict: bool) -> RunRequest:
     request = RunRequest(count=values.pop("tasks", 50), kind=kind, name=name)
     request.max_attempts = values.pop("max_attempts", 3)
     request.timeout_s = values.pop("timeout_s", None)
+    request.memory_limit_mb = values.pop("memory_limit_mb", None)
     takes = get_kind(kind).takes
     if not strict:
         values = {k: v for k, v in values.items() if k in takes}

@@ -90,6 +90,8 @@ SPEC: dict[str, Any] = {
                 "name": {"type": ["string", "null"], "maxLength": 200},
                 "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
                 "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                "memory_limit_mb": {"type": ["integer", "null"], "minimum": 64, "maximum": 1048576,
+                                    "description": "memory limit of each task's process (default: the worker's)"},
             },
         },
         "Run": {
@@ -112,6 +114,8 @@ SPEC: dict[str, Any] = {
                 "status": {"type": "string",
                            "enum": ["queued", "running", "retrying", "succeeded", "failed", "cancelled"]},
                 "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
+                "charged": {"type": "integer", "description": "attempts charged against max_attempts"},
+                "lost": {"type": "integer", "description": "attempts lost through no fault of the task"},
                 "progress": {"type": "number", "minimum": 0, "maximum": 1}, "result": {},
                 "error": {"type": ["string", "null"]}, "started_at": _STAMP, "finished_at": _STAMP,
             },

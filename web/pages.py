@@ -166,7 +166,18 @@ def tile(task: TaskView, now: datetime) -> dict[str, Any]:
     if task.status == "retrying" and task.next_attempt_at is not None:
         waiting = max(0.0, (task.next_attempt_at - now).total_seconds())
     return {"t": task, "icon": icon, "label": label, "pct": round(100 * task.progress),
-            "duration": duration, "retry_in": waiting}
+            "duration": duration, "retry_in": waiting, "used": attempts_used(task)}
+
+
+def attempts_used(task: TaskView) -> str:
+    """"attempt 2 of 3, re-run 1× after a crash (not counted)": crash re-runs are not attempts used."""
+    if task.attempts == 0:
+        return f"not started yet, {task.max_attempts} attempts allowed"
+    ended_charged = task.status == "failed" and task.charged > 0
+    text = f"attempt {task.charged + (0 if ended_charged else 1)} of {task.max_attempts}"
+    if task.lost:
+        text += f", re-run {task.lost}× after a crash (not counted)"
+    return text
 
 
 async def cancel(request: Request) -> Response:
