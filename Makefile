@@ -27,6 +27,7 @@ test: lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/isolation.py
 	$(BIN)/python bench/fragment.py
 	$(BIN)/python bench/throughput.py
 

@@ -23,6 +23,7 @@ from service.config import Settings, parse_memory
 from service.db import make_engine, normalize_url, sqlite_path
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
 from service.store import RunView
+from service.supervisor import Supervisor
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -179,8 +180,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args, concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
                          heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
     t = client.open(_url(args))
-    supervisor = t.start_supervisor(settings)
-    install_stop_signals(supervisor)
+    supervisor = Supervisor(t.engine, settings, clock=t.clock)
+    install_stop_signals(supervisor)  # before it claims anything: a SIGTERM from then on is graceful
+    supervisor.start()
     # Wake now and then: a signal delivered to another thread runs its Python handler only
     # when the main thread next runs bytecode, which an untimed wait would never do.
     while not supervisor.stopped.wait(0.2):
