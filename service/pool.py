@@ -44,6 +44,8 @@ EXIT_REPORT_WAIT_S = 2.0  # after a host's socket closes, how long to wait for i
 IDLE_HOST_S = 30.0  # an idle host beyond the spares is retired after this long
 SPARE_HOSTS = 2  # idle hosts kept warm for the next claims
 ZYGOTE_RESTART_S = 1.0  # a zygote that died is started again after this long
+ZYGOTE_DEATHS = 3  # this many zygote deaths within ZYGOTE_DEATHS_WINDOW_S break the pool for good
+ZYGOTE_DEATHS_WINDOW_S = 60.0
 
 _ZYGOTE_BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
@@ -113,6 +115,8 @@ class Pool:
         self._zygote: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
         self._zygote_due: float | None = None
+        self._zygote_deaths: list[float] = []
+        self.broken: str | None = None  # why this pool cannot run tasks any more
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self._wake_r.setblocking(False)
@@ -384,15 +388,26 @@ class Pool:
             self._ctl.close()
             self._ctl = None
         if self._zygote is not None:
-            self._zygote.poll()
+            try:
+                self._zygote.wait(2.0)  # its socket closed: it is exiting, or dead already
+            except subprocess.TimeoutExpired:
+                self._zygote.kill()
+                self._zygote.wait(2.0)
         if self.closed:
             return
+        code = self._zygote.returncode if self._zygote else None
         log.error("pool.zygote_died pid=%s code=%s: its hosts die with it; starting another",
-                  self._zygote.pid if self._zygote else None, self._zygote.returncode if self._zygote else None)
+                  self._zygote.pid if self._zygote else None, code)
         for h in self.hosts.values():
             if h.doomed is None:
                 h.doomed = "the process that forks task processes died"
-        self._zygote_due = self.clock.monotonic() + ZYGOTE_RESTART_S
+        now = self.clock.monotonic()
+        self._zygote_deaths = [t for t in self._zygote_deaths if now - t < ZYGOTE_DEATHS_WINDOW_S] + [now]
+        if len(self._zygote_deaths) >= ZYGOTE_DEATHS:
+            self.broken = (f"the process that forks task processes died {len(self._zygote_deaths)} times within "
+                           f"{ZYGOTE_DEATHS_WINDOW_S:g} s (last exit status {code}); see the log above")
+            return
+        self._zygote_due = now + ZYGOTE_RESTART_S
 
     # -- hosts ----------------------------------------------------------------------------
 
@@ -407,7 +422,7 @@ class Pool:
         return max(idle, key=lambda h: (len(h.parked), -h.id))
 
     def _fork(self, limit: int | None) -> Host:
-        if self._ctl is None and self._zygote_due is not None and not self.closed:
+        if self._ctl is None and self._zygote_due is not None and not self.closed and self.broken is None:
             self._zygote_due = None
             self._start_zygote()
         self._next_id += 1

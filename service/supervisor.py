@@ -93,7 +93,11 @@ class Supervisor:
     def start(self) -> Supervisor:
         """Start the task processes, register, reclaim dead supervisors' leases on this host, loop."""
         self.pool.start()  # the zygote boots while the database work below goes on
-        self.worker_id = self.leases.register_worker(self.host, os.getpid(), self.clock.now())
+        try:
+            self.worker_id = self.leases.register_worker(self.host, os.getpid(), self.clock.now())
+        except BaseException:
+            self.pool.close()
+            raise
         log.info("supervisor.started worker=%s host=%s pid=%s concurrency=%s memory_limit_mb=%s",
                  self.worker_id, self.host, os.getpid(), self.settings.concurrency,
                  self.settings.memory_limit_mb)
@@ -192,6 +196,11 @@ class Supervisor:
                           stop_deadline if stop_deadline is not None else float("inf"))
             for event in self.pool.wait(max(0.0, wake_at - mono())):
                 self._on_pool(event)
+            if self.pool.broken is not None and not self._stopping.is_set():
+                log.error("supervisor.cannot_run_tasks worker=%s: %s; stopping (its leases are released)",
+                          self.worker_id, self.pool.broken)
+                self.fatal = RuntimeError(self.pool.broken)
+                self.request_stop(grace_s=0.0)
         self._shutdown()
 
     def _drain_events(self) -> None:

@@ -166,7 +166,9 @@ def tile(task: TaskView, now: datetime) -> dict[str, Any]:
     if task.status == "retrying" and task.next_attempt_at is not None:
         waiting = max(0.0, (task.next_attempt_at - now).total_seconds())
     return {"t": task, "icon": icon, "label": label, "pct": round(100 * task.progress),
-            "duration": duration, "retry_in": waiting, "used": attempts_used(task)}
+            "duration": duration, "retry_in": waiting, "used": attempts_used(task),
+            # Retries of a failing task: charged attempts that another attempt followed.
+            "retries": max(0, task.charged - (1 if task.status == "failed" else 0))}
 
 
 def attempts_used(task: TaskView) -> str:

@@ -149,3 +149,41 @@ def test_a_run_can_set_its_own_memory_limit(t: service.Tenure, supervise) -> Non
     t.wait_run(run_id, 10)
     (task,) = t.run_with_tasks(run_id)[1]
     assert task.error == "crashed: it exceeded its memory limit of 128 MiB"
+
+
+def test_a_dead_zygote_is_replaced_and_its_tasks_run_again_uncharged(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    log = tmp_path / "journal"
+    ids = [t.submit_task("t_long", {"journal": str(log), "steps": 60, "step_s": 0.02}, max_attempts=1)
+           for _ in range(3)]
+    sup = supervise()
+    wait_for(lambda: len(k.events(log, "long.start")) == 3, 5, "three tasks running")
+    assert sup.pool._zygote is not None
+    os.kill(sup.pool._zygote.pid, signal.SIGKILL)
+    for task_id in ids:
+        task = t.wait_task(task_id, 15)
+        assert (task.status, task.charged, task.lost) == ("succeeded", 0, 1), task
+    assert sup.fatal is None
+
+
+def test_a_zygote_that_keeps_dying_stops_the_supervisor_loudly(t: service.Tenure, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+
+    from service import pool
+
+    sup = t.start_supervisor(**FAST)
+    for _ in range(pool.ZYGOTE_DEATHS):
+        wait_for(lambda: sup.pool._zygote is not None and sup.pool._zygote.poll() is None and sup.pool._ctl, 5,
+                 "a zygote to run")
+        assert sup.pool._zygote is not None
+        os.kill(sup.pool._zygote.pid, signal.SIGKILL)
+        pid = sup.pool._zygote.pid
+        wait_for(lambda pid=pid: sup.stopped.is_set() or (sup.pool._zygote is not None
+                                                          and sup.pool._zygote.pid != pid),
+                 5, "the zygote to be replaced")
+    assert sup.stopped.wait(5)
+    assert sup.fatal is not None and "died 3 times within 60 s" in str(sup.fatal)
