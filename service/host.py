@@ -58,6 +58,7 @@ class Host:
         self.occupants: dict[tuple[int, int], Occupant] = {}
         self.lock = threading.Lock()
         self.calls: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.occupied = threading.Event()  # set while any task is hosted here
 
     # -- the supervisor's side ------------------------------------------------------------
 
@@ -108,10 +109,14 @@ class Host:
                              daemon=True).start()
 
     def flush_loop(self) -> None:
+        tick = threading.Event()
         while True:
-            threading.Event().wait(FLUSH_S)
+            self.occupied.wait()  # an idle host wakes for nothing
+            tick.wait(FLUSH_S)
             with self.lock:
                 occupants = list(self.occupants.values())
+                if not self.occupants:
+                    self.occupied.clear()
             for occupant in occupants:
                 self.flush(occupant)
 
@@ -142,6 +147,7 @@ class Host:
         occupant.fatal_frame = wire.encode({"op": "fatal", "key": list(key), "reason": "memory"})
         with self.lock:
             self.occupants[key] = occupant
+            self.occupied.set()
         try:
             kind = resolve_kind(message["kind"], message.get("module"), message.get("main"))
             occupant.task = kind.build(dict(message.get("args") or {}), ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,8 +57,13 @@ def test_a_waiting_polling_task_holds_no_thread_and_no_process(  # type: ignore[
     sup = supervise(poll_first_s=0.2, poll_max_s=0.2)
     wait_for(lambda: len(k.events(log, "polling.run")) == 8, 5, "every run() to return")
     hosts = {pid for *_, pid in k.events(log, "polling.run")}
-    # Between checks a host runs no thread for its waiting tasks: main, reader, flusher only.
-    assert all(_threads(pid) == 3 for pid in hosts), {pid: _threads(pid) for pid in hosts}
+    # Between checks a host runs no thread for its waiting tasks: main, reader, flusher only
+    # (a check_output() call has a thread while it runs, so take the fewest seen over a while).
+    fewest = {pid: _threads(pid) for pid in hosts}
+    for _ in range(20):
+        threading.Event().wait(0.02)  # sampling pace, not a synchronization
+        fewest = {pid: min(n, _threads(pid)) for pid, n in fewest.items()}
+    assert all(n == 3 for n in fewest.values()), fewest
     # ... and its process is free: new work runs in the hosts that hold the waiting tasks.
     quick = [t.submit_task("t_blocking", {"value": v, "journal": str(log)}) for v in range(4)]
     for q in quick:
