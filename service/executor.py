@@ -78,7 +78,7 @@ class Execution:
         except (TypeError, ValueError):
             return
         with self._lock:
-            if version != self._host_version:
+            if version > self._host_version:  # never step back to an older state
                 self._host_version = version
                 self._version += 1
                 self._progress, self._saved = value, saved

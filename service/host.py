@@ -68,10 +68,13 @@ class Host:
 
     def send_frame(self, frame: bytes) -> None:
         with self.send_lock:
-            try:
-                self.sock.sendall(frame)
-            except OSError:
-                os._exit(0)  # the supervisor is gone: nothing of ours may run on
+            self._send_locked(frame)
+
+    def _send_locked(self, frame: bytes) -> None:
+        try:
+            self.sock.sendall(frame)
+        except OSError:
+            os._exit(0)  # the supervisor is gone: nothing of ours may run on
 
     def read_loop(self) -> None:
         """Takes the supervisor's messages; its closing the socket ends this process."""
@@ -104,9 +107,14 @@ class Host:
             with self.lock:
                 self.occupants.pop(key, None)
         elif op == "check" and not occupant.checking:
-            occupant.checking = True
-            threading.Thread(target=self.check, args=(occupant,), name=f"check-{key[0]}-{key[1]}",
-                             daemon=True).start()
+            thread = threading.Thread(target=self.check, args=(occupant,), name=f"check-{key[0]}-{key[1]}",
+                                      daemon=True)
+            try:
+                occupant.checking = True
+                thread.start()
+            except BaseException as exc:  # noqa: BLE001 - no thread (memory, limits): report, check later
+                occupant.checking = False
+                self.report(occupant, "checked", error=exc, keep=True)
 
     def flush_loop(self) -> None:
         tick = threading.Event()
@@ -118,15 +126,23 @@ class Host:
                 if not self.occupants:
                     self.occupied.clear()
             for occupant in occupants:
-                self.flush(occupant)
+                try:
+                    with self.send_lock:
+                        self.flush(occupant)
+                except Exception as exc:  # noqa: BLE001 - the flusher must outlive any one bad value
+                    print(f"tenure host: progress of task {occupant.key[0]} not sent: {describe(exc)}",
+                          file=sys.stderr)
 
     def flush(self, occupant: Occupant) -> dict[str, Any]:
-        """Send the occupant's progress and checkpoint if they changed; returns them."""
+        """Send the occupant's progress and checkpoint if they changed; returns them.
+
+        Called holding ``send_lock``, so a later state never reaches the supervisor first.
+        """
         version, progress, saved = occupant.ctx.snapshot()
         state = {"v": version, "progress": progress, "checkpoint": saved}
         if version != occupant.sent_version:
             occupant.sent_version = version
-            self.send({"op": "progress", "key": list(occupant.key), **state})
+            self._send_locked(wire.encode({"op": "progress", "key": list(occupant.key), **state}))
         return state
 
     # -- running task code ----------------------------------------------------------------
@@ -161,11 +177,13 @@ class Host:
             return
         if value is None and callable(getattr(occupant.task, "check_output", None)):
             # A polling task: its object stays here between checks, holding no thread.
-            message = {"op": "ran", "key": list(key), "polling": True, **self.flush(occupant)}
+            parked: dict[str, Any] = {"op": "ran", "key": list(key), "polling": True}
             asked = getattr(occupant.task, "poll_interval_s", None)
             if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 < asked < 86_400:
-                message["poll_interval_s"] = float(asked)
-            self.send(message)
+                parked["poll_interval_s"] = float(asked)
+            with self.send_lock:
+                parked.update(self.flush(occupant))
+                self._send_locked(wire.encode(parked))
             return
         self.report(occupant, "ran", value=value)
 
@@ -189,19 +207,25 @@ class Host:
         if not keep:
             with self.lock:
                 self.occupants.pop(occupant.key, None)
-        message: dict[str, Any] = {"op": op, "key": list(occupant.key), **self.flush(occupant)}
-        if error is not None:
-            message["error"] = encode_error(error)
-        else:
-            message["value"] = value
-        try:
-            frame = wire.encode(message)
-        except (TypeError, ValueError, RecursionError) as exc:
-            message.pop("value", None)
-            message["error"] = {"message": f"the task's output cannot be stored as JSON ({describe(exc)})",
-                                "permanent": True, "traceback": None}
-            frame = wire.encode(message)
-        self.send_frame(frame)
+        with self.send_lock:
+            message: dict[str, Any] = {"op": op, "key": list(occupant.key), **self.flush(occupant)}
+            if error is not None:
+                message["error"] = encode_error(error)
+            else:
+                message["value"] = value
+            try:
+                frame = wire.encode(message)
+            except wire.FrameTooLarge as exc:
+                message.pop("value", None)
+                message["error"] = {"message": f"the task's output is too large to store: {exc}",
+                                    "permanent": True, "traceback": None}
+                frame = wire.encode(message)
+            except (TypeError, ValueError, RecursionError) as exc:
+                message.pop("value", None)
+                message["error"] = {"message": f"the task's output cannot be stored as JSON ({describe(exc)})",
+                                    "permanent": True, "traceback": None}
+                frame = wire.encode(message)
+            self._send_locked(frame)
 
     def out_of_memory(self, occupant: Occupant) -> NoReturn:
         """Tell the supervisor which task ran out of memory, then end: the process may be unsound."""

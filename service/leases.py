@@ -395,6 +395,25 @@ class Leases:
             return _lose(conn, rows, reason, now)
 
     @translated
+    def reclaim_keys(
+        self, worker_id: int, keys: Sequence[tuple[int, int]], now: datetime, reason: str
+    ) -> list[tuple[int, int]]:
+        """Hand back, as lost and uncharged, these (task, attempt) leases of ``worker_id``.
+
+        Fenced per key and atomic; returns the pairs handed back ([] when none still matched).
+        """
+        with write_tx(self.engine) as conn:
+            rows = [
+                row for task_id, attempt in keys
+                if (row := conn.execute(
+                    select(Task.id, Task.attempts, Task.lost, Task.lease_owner, Task.run_id)
+                    .where(_fence(task_id, worker_id, attempt))
+                    .with_for_update()
+                ).one_or_none()) is not None
+            ]
+            return _lose(conn, rows, reason, now)
+
+    @translated
     def reclaim_worker(self, dead_worker_id: int, now: datetime, reason: str) -> list[tuple[int, int]]:
         """Take back at once every lease of a supervisor known to be dead, and mark it stopped.
 

@@ -2,8 +2,10 @@
 
 Task code runs in hosts, never in the supervisor (see :mod:`service.host`). The pool places
 attempts in hosts, carries messages both ways, and watches hosts die. It is driven by the
-supervisor's loop thread alone: :meth:`Pool.wait` blocks on every host's socket at once and
-returns what happened, so nothing here needs a lock; other threads only call :meth:`wake`.
+supervisor's loop thread alone: :meth:`Pool.wait` blocks on every socket at once and returns
+what happened, so nothing here needs a lock; other threads only call :meth:`wake`. Nothing
+here blocks either: messages to a host or to the zygote wait in an outbox until its socket
+takes them, so a stuck host or a busy zygote never stalls the loop.
 
 **Blame.** A host runs one ``run()`` at a time; polling tasks between checks stay in the host
 that ran them (*parked*), so a host may hold several tasks. When a host dies:
@@ -14,13 +16,18 @@ that ran them (*parked*), so a host may hold several tasks. When a host dies:
 * with several, nobody can tell which: each is *lost*, not charged, and *isolated*: it runs
   alone in a host of its own from then on, where a crash is its own.
 
+When the zygote itself dies every host dies with it: their tasks are lost and isolated, as
+nobody can tell whether one of them killed it.
+
 **Placement.** A ``run()`` goes to an idle host with the same memory limit, preferring one
-that already hosts parked tasks (so waiting tasks gather in few processes), else to a new
+that already hosts parked tasks (so waiting tasks gather in few processes) unless a check is
+executing there or its checks have been slow (they would compete for its GIL); else to a new
 host. An isolated task gets an empty host and shares it with nobody.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import logging
@@ -30,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +49,12 @@ from service.protocol import get_kind
 log = logging.getLogger("tenure.pool")
 
 EXIT_REPORT_WAIT_S = 2.0  # after a host's socket closes, how long to wait for its exit status
+EOF_AFTER_EXIT_S = 0.5  # after a host's exit status, how long to wait for the rest of its messages
 IDLE_HOST_S = 30.0  # an idle host beyond the spares is retired after this long
 SPARE_HOSTS = 2  # idle hosts kept warm for the next claims
+SLOW_CHECK_S = 0.05  # a host whose checks take longer than this gets no run() beside them
 ZYGOTE_RESTART_S = 1.0  # a zygote that died is started again after this long
-ZYGOTE_DEATHS = 3  # this many zygote deaths within ZYGOTE_DEATHS_WINDOW_S break the pool for good
+ZYGOTE_DEATHS = 3  # this many deaths of an idle zygote within ZYGOTE_DEATHS_WINDOW_S break the pool
 ZYGOTE_DEATHS_WINDOW_S = 60.0
 
 _ZYGOTE_BOOT = (
@@ -62,16 +72,19 @@ class Host:
     memory_limit_mb: int | None
     born_mono: float
     reader: wire.Reader = field(default_factory=wire.Reader)
+    outbox: bytearray = field(default_factory=bytearray)  # frames its socket has not taken yet
     pid: int | None = None
     running: Execution | None = None  # its run() call is executing here
     parked: dict[tuple[int, int], Execution] = field(default_factory=dict)  # polling tasks hosted
+    checks: dict[tuple[int, int], float] = field(default_factory=dict)  # checks executing: since when
+    slowest_check_s: float = 0.0
     isolated: bool = False  # hosts an isolated task: takes nobody else
     doomed: str | None = None  # stopped on purpose, and why
     kill_at: float | None = None  # when SIGKILL follows the SIGTERM
     fatal: str | None = None  # what the host said before dying ("memory")
     eof_mono: float | None = None  # when its socket closed
     exit_code: int | None = None  # its exit status: >= 0 exit code, < 0 signal number
-    exited: bool = False
+    exited_mono: float | None = None  # when the zygote reported its exit
     idle_since: float = 0.0
 
     @property
@@ -80,7 +93,7 @@ class Host:
 
     @property
     def alive(self) -> bool:
-        return self.eof_mono is None and not self.exited and self.doomed is None
+        return self.eof_mono is None and self.exited_mono is None and self.doomed is None
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,7 @@ class Pool:
         self._modules: set[str] = set()
         self._zygote: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
+        self._ctl_outbox: deque[tuple[bytes, socket.socket | None]] = deque()  # (message, fd to pass)
         self._zygote_due: float | None = None
         self._zygote_deaths: list[float] = []
         self.broken: str | None = None  # why this pool cannot run tasks any more
@@ -138,11 +152,12 @@ class Pool:
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
         )
         theirs.close()
+        ours.setblocking(False)
         self._ctl = ours
+        self._ctl_outbox.clear()
         self._modules = _kind_modules()
-        main = getattr(sys.modules.get("__main__"), "__file__", None)
-        ours.send(json.dumps({"op": "hello", "modules": sorted(self._modules), "main": main}).encode())
         self.selector.register(ours, selectors.EVENT_READ, "zygote")
+        self._to_zygote({"op": "hello", "modules": sorted(self._modules), "main": _main_path()})
         log.info("pool.zygote_started pid=%s modules=%s", self._zygote.pid, len(self._modules))
 
     def close(self) -> None:
@@ -153,10 +168,7 @@ class Pool:
         for h in list(self.hosts.values()):
             self._signal(h, signal.SIGKILL)
             self._drop_host(h)
-        if self._ctl is not None:
-            self.selector.unregister(self._ctl)
-            self._ctl.close()  # the zygote kills any host left and exits
-            self._ctl = None
+        self._close_ctl()  # the zygote kills any host left and exits
         if self._zygote is not None:
             try:
                 self._zygote.wait(5)
@@ -175,57 +187,60 @@ class Pool:
     # -- placing work ---------------------------------------------------------------------
 
     def run(self, ex: Execution) -> None:
-        """Start ``ex``'s run() in a host (at once, or as soon as the zygote has forked one)."""
-        self._ensure_modules(ex.lease.kind)
-        limit = ex.lease.memory_limit_mb or self.memory_limit_mb
-        target = self._choose(limit, isolated=ex.lease.isolated)
+        """Start ``ex``'s run() in a host (at once, or as soon as the zygote has forked one).
+
+        Raises:
+            wire.FrameTooLarge: its args or checkpoint cannot be sent to a task process.
+        """
+        lease = ex.lease
+        frame = wire.encode({
+            "op": "run", "key": list(ex.key), "kind": lease.kind, "module": _kind_module(lease.kind),
+            "main": _main_path(), "args": lease.args,
+            "ctx": {"run_id": lease.run_id, "position": lease.position, "saved": ex.snapshot()[2]},
+        })
+        self._ensure_modules(lease.kind)
+        limit = lease.memory_limit_mb or self.memory_limit_mb
+        target = self._choose(limit, isolated=lease.isolated)
         if target is None:
             target = self._fork(limit)
         target.running = ex
-        target.isolated = target.isolated or ex.lease.isolated
+        target.isolated = target.isolated or lease.isolated
         ex.host = target
-        lease = ex.lease
-        self._send(target, {
-            "op": "run", "key": list(ex.key), "kind": lease.kind, "module": _kind_module(lease.kind),
-            "main": getattr(sys.modules.get("__main__"), "__file__", None), "args": lease.args,
-            "ctx": {"run_id": lease.run_id, "position": lease.position, "saved": ex.snapshot()[2]},
-        })
+        self._send_frame(target, frame)
 
     def check(self, ex: Execution) -> None:
         """Ask the host that holds ``ex`` for one check_output() call."""
-        if ex.host is not None:
-            self._send(ex.host, {"op": "check", "key": list(ex.key)})
+        h: Host | None = ex.host
+        if h is not None:
+            h.checks[ex.key] = self.clock.monotonic()
+            self._send(h, {"op": "check", "key": list(ex.key)})
 
     def stop(self, ex: Execution, why: str, *, force_check: bool = False) -> None:
         """Stop ``ex`` for real: end the host running its ``run()``, or drop a polling task.
 
         ``why`` completes "task 5 (attempt 1) …", e.g. "ran past its timeout". A host that is
         executing the attempt's ``run()`` is terminated (SIGTERM, then SIGKILL after
-        ``kill_grace_s``); any other task it hosted is reported ``lost``, not charged. A polling
-        task is dropped from its host; with ``force_check`` a ``check_output()`` call still
-        executing (a hung one, past its timeout) ends its host too. ``ex`` itself is
-        forgotten at once: no event about it follows.
+        ``kill_grace_s``; whatever its task started goes with it); any other task it hosted is
+        reported ``lost``, not charged. A polling task is dropped from its host; with
+        ``force_check`` a ``check_output()`` call still executing (a hung one, past its
+        timeout) ends its host too. ``ex`` itself is forgotten at once: no event about it follows.
         """
         h: Host | None = ex.host
         ex.host = None
         if h is None:
             return
         culprit = f"task {ex.key[0]} (attempt {ex.key[1]}) {why}"
+        checking = h.checks.pop(ex.key, None) is not None
         if h.running is ex:
             h.running = None
             self._doom(h, culprit)
         elif ex.key in h.parked:
             del h.parked[ex.key]
-            if force_check and ex.phase == "check":  # its code runs on: only ending the process stops it
+            if force_check and checking:  # its code runs on: only ending the process stops it
                 self._doom(h, culprit)
             else:
                 self._send(h, {"op": "drop", "key": list(ex.key)})
         self._maybe_idle(h)
-
-    def ask_stop(self, ex: Execution) -> None:
-        """Ask the task to stop on its own (``ctx.stopped`` turns true); it is not forced."""
-        if ex.host is not None:
-            self._send(ex.host, {"op": "stop", "key": list(ex.key)})
 
     # -- the loop's wait ------------------------------------------------------------------
 
@@ -234,29 +249,39 @@ class Pool:
         events: list[Event] = []
         if self.closed:
             return events
-        for key, _ in self.selector.select(max(0.0, timeout_s)):
+        for key, mask in self.selector.select(max(0.0, timeout_s)):
             if key.data == "wake":
                 with contextlib.suppress(BlockingIOError):
                     while self._wake_r.recv(4096):
                         pass
             elif key.data == "zygote":
-                self._from_zygote()
+                if mask & selectors.EVENT_WRITE:
+                    self._flush_ctl()
+                if mask & selectors.EVENT_READ:
+                    events.extend(self._from_zygote())
             else:
                 h = self.hosts.get(key.data)
-                if h is not None:
+                if h is None:
+                    continue
+                if mask & selectors.EVENT_WRITE:
+                    self._flush(h)
+                if mask & selectors.EVENT_READ:
                     events.extend(self._from_host(h))
         events.extend(self.tick())
         return events
 
     def tick(self) -> list[Event]:
-        """Deadlines: SIGKILL after the grace, deaths whose exit status never came, idle hosts."""
+        """Deadlines: SIGKILL after the grace, deaths whose last news never came, idle hosts."""
         now = self.clock.monotonic()
         events: list[Event] = []
         for h in list(self.hosts.values()):
-            if h.kill_at is not None and now >= h.kill_at and not h.exited:
+            if h.kill_at is not None and now >= h.kill_at:
                 self._signal(h, signal.SIGKILL)
                 h.kill_at = None
-            if h.eof_mono is not None and (h.exited or now - h.eof_mono >= EXIT_REPORT_WAIT_S):
+            if h.eof_mono is not None and (h.exited_mono is not None or now - h.eof_mono >= EXIT_REPORT_WAIT_S):
+                events.extend(self._bury(h))
+            elif h.exited_mono is not None and now - h.exited_mono >= EOF_AFTER_EXIT_S:
+                # Gone, though something still holds its socket open: do not wait for it.
                 events.extend(self._bury(h))
         idle = [h for h in self.hosts.values() if h.alive and not h.occupants]
         for h in sorted(idle, key=lambda h: h.idle_since)[:max(0, len(idle) - SPARE_HOSTS)]:
@@ -275,6 +300,8 @@ class Pool:
                 soonest = min(soonest, h.kill_at)
             if h.eof_mono is not None:
                 soonest = min(soonest, h.eof_mono + EXIT_REPORT_WAIT_S)
+            elif h.exited_mono is not None:
+                soonest = min(soonest, h.exited_mono + EOF_AFTER_EXIT_S)
             elif h.alive and not h.occupants:
                 soonest = min(soonest, h.idle_since + IDLE_HOST_S)
         if self._zygote_due is not None:
@@ -285,10 +312,7 @@ class Pool:
     def host_count(self) -> int:
         return len(self.hosts)
 
-    def pids(self) -> list[int]:
-        return [h.pid for h in self.hosts.values() if h.pid is not None and not h.exited]
-
-    # -- messages -------------------------------------------------------------------------
+    # -- messages from hosts --------------------------------------------------------------
 
     def _from_host(self, h: Host) -> list[Event]:
         try:
@@ -300,7 +324,7 @@ class Pool:
         if not data:
             self.selector.unregister(h.sock)
             h.eof_mono = self.clock.monotonic()
-            return self._bury(h) if h.exited else []
+            return self._bury(h) if h.exited_mono is not None else []
         try:
             messages = h.reader.feed(data)
         except wire.ProtocolError as exc:
@@ -317,8 +341,7 @@ class Pool:
     def _message(self, h: Host, message: dict[str, Any]) -> Event | None:
         op = message.get("op")
         if op == "hello":
-            h.pid = int(message["pid"])
-            self._by_pid[h.pid] = h
+            self._learn_pid(h, int(message["pid"]))
             return None
         if op == "fatal":
             h.fatal = str(message.get("reason"))
@@ -344,76 +367,122 @@ class Pool:
             self._maybe_idle(h)
             return Event("ran", ex, value=message.get("value"), failure=failure)
         if op == "checked":
-            done = failure is None and message.get("value") is not None
-            if done:
+            started = h.checks.pop(key, None)
+            if started is not None:
+                h.slowest_check_s = max(h.slowest_check_s, self.clock.monotonic() - started)
+            if failure is None and message.get("value") is not None:
                 h.parked.pop(key, None)
                 ex.host = None
                 self._maybe_idle(h)
             return Event("checked", ex, value=message.get("value"), failure=failure)
         return None
 
-    def _from_zygote(self) -> None:
-        assert self._ctl is not None
+    # -- the zygote -----------------------------------------------------------------------
+
+    def _from_zygote(self) -> list[Event]:
+        if self._ctl is None:
+            return []
         try:
             data = self._ctl.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return []
         except OSError:
             data = b""
         if not data:
-            self._zygote_died()
-            return
+            return self._zygote_died()
         message = json.loads(data)
         op = message.get("op")
         if op == "forked":
             h = self.hosts.get(int(message["host"]))
-            pid = int(message["pid"])
-            if h is None:
-                return
-            h.pid = pid
-            self._by_pid[pid] = h
-            if h.doomed is not None:
-                self._signal(h, signal.SIGTERM)
+            if h is not None:
+                self._learn_pid(h, int(message["pid"]))
         elif op == "exited":
-            pid, code = int(message["pid"]), int(message["code"])
-            h = self._by_pid.pop(pid, None)
-            if h is None:
-                return
-            h.exit_code, h.exited = code, True
+            h = self._by_pid.pop(int(message["pid"]), None)
+            if h is not None:
+                h.exit_code, h.exited_mono = int(message["code"]), self.clock.monotonic()
         elif op in ("ready", "imported") and message.get("errors"):
             for error in message["errors"]:
                 log.error("pool.import_failed error=%s (tasks of its kinds will fail)", error)
+        return []
 
-    def _zygote_died(self) -> None:
-        if self._ctl is not None:
-            self.selector.unregister(self._ctl)
-            self._ctl.close()
-            self._ctl = None
+    def _zygote_died(self) -> list[Event]:
+        self._close_ctl()
+        code = None
         if self._zygote is not None:
             try:
                 self._zygote.wait(2.0)  # its socket closed: it is exiting, or dead already
             except subprocess.TimeoutExpired:
                 self._zygote.kill()
                 self._zygote.wait(2.0)
+            code = self._zygote.returncode
         if self.closed:
-            return
-        code = self._zygote.returncode if self._zygote else None
-        log.error("pool.zygote_died pid=%s code=%s: its hosts die with it; starting another",
+            return []
+        log.error("pool.zygote_died pid=%s code=%s: its task processes die with it; starting another",
                   self._zygote.pid if self._zygote else None, code)
-        for h in self.hosts.values():
+        # Every host dies with it (PR_SET_PDEATHSIG), and one of their tasks may have killed it.
+        events, busy = [], False
+        reason = (f"the process that forks task processes died (exit status {code}) and its task processes "
+                  "with it: not charged, and it runs alone in a process of its own from now on")
+        for h in list(self.hosts.values()):
+            busy = busy or bool(h.occupants)
+            for ex in h.occupants:
+                ex.host = None
+                events.append(Event("lost", ex, reason=reason, isolate=True))
+            h.running, h.parked = None, {}
             if h.doomed is None:
-                h.doomed = "the process that forks task processes died"
+                h.doomed = "its zygote died"
+            self._signal(h, signal.SIGKILL)
+            self._drop_host(h)
         now = self.clock.monotonic()
-        self._zygote_deaths = [t for t in self._zygote_deaths if now - t < ZYGOTE_DEATHS_WINDOW_S] + [now]
-        if len(self._zygote_deaths) >= ZYGOTE_DEATHS:
-            self.broken = (f"the process that forks task processes died {len(self._zygote_deaths)} times within "
-                           f"{ZYGOTE_DEATHS_WINDOW_S:g} s (last exit status {code}); see the log above")
-            return
+        if not busy:  # nothing of a task's ran: the environment itself is broken
+            self._zygote_deaths = [t for t in self._zygote_deaths if now - t < ZYGOTE_DEATHS_WINDOW_S] + [now]
+            if len(self._zygote_deaths) >= ZYGOTE_DEATHS:
+                self.broken = (f"the process that forks task processes died {len(self._zygote_deaths)} times "
+                               f"within {ZYGOTE_DEATHS_WINDOW_S:g} s with no task running (last exit status "
+                               f"{code}); see the log above")
+                return events
         self._zygote_due = now + ZYGOTE_RESTART_S
+        return events
+
+    def _to_zygote(self, message: dict[str, Any], fd: socket.socket | None = None) -> None:
+        self._ctl_outbox.append((json.dumps(message).encode(), fd))
+        self._flush_ctl()
+
+    def _flush_ctl(self) -> None:
+        """Send what the zygote's socket takes now; wait for it to be writable for the rest."""
+        while self._ctl is not None and self._ctl_outbox:
+            data, fd = self._ctl_outbox[0]
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd.fileno()]))] if fd else []
+            try:
+                self._ctl.sendmsg([data], ancillary)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                return  # the zygote is gone; its death is handled when its socket reads EOF
+            self._ctl_outbox.popleft()
+            if fd is not None:
+                fd.close()
+        if self._ctl is not None:
+            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._ctl_outbox else 0)
+            self.selector.modify(self._ctl, mask, "zygote")
+
+    def _close_ctl(self) -> None:
+        if self._ctl is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(self._ctl)
+            self._ctl.close()
+            self._ctl = None
+        for _, fd in self._ctl_outbox:
+            if fd is not None:
+                fd.close()
+        self._ctl_outbox.clear()
 
     # -- hosts ----------------------------------------------------------------------------
 
     def _choose(self, limit: int | None, *, isolated: bool) -> Host | None:
         idle = [h for h in self.hosts.values()
-                if h.alive and h.running is None and not h.isolated and h.memory_limit_mb == limit]
+                if h.alive and h.running is None and not h.isolated and h.memory_limit_mb == limit
+                and not h.checks and h.slowest_check_s <= SLOW_CHECK_S]
         if isolated:
             idle = [h for h in idle if not h.parked]
         if not idle:
@@ -427,42 +496,63 @@ class Pool:
             self._start_zygote()
         self._next_id += 1
         ours, theirs = socket.socketpair()
-        h = Host(id=self._next_id, sock=ours, memory_limit_mb=limit, born_mono=self.clock.monotonic(),
-                 idle_since=self.clock.monotonic())
+        ours.setblocking(False)
+        now = self.clock.monotonic()
+        h = Host(id=self._next_id, sock=ours, memory_limit_mb=limit, born_mono=now, idle_since=now)
         self.hosts[h.id] = h
-        ours.settimeout(5.0)  # a host too stuck to read its messages is stopped, never waited on forever
         self.selector.register(ours, selectors.EVENT_READ, h.id)
-        try:
-            assert self._ctl is not None
-            socket.send_fds(self._ctl, [json.dumps({"op": "fork", "host": h.id,
-                                                    "memory_limit_mb": limit}).encode()], [theirs.fileno()])
-        except (OSError, AssertionError):
+        if self._ctl is None:
+            theirs.close()  # no zygote: the host's socket reads EOF at once and it is buried
             h.doomed = "the process that forks task processes is not running"
-            with contextlib.suppress(OSError):
-                ours.shutdown(socket.SHUT_RDWR)
-        finally:
-            theirs.close()
+        else:
+            self._to_zygote({"op": "fork", "host": h.id, "memory_limit_mb": limit}, theirs)
         return h
 
+    def _learn_pid(self, h: Host, pid: int) -> None:
+        if h.pid is not None:
+            return
+        h.pid = pid
+        self._by_pid[pid] = h
+        if h.doomed is not None and h.kill_at is None:  # stopped before we knew whom to signal
+            self._signal(h, signal.SIGTERM)
+            h.kill_at = self.clock.monotonic() + self.kill_grace_s
+
     def _send(self, h: Host, message: dict[str, Any]) -> None:
-        try:
-            h.sock.sendall(wire.encode(message))
-        except (OSError, ValueError) as exc:
-            if not isinstance(exc, OSError) or h.eof_mono is None:
-                log.warning("pool.send_failed host=%s pid=%s error=%s", h.id, h.pid, exc)
-            self._doom(h, "it stopped taking messages")
+        self._send_frame(h, wire.encode(message))
+
+    def _send_frame(self, h: Host, frame: bytes) -> None:
+        if h.eof_mono is not None or h.exited_mono is not None:
+            return  # gone: what it was asked no longer matters
+        h.outbox += frame
+        self._flush(h)
+
+    def _flush(self, h: Host) -> None:
+        """Send what the host's socket takes now; wait for it to be writable for the rest."""
+        while h.outbox:
+            try:
+                sent = h.sock.send(h.outbox)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                h.outbox.clear()  # its death is handled when its socket reads EOF
+                break
+            del h.outbox[:sent]
+        if h.eof_mono is None:
+            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if h.outbox else 0)
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.modify(h.sock, mask, h.id)
 
     def _doom(self, h: Host, why: str) -> None:
         if h.doomed is None:
             h.doomed = why
-        if h.kill_at is None and not h.exited:
+        if h.kill_at is None and h.exited_mono is None and h.pid is not None:
             self._signal(h, signal.SIGTERM)
             h.kill_at = self.clock.monotonic() + self.kill_grace_s
 
     def _signal(self, h: Host, sig: int) -> None:
         """Signal the host's process group (what its task started dies too)."""
-        if h.pid is None or h.exited:
-            return
+        if h.pid is None or h.exited_mono is not None:
+            return  # once it is gone the zygote ends its group before the pid can be reused
         for send in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 send(h.pid, sig)
@@ -471,6 +561,7 @@ class Pool:
         if not h.occupants:
             h.idle_since = self.clock.monotonic()
             h.isolated = False
+            h.slowest_check_s = 0.0
 
     def _bury(self, h: Host) -> list[Event]:
         """The host is gone: say what became of each task still in it."""
@@ -498,12 +589,12 @@ class Pool:
 
     def _drop_host(self, h: Host) -> None:
         self.hosts.pop(h.id, None)
+        if h.pid is not None and self._by_pid.get(h.pid) is h:
+            del self._by_pid[h.pid]
         if h.eof_mono is None:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(h.sock)
         h.sock.close()
-        if h.pid is not None and self._by_pid.get(h.pid) is h and h.exited:
-            self._by_pid.pop(h.pid, None)
 
     def _death(self, h: Host) -> str:
         """How the host died, in plain words."""
@@ -530,8 +621,11 @@ class Pool:
         module = _kind_module(kind)
         if module and module not in self._modules and self._ctl is not None:
             self._modules.add(module)
-            with contextlib.suppress(OSError):
-                self._ctl.send(json.dumps({"op": "import", "modules": [module]}).encode())
+            self._to_zygote({"op": "import", "modules": [module]})
+
+
+def _main_path() -> str | None:
+    return getattr(sys.modules.get("__main__"), "__file__", None)
 
 
 def _kind_module(kind: str) -> str | None:

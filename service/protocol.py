@@ -21,6 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from service.errors import InvalidInput
 
+MAX_CHECKPOINT_BYTES = 1024 * 1024  # written to the database at every heartbeat that changed it
+
 
 @runtime_checkable
 class Runnable(Protocol):
@@ -65,12 +67,15 @@ class TaskContext:
             self._version += 1
 
     def checkpoint(self, state: Any) -> None:
-        """Save ``state`` (JSON) so that a later attempt resumes from it.
+        """Save ``state`` (JSON, at most 1 MiB) so that a later attempt resumes from it.
 
         Raises:
-            TypeError, ValueError: ``state`` cannot be written as JSON.
+            TypeError, ValueError: ``state`` cannot be written as JSON, or is over 1 MiB.
         """
-        json.dumps(state, allow_nan=False)
+        size = len(json.dumps(state, allow_nan=False))
+        if size > MAX_CHECKPOINT_BYTES:
+            raise ValueError(f"a checkpoint of {size} bytes is over the limit of {MAX_CHECKPOINT_BYTES} bytes; "
+                             "keep a reference (a path, a key) in it rather than the data")
         with self._lock:
             self.saved = state
             self._version += 1

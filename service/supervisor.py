@@ -31,10 +31,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from service import liveness, wakeup
+from service import liveness, wakeup, wire
 from service.clock import Clock, SystemClock
 from service.config import Settings
-from service.errors import TenureError
+from service.errors import TenureError, describe
 from service.executor import MAX_CHECK_ERRORS, Execution, Failure
 from service.leases import Lease, Leases
 from service.models import Outcome
@@ -265,7 +265,11 @@ class Supervisor:
         for ex in list(self._inflight.values()):
             if ex.phase == "finishing":
                 if now >= ex.next_check_mono and ex.pending is not None:
-                    self._write_finish(ex, **ex.pending)
+                    pending = dict(ex.pending)
+                    if pending.pop("verb", "finish") == "lose":
+                        self._lose(ex, **pending)
+                    else:
+                        self._write_finish(ex, **pending)
             elif now >= ex.deadline_mono:
                 limit = ex.deadline_mono - ex.started_mono
                 self.pool.stop(ex, "ran past its timeout", force_check=True)
@@ -309,7 +313,11 @@ class Supervisor:
             self._inflight[ex.key] = ex
         log.info("attempt.started task=%s attempt=%s run=%s position=%s kind=%s worker=%s",
                  lease.task_id, lease.attempt, lease.run_id, lease.position, lease.kind, self.worker_id)
-        self.pool.run(ex)
+        try:
+            self.pool.run(ex)
+        except (wire.FrameTooLarge, TypeError, ValueError) as exc:
+            self._fail(ex, Failure(f"its args or checkpoint cannot be sent to a task process: {describe(exc)}",
+                                   permanent=True))
 
     # -- finishing ------------------------------------------------------------------------
 
@@ -352,8 +360,12 @@ class Supervisor:
             self.leases.lose(ex.lease, self.worker_id, self.clock.now(), reason, isolate=isolate,
                              progress=progress, checkpoint=saved)
         except TenureError as exc:
-            # The lease stays ours until it expires; the next holder finds the task due then.
-            self._warn_once("lose.failed", exc)
+            # Keep the attempt (its lease is ours, its process gone) and hand it back later.
+            if ex.pending is None:
+                self._warn_once("lose.deferred", exc)
+            ex.phase, ex.pending = "finishing", {"verb": "lose", "reason": reason, "isolate": isolate}
+            ex.next_check_mono = self.clock.monotonic() + FINISH_RETRY_S
+            return
         log.info("attempt.lost task=%s attempt=%s worker=%s isolate=%s reason=%r",
                  ex.key[0], ex.key[1], self.worker_id, isolate, reason)
         self._forget(ex)
@@ -397,12 +409,22 @@ class Supervisor:
                 self._post(("lost", ex.key))
 
     def _check_leases(self) -> None:
-        """Stop, within ``lease_check_s``, attempts whose lease is gone (a cancel, most often)."""
+        """Stop, within ``lease_check_s``, attempts whose lease is gone (a cancel, most often).
+
+        Also hands back any lease this supervisor holds but no longer tracks, so that no task
+        can stay ``running`` under a live supervisor that is not running it.
+        """
         assert self.worker_id is not None
         held = self.leases.held(self.worker_id)
         for ex in list(self._inflight.values()):
             if ex.key not in held and ex.phase != "finishing":
                 self._lease_lost(ex)
+        orphans = held - set(self._inflight)
+        if orphans:
+            log.error("supervisor.orphaned_leases worker=%s tasks=%s: handing them back", self.worker_id,
+                      sorted(orphans))
+            self.leases.reclaim_keys(self.worker_id, sorted(orphans), self.clock.now(),
+                                     "its supervisor lost track of it (a bug in tenure)")
 
     def _reap(self) -> None:
         """Reap the leases of supervisors whose heartbeat stopped changing (see :mod:`reaper`)."""

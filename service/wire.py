@@ -20,11 +20,15 @@ class ProtocolError(Exception):
     """A peer sent something that is not a frame of ours."""
 
 
+class FrameTooLarge(ValueError):
+    """A message over :data:`MAX_FRAME_BYTES`."""
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """One frame. Raises ValueError/TypeError for a message JSON cannot carry."""
     body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
     if len(body) > MAX_FRAME_BYTES:
-        raise ValueError(f"the message is {len(body)} bytes, over the {MAX_FRAME_BYTES} byte limit")
+        raise FrameTooLarge(f"{len(body)} bytes of JSON, over the limit of {MAX_FRAME_BYTES // (1024 * 1024)} MiB")
     return HEADER.pack(len(body)) + body
 
 

@@ -36,8 +36,15 @@ from typing import Any
 MAX_CONTROL_BYTES = 65536
 
 
+class SupervisorGone(Exception):
+    """The control socket is closed: the supervisor died or stopped."""
+
+
 def _send(ctl: socket.socket, message: dict[str, Any]) -> None:
-    ctl.send(json.dumps(message).encode())
+    try:
+        ctl.send(json.dumps(message).encode())
+    except OSError:
+        raise SupervisorGone() from None
 
 
 def _import(modules: list[str], main_path: str | None) -> list[str]:
@@ -67,14 +74,16 @@ class Zygote:
         self.selector.register(ctl, selectors.EVENT_READ)
 
     def serve(self) -> None:
-        while True:
-            # Without pidfds (kernels before 5.3) exits are found by polling waitpid.
-            timeout = None if all(fd is not None for fd in self.children.values()) else 0.1
-            events = self.selector.select(timeout)
-            if any(key.fileobj is self.ctl for key, _ in events) and not self._control():
-                self._kill_all()
-                return
-            self._reap()
+        try:
+            while True:
+                # Without pidfds (kernels before 5.3) exits are found by polling waitpid.
+                timeout = None if all(fd is not None for fd in self.children.values()) else 0.1
+                events = self.selector.select(timeout)
+                if any(key.fileobj is self.ctl for key, _ in events) and not self._control():
+                    raise SupervisorGone()
+                self._reap()
+        except SupervisorGone:
+            self._kill_all()
 
     def _settle_imports(self, modules: list[str]) -> list[str]:
         errors = _import(modules, self.main_path)
@@ -99,9 +108,13 @@ class Zygote:
             _send(self.ctl, {"op": "imported", "errors": self._settle_imports(message.get("modules", []))})
         elif op == "fork":
             self._fork(message, fds[0])
+        for fd in fds[1:]:
+            os.close(fd)
         return True
 
     def _fork(self, message: dict[str, Any], fd: int) -> None:
+        os.set_inheritable(fd, False)  # what the task runs (subprocesses) must not hold it open
+        me = os.getpid()
         pid = os.fork()
         if pid == 0:  # the host
             try:
@@ -112,7 +125,7 @@ class Zygote:
                         os.close(pidfd)
                 from service import host
 
-                host.main(socket.socket(fileno=fd), zygote_pid=os.getppid(),
+                host.main(socket.socket(fileno=fd), zygote_pid=me,
                           memory_limit_mb=message.get("memory_limit_mb"))
             finally:
                 os._exit(0)
@@ -128,11 +141,19 @@ class Zygote:
     def _reap(self) -> None:
         for pid in list(self.children):
             try:
-                done, status = os.waitpid(pid, os.WNOHANG)
+                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                done, status = pid, 0
-            if done == 0:
+                exited = None
+            if exited is None:
                 continue
+            # Still a zombie, so its process group id cannot have been reused: end whatever its
+            # task started (a subprocess that ignores SIGTERM, say) before letting the pid go.
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                status = 0
             pidfd = self.children.pop(pid)
             if pidfd is not None:
                 self.selector.unregister(pidfd)

@@ -254,6 +254,63 @@ class Pid:
         return {"pid": os.getpid()}
 
 
+class Spawner:
+    """Starts a child that outlives nothing: ``how`` exit (then _exit 70), timeout (then hangs)."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> None:
+        import subprocess
+
+        # close_fds=False: the child inherits every inheritable descriptor, as careless code does.
+        child = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 30"], close_fds=False)
+        note(self.args, self.ctx, f"child:{child.pid}")
+        if self.args.get("how") == "exit":
+            os._exit(70)
+        time.sleep(10**6)
+
+
+class ZygoteKiller:
+    """On its first attempt, kills the process that forked its own (its parent); then succeeds."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> str:
+        note(self.args, self.ctx, "zkill")
+        if self.ctx.attempt == 1:
+            time.sleep(self.args.get("after_s", 0.2))
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(10)
+        return "survived"
+
+
+class SlowCheck:
+    """A polling task whose check_output() holds the GIL in C for ``hold_s`` every time."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+        self.checks = 0
+
+    def run(self) -> None:
+        note(self.args, self.ctx, "slowcheck.run")
+
+    def check_output(self) -> Any:
+        self.checks += 1
+        note(self.args, self.ctx, "slowcheck.check")
+        ctypes.PyDLL(None).sleep(int(self.args.get("hold_s", 2)))
+        return "checked" if self.checks >= self.args.get("checks", 2) else None
+
+
+class BigCheckpoint:
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.ctx = ctx
+
+    def run(self) -> None:
+        self.ctx.checkpoint({"blob": "x" * (2 * 1024 * 1024)})
+
+
 class Mixed:
     """Task ``poison_at`` of a run kills its process (``how``), tasks ``hog_at`` hold the GIL for
     ``hog_s``; every other one sleeps ``seconds`` and succeeds."""
@@ -276,6 +333,7 @@ for _name, _cls in {
     "t_blocking": Blocking, "t_polling": Polling, "t_hang": Hang, "t_spin": Spin, "t_regex": Regex,
     "t_gil": GilHog, "t_flaky": Flaky, "t_doomed": Doomed, "t_hook": Hook, "t_long": LongSleep,
     "t_poison": Poison, "t_unprintable": RaisesUnprintable, "t_flaky_check": FlakyCheck,
-    "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid, "t_mixed": Mixed,
+    "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid, "t_mixed": Mixed, "t_spawner": Spawner,
+    "t_zygote_killer": ZygoteKiller, "t_slow_check": SlowCheck, "t_big_checkpoint": BigCheckpoint,
 }.items():
     register(_name)(_cls)

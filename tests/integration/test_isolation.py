@@ -187,3 +187,88 @@ def test_a_zygote_that_keeps_dying_stops_the_supervisor_loudly(t: service.Tenure
                  5, "the zygote to be replaced")
     assert sup.stopped.wait(5)
     assert sup.fatal is not None and "died 3 times within 60 s" in str(sup.fatal)
+
+
+def _children(log: Path) -> list[int]:
+    return [int(event.split(":")[1]) for event, *_ in k.journal(log) if event.startswith("child:")]
+
+
+def test_a_crash_is_seen_even_when_a_child_keeps_the_task_process_socket_open(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    log = tmp_path / "journal"
+    task_id = t.submit_task("t_spawner", {"how": "exit", "journal": str(log)}, max_attempts=1, timeout_s=30)
+    supervise()
+    task = t.wait_task(task_id, 10)
+    assert (task.status, task.error) == ("failed", "crashed: its process exited with code 70")
+    (child,) = _children(log)
+    wait_for(lambda: not _alive(child), 2, "the task's child to die with its process group")
+
+
+def test_a_timeout_ends_what_the_task_started_even_if_it_ignores_sigterm(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    log = tmp_path / "journal"
+    task_id = t.submit_task("t_spawner", {"how": "hang", "journal": str(log)}, max_attempts=1, timeout_s=1.0)
+    supervise()
+    assert [a.outcome for a in t.attempts(t.wait_task(task_id, 10).id)] == ["timed_out"]
+    (child,) = _children(log)
+    wait_for(lambda: not _alive(child), 3, "the child that ignores SIGTERM to be killed")
+
+
+def test_a_task_that_kills_the_zygote_costs_no_one_an_attempt_and_stops_nothing(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    log = tmp_path / "journal"
+    killer = t.submit_task("t_zygote_killer", {"journal": str(log)}, max_attempts=1)
+    neighbour = t.submit_task("t_long", {"journal": str(log), "steps": 50, "step_s": 0.02}, max_attempts=1)
+    sup = supervise()
+    for task_id, result in ((killer, "survived"), (neighbour, "done")):
+        task = t.wait_task(task_id, 15)
+        assert (task.status, task.result, task.charged, task.lost, task.isolated) == (
+            "succeeded", result, 0, 1, True), task
+    assert sup.fatal is None and not sup.stopped.is_set()
+
+
+def test_no_run_is_placed_beside_a_check_that_holds_the_gil(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    log = tmp_path / "journal"
+    slow = t.submit_task("t_slow_check", {"journal": str(log), "hold_s": 2, "checks": 2})
+    supervise()
+    wait_for(lambda: k.events(log, "slowcheck.check"), 5, "the first slow check to begin")
+    quick = t.submit_task("t_blocking", {"value": 1, "journal": str(log)}, timeout_s=1.5)
+    assert t.wait_task(quick, 5).result == {"out": 2}
+    assert k.events(log, "blocking")[0][3] != k.events(log, "slowcheck.run")[0][3]
+    assert t.wait_task(slow, 10).result == "checked"
+
+
+def test_a_loss_the_database_refused_is_handed_back_later(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    from service.errors import StorageError
+
+    log = tmp_path / "journal"
+    task_id = t.submit_task("t_zygote_killer", {"journal": str(log), "after_s": 0.3}, max_attempts=1)
+    sup = supervise()
+    real, calls = sup.leases.lose, []
+
+    def flaky_lose(*args: object, **kwargs: object) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageError("the database is busy (simulated)")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    sup.leases.lose = flaky_lose  # type: ignore[method-assign]
+    task = t.wait_task(task_id, 15)
+    assert (task.status, task.lost) == ("succeeded", 1) and len(calls) == 2
+
+
+def test_a_checkpoint_over_its_limit_fails_the_task_with_the_reason(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    task_id = t.submit_task("t_big_checkpoint", max_attempts=1)
+    supervise()
+    task = t.wait_task(task_id, 5)
+    assert task.status == "failed" and "over the limit of 1048576 bytes" in (task.error or "")
+
+
+def test_hundreds_of_task_processes_at_once_do_not_jam_the_zygote(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    if t.engine.dialect.name != "sqlite":
+        pytest.skip("a process-count test; the backend changes nothing")
+    run_id = t.submit_run(700, "t_blocking", {"seconds": 0.5})
+    supervise(concurrency=700, memory_limit_mb=None)
+    assert t.wait_run(run_id, 60).counts["succeeded"] == 700
