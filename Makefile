@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` serves tenure, `make test` runs every test.
-# Each makes its own virtualenv in .venv first (Python 3.11+).
+# Each makes its own virtualenv in .venv first (Python 3.11+). `make run PORT=8001` picks a port.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/tenure serve
+	$(BIN)/tenure serve $(if $(PORT),--port $(PORT))
 
 worker: $(BIN)/.installed
 	$(BIN)/tenure worker

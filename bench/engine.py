@@ -90,11 +90,11 @@ def kill9(tmp: Path) -> None:
     proc.wait(10)
     with t.engine.connect() as conn:
         lost = conn.execute(text(
-            "SELECT a.finished_at AS reclaimed, w.started_at AS restarted FROM task_attempts a, workers w "
-            "WHERE a.outcome = 'lost' AND w.id = (SELECT max(id) FROM workers)")).all()
+            "SELECT a.finished_at AS reclaimed, w.started_at AS restarted FROM task_attempts a, supervisors w "
+            "WHERE a.outcome = 'lost' AND w.id = (SELECT max(id) FROM supervisors)")).all()
         reclaimed = conn.execute(text(
             "SELECT max(a.started_at) FROM task_attempts a WHERE a.attempt = 2")).scalar()
-        restarted = conn.execute(text("SELECT started_at FROM workers ORDER BY id DESC LIMIT 1")).scalar()
+        restarted = conn.execute(text("SELECT started_at FROM supervisors ORDER BY id DESC LIMIT 1")).scalar()
         resumed = conn.execute(text(
             "SELECT avg(json_extract(result, '$.resumed_from_s')) FROM tasks WHERE attempts > 1")).scalar()
         doubled = conn.execute(text(

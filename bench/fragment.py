@@ -73,7 +73,7 @@ def report(tasks: int, tmp: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--no-worker", "--db", str(db),
+    proc = subprocess.Popen([sys.executable, "-m", "web", "serve", "--no-worker", "--db", str(db),
                              "--port", str(port), "--log-level", "WARNING"], cwd=REPO, env=dict(os.environ))
     try:
         url = f"http://127.0.0.1:{port}/runs/{run_id}/status"

@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 def serve(db: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--db", str(db), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "web", "serve", "--db", str(db), "--port", str(port),
                              "--log-level", "WARNING"], cwd=REPO, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

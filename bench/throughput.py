@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 import service
-from service.db import make_engine
+from service.storage.db import make_engine
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("TENURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -36,7 +36,8 @@ def measure(url: str, n_workers: int, tasks: int) -> float:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with t.engine.connect() as conn:
-                if conn.execute(text("SELECT count(*) FROM workers WHERE stopped_at IS NULL")).scalar() == n_workers:
+                live = conn.execute(text("SELECT count(*) FROM supervisors WHERE stopped_at IS NULL")).scalar()
+                if live == n_workers:
                     break
             time.sleep(0.05)
         start = time.monotonic()

@@ -7,9 +7,9 @@ environment variable, ``./tenure.db``.
 
 from alembic import context
 
-from service.db import enable_wal, make_engine, normalize_url
-from service.models import Base
-from service.schema import inspect_database
+from service.storage.db import enable_wal, make_engine, normalize_url
+from service.storage.models import Base
+from service.storage.schema import inspect_database
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,4 +1,4 @@
-"""The ``tenure`` command (also ``python -m service``).
+"""The ``tenure`` command's engine commands (``python -m service``; ``tenure`` adds ``serve``).
 
 Every command takes ``--db`` (a SQLAlchemy URL or a file path; else ``TENURE_DB``; else
 ``./tenure.db``). Bad input prints one line on stderr and exits non-zero, having written nothing.
@@ -15,14 +15,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from service import client, schema, summary
+from service import client, summary
 from service.config import Settings, parse_memory
-from service.db import make_engine, normalize_url, sqlite_path
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
-from service.store import RunView
+from service.storage import schema
+from service.storage.db import make_engine, normalize_url, sqlite_path
+from service.storage.views import RunView
 from service.supervisor import Supervisor
 
 EXIT_BAD_INPUT = 2
@@ -31,8 +32,13 @@ EXIT_FAILED = 1
 log = logging.getLogger("tenure.cli")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+Extend = Callable[[Any, argparse.ArgumentParser], None]
+
+
+def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int:
+    """Run one command; returns its exit code. ``extend(subparsers, common)`` adds commands
+    from layers above the engine (``web.cli`` adds ``serve``): this package never imports them."""
+    parser = build_parser(extend)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -64,7 +70,7 @@ def load_plugins(modules: Sequence[str]) -> None:
             raise InvalidInput(f"could not import {name!r} for its task kinds: {exc}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", default=argparse.SUPPRESS,
                     help="database URL or file path (default: $TENURE_DB, else ./tenure.db)")
@@ -101,19 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-ttl", type=float, help="seconds a lease lives without a heartbeat (default 15)")
     p.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 5)")
     p.add_argument("--grace", type=float, help="seconds a graceful stop waits for running tasks (default 5)")
-    _memory_flag(p)
+    memory_flag(p)
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     p.set_defaults(command="worker", handler=cmd_worker)
 
-    p = sub.add_parser("serve", parents=[db], help="the web app (and an embedded supervisor) under uvicorn")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--concurrency", type=int, help="tasks the embedded supervisor runs at once (default 64)")
-    p.add_argument("--no-worker", action="store_true",
-                   help="serve pages and API only; separate `tenure worker`s run the tasks")
-    _memory_flag(p)
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
-    p.set_defaults(command="serve", handler=cmd_serve)
+    if extend is not None:
+        extend(sub, db)
 
     p = sub.add_parser("watch", parents=[db], help="a live progress bar of a run, then its summary")
     p.add_argument("run", type=int, help="run id")
@@ -126,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _memory_flag(p: argparse.ArgumentParser) -> None:
+def memory_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-limit", metavar="SIZE",
                    help="memory limit of each task's process, like 512M or 2G; 0 for none "
                         "(default: $TENURE_MEMORY_LIMIT, else 2G)")
 
 
-def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
+def settings_from(args: argparse.Namespace, **flags: Any) -> Settings:
     """Settings from the environment, then these flags (None: not given)."""
     settings = Settings.from_env(**flags)
     if getattr(args, "memory_limit", None) is not None:
@@ -143,7 +142,7 @@ def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
 # -- commands ----------------------------------------------------------------------------
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    engine = make_engine(_url(args))
+    engine = make_engine(db_url(args))
     try:
         before = schema.migrate(engine)
     finally:
@@ -165,7 +164,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                "memory_limit_mb": memory, "on_complete": args.on_complete}
     # Check everything before the database is opened, so bad input writes nothing at all.
     client.prepare_run(args.tasks, args.kind, params, **request)
-    t = client.open(_url(args))
+    t = client.open(db_url(args))
     try:
         run_id = t.submit_run(args.tasks, args.kind, params, **request)
     finally:
@@ -176,10 +175,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
-    settings = _settings(args, concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
+    setup_logging(args.log_level)
+    settings = settings_from(args, concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
                          heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
-    t = client.open(_url(args))
+    t = client.open(db_url(args))
     supervisor = Supervisor(t.engine, settings, clock=t.clock)
     install_stop_signals(supervisor)  # before it claims anything: a SIGTERM from then on is graceful
     supervisor.start()
@@ -191,26 +190,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if supervisor.fatal is not None:
         print(f"tenure: error: the supervisor stopped: {supervisor.fatal}", file=sys.stderr)
         return EXIT_FAILED
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from web.app import create_app
-
-    _setup_logging(args.log_level)
-    if not 0 < args.port < 65536:
-        raise InvalidInput(f"--port must be between 1 and 65535, got {args.port}")
-    url = _url(args)
-    settings = _settings(args, concurrency=args.concurrency)
-    client.open(url).close()  # migrate (or refuse a foreign database) before serving anything
-    app = create_app(url, supervise=not args.no_worker, settings=settings,
-                     allowed_hosts=[args.host] if args.host not in ("0.0.0.0", "::") else [])
-    print(f"tenure: serving http://{args.host}:{args.port}/ on {url}", file=sys.stderr, flush=True)
-    # uvicorn turns SIGTERM/SIGINT into a graceful lifespan shutdown, which stops the supervisor.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
-                timeout_graceful_shutdown=10, access_log=False)
     return 0
 
 
@@ -240,8 +219,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         with Progress(*columns, console=console, transient=False) as bar:
             row = bar.add_task("run", total=run.total, run=run.id, detail="")
             while True:
-                run, tasks = t.run_with_tasks(args.run)
-                p = summary.progress(run, tasks, t.clock.now())
+                status = t.run_status(args.run)
+                run, tasks = status.run, status.tasks or []
+                p = summary.progress(run, tasks, status.now)
                 c = run.counts
                 detail = (f"✓ {c['succeeded']}  ✗ {c['failed']}  ▶ {c['running']}  ↻ {c['retrying']}"
                           f"  · {summary.format_seconds(p.elapsed_s)} elapsed"
@@ -250,7 +230,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 if not run.live:
                     break
                 time.sleep(args.interval)  # a terminal refresh pace, not a synchronization
-        _print_summary(console, run, summary.summarize(run, tasks, t.store.run_attempt_outcomes(run.id)))
+        _print_summary(console, run, summary.summarize(run, tasks, status.outcomes or {}))
     finally:
         t.close()
     return 0
@@ -300,20 +280,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 # -- helpers -----------------------------------------------------------------------------
 
-def _url(args: argparse.Namespace) -> str:
+def db_url(args: argparse.Namespace) -> str:
     return normalize_url(getattr(args, "db", None))
 
 
 def _open_existing(args: argparse.Namespace) -> client.Tenure:
     """Open a database for reading; never creates one."""
-    url = _url(args)
+    url = db_url(args)
     path = sqlite_path(url)
     if path is not None and not path.exists():
         raise StorageError(f"there is no database at {path}; `tenure submit` or `tenure migrate` creates one")
     return client.open(url, migrate=False)
 
 
-def _setup_logging(level: str) -> None:
+def setup_logging(level: str) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise InvalidInput(f"--log-level {level!r} is not one of DEBUG, INFO, WARNING, ERROR")

@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from service import schema
 from service.clock import Clock, SystemClock
 from service.config import Settings, check_memory_mb
-from service.db import make_engine, normalize_url
 from service.errors import InvalidInput, TenureError
 from service.protocol import Kind, get_kind
-from service.store import AttemptView, RunView, Store, TaskView
+from service.storage import Store, schema
+from service.storage.db import make_engine, normalize_url
+from service.storage.views import AttemptView, RunStatusView, RunView, TaskView
 from service.supervisor import Supervisor
 
 T = TypeVar("T")
@@ -71,7 +71,7 @@ class Tenure:
         )
         return self.store.create_run(
             kind=kind, count=count, params=checked, name=name, max_attempts=max_attempts,
-            timeout_s=timeout_s, memory_limit_mb=memory_limit_mb, on_complete=on_complete, now=self.clock.now(),
+            timeout_s=timeout_s, memory_limit_mb=memory_limit_mb, on_complete=on_complete,
             args_for=lambda position: task_kind.args_for(checked, position),
         )
 
@@ -92,8 +92,7 @@ class Tenure:
         if args is not None and not isinstance(args, dict):
             raise InvalidInput(f"args must be an object of named values, got {type(args).__name__}")
         return self.store.create_task(kind=kind, args=dict(args or {}), max_attempts=max_attempts,
-                                      timeout_s=timeout_s, memory_limit_mb=memory_limit_mb,
-                                      now=self.clock.now())
+                                      timeout_s=timeout_s, memory_limit_mb=memory_limit_mb)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -104,6 +103,13 @@ class Tenure:
     def run_with_tasks(self, run_id: int) -> tuple[RunView, list[TaskView]]:
         """A run and its tasks from one snapshot. Raises NotFound."""
         return self.store.run_snapshot(run_id)
+
+    def run_status(self, run_id: int, etag: str | None = None) -> RunStatusView:
+        """Everything a run's page shows, from one snapshot; only the ETag when ``etag`` matches.
+
+        Raises NotFound.
+        """
+        return self.store.run_status(run_id, etag)
 
     def runs(self, limit: int = 20, offset: int = 0) -> list[RunView]:
         """Run history, latest first."""
@@ -139,11 +145,11 @@ class Tenure:
 
     def cancel_run(self, run_id: int) -> int:
         """Cancel a running run; returns how many tasks were cancelled. Raises NotFound, Conflict."""
-        return self.store.cancel_run(run_id, self.clock.now())
+        return self.store.cancel_run(run_id)
 
     def retry_run(self, run_id: int) -> int:
         """Queue a finished run's failed tasks again; returns how many. Raises NotFound, Conflict."""
-        return self.store.retry_run(run_id, self.clock.now())
+        return self.store.retry_run(run_id)
 
     # -- supervising ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.leases import Lease
+from service.storage.leases import Lease
 
 MAX_CHECK_ERRORS = 3  # consecutive check_output() errors before the attempt fails
 

@@ -1,46 +1,90 @@
-"""Is the process behind a ``workers`` row still alive? (Same host only.)
+"""Deciding that a supervisor is dead, without comparing two processes' clocks.
 
-A pid alone is not enough: after a restart (a container's, say) a new process may get the
-dead supervisor's pid, even our own. On Linux the process's start time, from ``/proc``, tells
-a reused pid from the original: a process that started after the worker row was written is
-not the one that wrote it.
+Two ways, and no other:
+
+* **Silence**, for any supervisor anywhere: :class:`HeartbeatWatch` watches each lease
+  holder's ``supervisors.heartbeat_at``. While the value keeps changing the holder is alive,
+  whatever the value says; once it has not changed for ``ttl_s`` seconds of the *watcher's
+  monotonic clock*, the holder is dead and its leases are reclaimed. A wall-clock jump on
+  either side changes nothing: it neither expires live leases nor keeps dead ones alive. A
+  supervisor never judges itself: its own leases live exactly as long as its heartbeat
+  thread does (if that dies, the supervisor stops and releases them).
+* **A vanished process**, for a supervisor on this host: :func:`process_alive` checks its
+  pid and the process's start time *in clock ticks since boot* plus the boot's id (neither
+  moves when the wall clock steps), so a reused pid is not mistaken for the original.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 
-START_SLACK_S = 2.0  # the row is written just after the process starts; allow for that
+_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
-def process_alive(pid: int, worker_started_at: datetime) -> bool:
-    """True unless the process that registered a worker at ``worker_started_at`` is surely gone."""
+def process_identity(pid: int) -> tuple[str | None, int | None]:
+    """(boot id, start time in clock ticks since boot) of ``pid``; (None, None) where /proc is missing."""
+    boot_id = None
+    try:
+        with open(_BOOT_ID_PATH, encoding="ascii") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+        # Field 22 (starttime, in clock ticks since boot) counts after the ")" closing the name.
+        return boot_id, int(stat.rsplit(")", 1)[-1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return boot_id, None
+
+
+def process_alive(pid: int, boot_id: str | None, start_ticks: int | None) -> bool:
+    """True unless the process that registered with (pid, boot id, start ticks) is surely gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # it exists, owned by someone else
-    started = process_start_time(pid)
-    if started is None:
-        return True
-    return started.timestamp() <= worker_started_at.replace(tzinfo=UTC).timestamp() + START_SLACK_S
+    now_boot, ticks = process_identity(pid)
+    if boot_id is not None and now_boot is not None and boot_id != now_boot:
+        return False  # the machine rebooted since: no process of that boot survives
+    if start_ticks is None or ticks is None:
+        return True  # nothing to compare: assume alive, the silence rule still applies
+    return ticks == start_ticks
 
 
-def process_start_time(pid: int) -> datetime | None:
-    """When ``pid`` started (aware UTC), from /proc; None where /proc cannot tell."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-        with open("/proc/stat", encoding="ascii") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-    except (OSError, StopIteration, ValueError):
-        return None
-    # Field 22 (starttime, in clock ticks since boot) counts after the ")" closing the name.
-    fields = stat.rsplit(")", 1)[-1].split()
-    try:
-        ticks = int(fields[19])
-    except (IndexError, ValueError):
-        return None
-    return datetime.fromtimestamp(btime + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+@dataclass
+class _Seen:
+    value: datetime
+    since: float  # monotonic time when this value was first seen
+
+
+class HeartbeatWatch:
+    """Remembers when each lease holder's heartbeat last changed, on a monotonic clock."""
+
+    def __init__(self, ttl_s: float, me: int) -> None:
+        self.ttl_s = ttl_s
+        self.me = me
+        self._seen: dict[int, _Seen] = {}
+
+    def dead(self, holders: dict[int, datetime], now_mono: float) -> list[int]:
+        """Given {worker id: heartbeat_at} of every lease holder, the ids silent for ``ttl_s``.
+
+        A holder seen for the first time gets a full ``ttl_s`` from now: a reaper that just
+        started knows nothing yet, so it waits rather than guess.
+        """
+        dead = []
+        for worker, beat in holders.items():
+            if worker == self.me:
+                continue
+            seen = self._seen.get(worker)
+            if seen is None or seen.value != beat:
+                self._seen[worker] = _Seen(beat, now_mono)
+            elif now_mono - seen.since >= self.ttl_s:
+                dead.append(worker)
+        for gone in set(self._seen) - set(holders):
+            del self._seen[gone]
+        return dead

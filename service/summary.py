@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.store import RunView, TaskView
+from service.storage.views import RunView, TaskView
 
 _AT_PERCENT = re.compile(r"\s*\(at \d+%\)")
 

@@ -1,4 +1,4 @@
-"""The supervisor: registers itself, claims due tasks, runs them in its processes, heartbeats, reaps.
+"""The supervisor: registers itself, claims due tasks, runs them in its processes, heartbeats, reclaims.
 
 Task code never runs here: it runs in host processes that this supervisor owns (see
 :mod:`service.pool`), so a task that crashes, hangs in C code, or eats memory fails alone,
@@ -7,7 +7,7 @@ and the threads of this process are never starved.
 Threads:
 
 * the **loop** (one): claims, places attempts in hosts, handles what hosts report (outputs,
-  errors, deaths), enforces timeouts, schedules polls, looks for cancelled leases, reaps the
+  errors, deaths), enforces timeouts, schedules polls, looks for cancelled leases, reclaims the
   leases of silent supervisors and reclaims those of dead ones on this host. Every database
   write for an attempt happens here.
 * the **heartbeat** (one): every ``heartbeat_s`` one statement extends all of this
@@ -26,21 +26,21 @@ import os
 import queue
 import socket
 import threading
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
-from service import liveness, wakeup, wire
+from service import liveness, wire
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.errors import TenureError, describe
 from service.executor import MAX_CHECK_ERRORS, Execution, Failure
-from service.leases import Lease, Leases
-from service.models import Outcome
+from service.liveness import HeartbeatWatch
 from service.pool import Event, Pool
-from service.reaper import HeartbeatWatch
 from service.retry import RetryPolicy
+from service.storage import notify
+from service.storage.leases import Lease, Leases
+from service.storage.models import Outcome
 
 log = logging.getLogger("tenure.supervisor")
 
@@ -70,7 +70,7 @@ class Supervisor:
         self.retry = retry or RetryPolicy(self.settings.retry_base_s, self.settings.retry_cap_s)
         # TENURE_HOST names the host where hostnames repeat (containers) or to simulate hosts.
         self.host = host or os.environ.get("TENURE_HOST") or socket.gethostname()
-        self.worker_id: int | None = None
+        self.supervisor_id: int | None = None
         self.fatal: BaseException | None = None
         self.pool = Pool(memory_limit_mb=self.settings.memory_limit_mb,
                          kill_grace_s=self.settings.kill_grace_s, clock=self.clock)
@@ -94,18 +94,19 @@ class Supervisor:
         """Start the task processes, register, reclaim dead supervisors' leases on this host, loop."""
         self.pool.start()  # the zygote boots while the database work below goes on
         try:
-            self.worker_id = self.leases.register_worker(self.host, os.getpid(), self.clock.now())
+            boot_id, start_ticks = liveness.process_identity(os.getpid())
+            self.supervisor_id = self.leases.register(self.host, os.getpid(), boot_id, start_ticks)
         except BaseException:
             self.pool.close()
             raise
-        log.info("supervisor.started worker=%s host=%s pid=%s concurrency=%s memory_limit_mb=%s",
-                 self.worker_id, self.host, os.getpid(), self.settings.concurrency,
+        log.info("supervisor.started supervisor=%s host=%s pid=%s concurrency=%s memory_limit_mb=%s",
+                 self.supervisor_id, self.host, os.getpid(), self.settings.concurrency,
                  self.settings.memory_limit_mb)
-        self._watch = HeartbeatWatch(self.settings.lease_ttl_s, self.worker_id)
+        self._watch = HeartbeatWatch(self.settings.lease_ttl_s, self.supervisor_id)
         self._recover_dead_on_host()
         loops = [(self._loop, "loop"), (self._heartbeat_loop, "heartbeat")]
-        if wakeup.supported(self.leases.engine):
-            listener = wakeup.Listener(self.leases.engine, lambda: self._post(("work",)), self._halt)
+        if notify.supported(self.leases.engine):
+            listener = notify.Listener(self.leases.engine, lambda: self._post(("work",)), self._halt)
             loops.append((listener.run, "listen"))
             self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_LISTENING_S)
         for target, name in loops:
@@ -143,7 +144,7 @@ class Supervisor:
             try:
                 target()
             except BaseException as exc:
-                log.exception("supervisor.loop_died worker=%s thread=%s", self.worker_id,
+                log.exception("supervisor.loop_died supervisor=%s thread=%s", self.supervisor_id,
                               threading.current_thread().name)
                 self.fatal = exc
                 self._stopping.set()
@@ -160,15 +161,15 @@ class Supervisor:
 
     def _loop(self) -> None:
         mono = self.clock.monotonic
-        next_claim = next_reap = next_scan = next_check = mono()
+        next_claim = next_reclaim = next_scan = next_check = mono()
         stop_deadline: float | None = None
         while True:
             now = mono()
             if self._stopping.is_set():
                 if stop_deadline is None:
                     stop_deadline = now + self._grace_s
-                    log.info("supervisor.stopping worker=%s running=%s grace_s=%s",
-                             self.worker_id, len(self._inflight), self._grace_s)
+                    log.info("supervisor.stopping supervisor=%s running=%s grace_s=%s",
+                             self.supervisor_id, len(self._inflight), self._grace_s)
                 if not self._inflight or now >= stop_deadline:
                     break
             self._drain_events()
@@ -185,20 +186,20 @@ class Supervisor:
             if self._inflight and now >= next_check:
                 next_check = now + self.settings.lease_check_s
                 self._guard("lease_check", self._check_leases)
-            if now >= next_reap:
-                next_reap = now + self.settings.reap_every_s
-                self._guard("reap", self._reap)
+            if now >= next_reclaim:
+                next_reclaim = now + self.settings.reclaim_every_s
+                self._guard("reclaim", self._reclaim_silent)
             if now >= next_scan:
                 next_scan = now + SCAN_HOST_EVERY_S
                 self._guard("scan", self._recover_dead_on_host)
-            wake_at = min(next_claim, next_reap, next_scan, self._next_deadline(), self.pool.next_deadline(),
+            wake_at = min(next_claim, next_reclaim, next_scan, self._next_deadline(), self.pool.next_deadline(),
                           next_check if self._inflight else float("inf"),
                           stop_deadline if stop_deadline is not None else float("inf"))
             for event in self.pool.wait(max(0.0, wake_at - mono())):
                 self._on_pool(event)
             if self.pool.broken is not None and not self._stopping.is_set():
-                log.error("supervisor.cannot_run_tasks worker=%s: %s; stopping (its leases are released)",
-                          self.worker_id, self.pool.broken)
+                log.error("supervisor.cannot_run_tasks supervisor=%s: %s; stopping (its leases are released)",
+                          self.supervisor_id, self.pool.broken)
                 self.fatal = RuntimeError(self.pool.broken)
                 self.request_stop(grace_s=0.0)
         self._shutdown()
@@ -294,9 +295,10 @@ class Supervisor:
         room = self.settings.concurrency - len(self._inflight)
         if room <= 0:
             return self._idle_s
-        assert self.worker_id is not None
+        assert self.supervisor_id is not None
         try:
-            leases = self.leases.claim(self.worker_id, room, self.clock.now(), self.settings.lease_ttl_s)
+            # A read first: an idle supervisor asks without taking the database's write lock.
+            leases = self.leases.claim(self.supervisor_id, room) if self.leases.anything_due() else []
         except TenureError as exc:
             self._warn_once("claim.failed", exc)
             return self._idle_s
@@ -311,8 +313,8 @@ class Supervisor:
         ex = Execution(lease=lease, started_mono=now, deadline_mono=now + timeout)
         with self._inflight_lock:
             self._inflight[ex.key] = ex
-        log.info("attempt.started task=%s attempt=%s run=%s position=%s kind=%s worker=%s",
-                 lease.task_id, lease.attempt, lease.run_id, lease.position, lease.kind, self.worker_id)
+        log.info("attempt.started task=%s attempt=%s run=%s position=%s kind=%s supervisor=%s",
+                 lease.task_id, lease.attempt, lease.run_id, lease.position, lease.kind, self.supervisor_id)
         try:
             self.pool.run(ex)
         except (wire.FrameTooLarge, TypeError, ValueError) as exc:
@@ -322,21 +324,21 @@ class Supervisor:
     # -- finishing ------------------------------------------------------------------------
 
     def _fail(self, ex: Execution, failure: Failure, outcome: Outcome = Outcome.FAILED) -> None:
-        retry_at = None
+        retry_in_s = None
         if outcome in (Outcome.FAILED, Outcome.CRASHED):
             decision = self.retry.decide(failure.permanent, ex.lease.charged + 1, ex.lease.max_attempts)
             if decision.retry:
-                retry_at = self.clock.now() + timedelta(seconds=decision.delay_s)
+                retry_in_s = decision.delay_s
                 self._retry_due = min(self._retry_due, self.clock.monotonic() + decision.delay_s)
         _, progress, saved = ex.snapshot()
-        self._write_finish(ex, outcome=outcome, error=failure.message, retry_at=retry_at,
+        self._write_finish(ex, outcome=outcome, error=failure.message, retry_in_s=retry_in_s,
                            progress=progress, checkpoint=saved)
 
     def _write_finish(self, ex: Execution, **kwargs: Any) -> bool:
         """Write the attempt's end; on a storage error keep the lease and try again later."""
-        assert self.worker_id is not None
+        assert self.supervisor_id is not None
         try:
-            applied = self.leases.finish(ex.lease, self.worker_id, self.clock.now(), **kwargs)
+            applied = self.leases.finish(ex.lease, self.supervisor_id, **kwargs)
         except TenureError as exc:
             if ex.pending is None:
                 log.info("finish.deferred task=%s attempt=%s error=%s (retrying every %s s)",
@@ -347,17 +349,17 @@ class Supervisor:
             return False
         outcome = kwargs["outcome"]
         if applied:
-            log.info("attempt.%s task=%s attempt=%s worker=%s%s", outcome.value, ex.key[0], ex.key[1],
-                     self.worker_id, f" error={kwargs.get('error')!r}" if kwargs.get("error") else "")
+            log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", outcome.value, ex.key[0], ex.key[1],
+                     self.supervisor_id, f" error={kwargs.get('error')!r}" if kwargs.get("error") else "")
         self._forget(ex)
         return True
 
     def _lose(self, ex: Execution, reason: str, *, isolate: bool) -> None:
         """The attempt's process died for someone else's sake: hand the task back, uncharged."""
-        assert self.worker_id is not None
+        assert self.supervisor_id is not None
         _, progress, saved = ex.snapshot()
         try:
-            self.leases.lose(ex.lease, self.worker_id, self.clock.now(), reason, isolate=isolate,
+            self.leases.lose(ex.lease, self.supervisor_id, reason, isolate=isolate,
                              progress=progress, checkpoint=saved)
         except TenureError as exc:
             # Keep the attempt (its lease is ours, its process gone) and hand it back later.
@@ -366,15 +368,15 @@ class Supervisor:
             ex.phase, ex.pending = "finishing", {"verb": "lose", "reason": reason, "isolate": isolate}
             ex.next_check_mono = self.clock.monotonic() + FINISH_RETRY_S
             return
-        log.info("attempt.lost task=%s attempt=%s worker=%s isolate=%s reason=%r",
-                 ex.key[0], ex.key[1], self.worker_id, isolate, reason)
+        log.info("attempt.lost task=%s attempt=%s supervisor=%s isolate=%s reason=%r",
+                 ex.key[0], ex.key[1], self.supervisor_id, isolate, reason)
         self._forget(ex)
         self._claim_now = True  # it is due again at once; we may as well take it
 
     def _lease_lost(self, ex: Execution) -> None:
-        """Cancelled, reaped or reclaimed: stop its code now; any write of it would be fenced."""
-        log.warning("attempt.lease_lost task=%s attempt=%s worker=%s: stopping it", ex.key[0], ex.key[1],
-                    self.worker_id)
+        """Cancelled or reclaimed: stop its code now; any write of it would be fenced."""
+        log.warning("attempt.lease_lost task=%s attempt=%s supervisor=%s: stopping it", ex.key[0], ex.key[1],
+                    self.supervisor_id)
         self.pool.stop(ex, "lost its lease (cancelled, or reclaimed by another supervisor)")
         self._forget(ex)
 
@@ -392,7 +394,7 @@ class Supervisor:
             self._guard("heartbeat", self._beat)
 
     def _beat(self) -> None:
-        assert self.worker_id is not None
+        assert self.supervisor_id is not None
         with self._inflight_lock:
             snapshot = list(self._inflight.values())
         updates, versions = [], []
@@ -401,7 +403,7 @@ class Supervisor:
             if version != ex.flushed_version:
                 updates.append((ex.key[0], ex.key[1], progress, saved))
                 versions.append((ex, version))
-        held = self.leases.heartbeat(self.worker_id, self.clock.now(), self.settings.lease_ttl_s, updates)
+        held = self.leases.heartbeat(self.supervisor_id, updates)
         for ex, version in versions:
             ex.flushed_version = version
         for ex in snapshot:
@@ -414,49 +416,54 @@ class Supervisor:
         Also hands back any lease this supervisor holds but no longer tracks, so that no task
         can stay ``running`` under a live supervisor that is not running it.
         """
-        assert self.worker_id is not None
-        held = self.leases.held(self.worker_id)
+        assert self.supervisor_id is not None
+        held = self.leases.held(self.supervisor_id)
         for ex in list(self._inflight.values()):
             if ex.key not in held and ex.phase != "finishing":
                 self._lease_lost(ex)
         orphans = held - set(self._inflight)
         if orphans:
-            log.error("supervisor.orphaned_leases worker=%s tasks=%s: handing them back", self.worker_id,
+            log.error("supervisor.orphaned_leases supervisor=%s tasks=%s: handing them back", self.supervisor_id,
                       sorted(orphans))
-            self.leases.reclaim_keys(self.worker_id, sorted(orphans), self.clock.now(),
+            self.leases.reclaim_keys(self.supervisor_id, sorted(orphans),
                                      "its supervisor lost track of it (a bug in tenure)")
 
-    def _reap(self) -> None:
-        """Reap the leases of supervisors whose heartbeat stopped changing (see :mod:`reaper`)."""
+    def _reclaim_silent(self) -> None:
+        """Reclaim the leases of supervisors whose heartbeat stopped changing (see :mod:`liveness`)."""
         assert self._watch is not None
         for dead in self._watch.dead(self.leases.lease_holders(), self.clock.monotonic()):
-            lost = self.leases.reclaim_worker(
-                dead, self.clock.now(),
-                f"its supervisor (worker {dead}) stopped heartbeating for {self.settings.lease_ttl_s:g} s "
-                "(crashed, hung or cut off)",
+            lost = self.leases.reclaim_supervisor(
+                dead, f"its supervisor (supervisor {dead}) stopped heartbeating for {self.settings.lease_ttl_s:g} s "
+                      "(crashed, hung or cut off)",
             )
-            log.warning("supervisor.reaped dead_worker=%s tasks=%s worker=%s: no heartbeat for %s s",
-                        dead, len(lost), self.worker_id, self.settings.lease_ttl_s)
+            log.warning("supervisor.reclaimed dead=%s tasks=%s supervisor=%s: no heartbeat for %s s",
+                        dead, len(lost), self.supervisor_id, self.settings.lease_ttl_s)
 
     def _recover_dead_on_host(self) -> None:
-        assert self.worker_id is not None
-        for worker in self.leases.live_workers_on(self.host, except_id=self.worker_id):
-            if liveness.process_alive(worker.pid, worker.started_at):
+        """Reclaim at once the leases of supervisors on this host whose process is gone."""
+        assert self.supervisor_id is not None
+        for other in self.leases.live_supervisors_on(self.host, except_id=self.supervisor_id):
+            if liveness.process_alive(other.pid, other.boot_id, other.start_ticks):
                 continue
-            lost = self.leases.reclaim_worker(
-                worker.id, self.clock.now(),
-                f"its supervisor (worker {worker.id}, pid {worker.pid} on {worker.host}) died",
+            lost = self.leases.reclaim_supervisor(
+                other.id, f"its supervisor (supervisor {other.id}, pid {other.pid} on {other.host}) died",
             )
-            log.warning("supervisor.reclaimed dead_worker=%s pid=%s tasks=%s worker=%s: its process is gone",
-                        worker.id, worker.pid, len(lost), self.worker_id)
+            log.warning("supervisor.reclaimed dead=%s pid=%s tasks=%s supervisor=%s: its process is gone",
+                        other.id, other.pid, len(lost), self.supervisor_id)
+        # A due time far ahead was set by a clock that stepped back since: make it due now.
+        horizon = 2 * self.settings.retry_cap_s + 60.0
+        stepped = self.leases.requeue_stepped(horizon)
+        if stepped:
+            log.warning("supervisor.requeued_stepped tasks=%s: due more than %g s ahead, so a clock stepped",
+                        stepped, horizon)
 
     def _warn_once(self, event: str, exc: BaseException) -> None:
         """A storage error repeats every beat and poll while it lasts: log it once per episode."""
         now = self.clock.monotonic()
         if now - self._warned.get(event, -float("inf")) >= QUIET_S:
             self._warned[event] = now
-            log.warning("%s worker=%s error=%s (repeats in the next %g s are not logged)",
-                        event, self.worker_id, exc, QUIET_S)
+            log.warning("%s supervisor=%s error=%s (repeats in the next %g s are not logged)",
+                        event, self.supervisor_id, exc, QUIET_S)
 
     def _guard(self, what: str, fn: Any) -> None:
         try:
@@ -464,7 +471,7 @@ class Supervisor:
         except TenureError as exc:
             self._warn_once(f"{what}.failed", exc)
         except Exception:
-            log.exception("%s.crashed worker=%s", what, self.worker_id)
+            log.exception("%s.crashed supervisor=%s", what, self.supervisor_id)
 
     def _shutdown(self) -> None:
         with self._inflight_lock:
@@ -472,22 +479,22 @@ class Supervisor:
             self._inflight.clear()
         # Their code must not run on beside the next holder: end every task process first.
         self.pool.close()
-        assert self.worker_id is not None
+        assert self.supervisor_id is not None
         try:
             if remaining:
                 handed = []
                 for ex in remaining:
                     _, progress, saved = ex.snapshot()
                     handed.append((ex.lease, progress, saved))
-                released = self.leases.release(self.worker_id, handed, self.clock.now())
-                log.info("supervisor.released worker=%s tasks=%s", self.worker_id, released)
-            self.leases.stop_worker(self.worker_id, self.clock.now())
+                released = self.leases.release(self.supervisor_id, handed)
+                log.info("supervisor.released supervisor=%s tasks=%s", self.supervisor_id, released)
+            self.leases.stop_supervisor(self.supervisor_id)
         except TenureError as exc:
-            log.warning("supervisor.release_failed worker=%s error=%s (leases expire in %s s)",
-                        self.worker_id, exc, self.settings.lease_ttl_s)
+            log.warning("supervisor.release_failed supervisor=%s error=%s (leases expire in %s s)",
+                        self.supervisor_id, exc, self.settings.lease_ttl_s)
         self._halt.set()
         for thread in self._threads:  # the listener closes its connection within a second
             if thread is not threading.current_thread():
                 thread.join(timeout=2.0)
-        log.info("supervisor.stopped worker=%s", self.worker_id)
+        log.info("supervisor.stopped supervisor=%s", self.supervisor_id)
         self.stopped.set()

@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 import service
-from service import schema
 from service.clock import FakeClock
-from service.db import make_engine
+from service.storage import schema
+from service.storage.db import make_engine
 
 
 @pytest.fixture(scope="session")

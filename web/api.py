@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.errors import InvalidInput, TenureError
-from service.store import RunView, TaskView
+from service.storage.views import RunView, TaskView
 from web import forms
 from web.http import BodyTooLarge, read_body, run_id, status_for, tenure_of
 from web.openapi import SPEC

@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 from service import summary
 from service.errors import InvalidInput, TenureError
 from service.protocol import kinds
-from service.store import RunView, TaskView
+from service.storage.views import RunStatusView, RunView, TaskView
 from web import forms
 from web.http import BodyTooLarge, read_body, run_id, status_for, tenure_of
 
@@ -72,7 +72,7 @@ async def _render_index(request: Request, values: dict[str, Any], message: str |
         return error_page(request, str(exc), status_for(exc))
     context = {
         "live": live, "history": history, "page": page, "pages": max(1, math.ceil(total / HISTORY_PAGE)),
-        "values": values, "message": message, "kinds": kinds(), "now": t.clock.now(),
+        "values": values, "message": message, "kinds": kinds(),
     }
     return templates.TemplateResponse(request, "index.html", context, status_code=status)
 
@@ -100,41 +100,39 @@ async def create_run(request: Request) -> Response:
 
 
 async def run_page(request: Request) -> Response:
+    t = tenure_of(request)
     try:
-        context = await run_in_threadpool(status_context, request, run_id(request))
+        status = await run_in_threadpool(t.run_status, run_id(request))
     except TenureError as exc:
         return error_page(request, str(exc), status_for(exc))
-    return templates.TemplateResponse(request, "run.html", context)
+    return templates.TemplateResponse(request, "run.html", status_context(request, status))
 
 
 async def status_fragment(request: Request) -> Response:
+    """The bar, the grid and the summary, or 304 when the browser's copy is current.
+
+    One read of one snapshot computes the ETag and, only when it changed, everything else.
+    """
     t = tenure_of(request)
+    sent = [tag.strip().removeprefix("W/").strip('"') for tag in request.headers.get("if-none-match", "").split(",")]
     try:
         rid = run_id(request)
-        fingerprint = await run_in_threadpool(t.store.run_fingerprint, rid)
+        status = await run_in_threadpool(t.run_status, rid, sent[0] if len(sent) == 1 and sent[0] else None)
     except TenureError as exc:
         return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
-    etag = f'W/"{fingerprint}"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "HX-Request"}
-    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+    headers = {"ETag": f'W/"{status.etag}"', "Cache-Control": "no-cache", "Vary": "HX-Request"}
+    if not status.changed or status.etag in sent:
         return Response(status_code=304, headers=headers)
-    try:
-        context = await run_in_threadpool(status_context, request, rid)
-    except TenureError as exc:
-        return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
-    return templates.TemplateResponse(request, "_status.html", context, headers=headers)
+    return templates.TemplateResponse(request, "_status.html", status_context(request, status), headers=headers)
 
 
-def status_context(request: Request, rid: int) -> dict[str, Any]:
-    """Everything the bar, the grid and the summary show, from one snapshot plus one grouped query."""
-    t = tenure_of(request)
-    run, tasks = t.run_with_tasks(rid)
-    now = t.clock.now()
+def status_context(request: Request, status: RunStatusView) -> dict[str, Any]:
+    """Everything the bar, the grid and the summary show, from one snapshot."""
+    run, tasks, now = status.run, status.tasks or [], status.now
     progress = summary.progress(run, tasks, now)
     ended = None
     if not run.live:
-        ended = summary.summarize(run, tasks, t.store.run_attempt_outcomes(rid))
-    hook = t.task(run.hook_task_id) if run.hook_task_id is not None else None
+        ended = summary.summarize(run, tasks, status.outcomes or {})
     counts = run.counts
     total = max(run.total, 1)
     running_share = sum(task.progress for task in tasks if task.status == "running")
@@ -145,8 +143,8 @@ def status_context(request: Request, rid: int) -> dict[str, Any]:
     }
     return {
         "run": run, "tasks": [tile(task, now) for task in tasks], "progress": progress, "shares": shares,
-        "summary": ended, "hook": hook, "title": page_title(run),
-        "status_url": request.url_for("status_fragment", run_id=rid),
+        "summary": ended, "hook": status.hook, "title": page_title(run), "final": status.final,
+        "status_url": request.url_for("status_fragment", run_id=run.id),
     }
 
 

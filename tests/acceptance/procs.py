@@ -44,7 +44,7 @@ class Server:
         env = {**os.environ, "TENURE_HEARTBEAT_S": "0.25", "TENURE_LEASE_TTL_S": "30", **self.env}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve", "--db", str(self.db), "--port", str(self.port)],
+                [sys.executable, "-m", "web", "serve", "--db", str(self.db), "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         if wait:
             wait_for(self._answers, 20, "tenure serve to answer")

@@ -223,7 +223,7 @@ def test_two_supervisors_on_one_sqlite_file_never_run_a_task_twice_at_once(tmp_p
         run = t.wait_run(run_id, 60)
         with t.engine.connect() as conn:
             rows = conn.exec_driver_sql(
-                "SELECT a.task_id, a.worker_id, a.started_at, a.finished_at, a.outcome FROM task_attempts a "
+                "SELECT a.task_id, a.supervisor_id, a.started_at, a.finished_at, a.outcome FROM task_attempts a "
                 "JOIN tasks t ON t.id = a.task_id WHERE t.run_id = ? ORDER BY a.task_id, a.started_at",
                 (run_id,)).all()
     finally:

@@ -43,12 +43,12 @@ def test_gil_hogs_starve_no_heartbeat_and_no_page(tmp_path: Path) -> None:
         wait_for(lambda: t.run(run_id).counts["running"] == 50, 15, "all 50 running")
         watcher = start_worker(db, tmp_path / "watcher.log", env, "--concurrency", "1")
         with t.engine.connect() as conn:
-            serve_worker = conn.execute(text("SELECT min(id) FROM workers")).scalar()
+            serve_worker = conn.execute(text("SELECT min(id) FROM supervisors")).scalar()
 
         def sample() -> bool:
             nonlocal slowest_api
             with t.engine.connect() as conn:
-                beat = conn.execute(text("SELECT heartbeat_at FROM workers WHERE id = :w"),
+                beat = conn.execute(text("SELECT heartbeat_at FROM supervisors WHERE id = :w"),
                                     {"w": serve_worker}).scalar()
             beat = beat if isinstance(beat, datetime) else datetime.fromisoformat(str(beat))
             if not beats or beats[-1] != beat:

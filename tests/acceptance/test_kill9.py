@@ -60,9 +60,9 @@ def test_kill_9_mid_run_then_restart_loses_and_doubles_nothing(tmp_path: Path) -
     with t.engine.connect() as conn:
         rows = conn.execute(text(
             "SELECT a.task_id, a.outcome, a.finished_at, w.started_at AS restart "
-            "FROM task_attempts a JOIN tasks t ON t.id = a.task_id, workers w "
-            "WHERE t.run_id = :run AND w.id = (SELECT max(id) FROM workers)"), {"run": run_id}).all()
-        first_stopped = conn.execute(text("SELECT stopped_at FROM workers WHERE id = 1")).scalar()
+            "FROM task_attempts a JOIN tasks t ON t.id = a.task_id, supervisors w "
+            "WHERE t.run_id = :run AND w.id = (SELECT max(id) FROM supervisors)"), {"run": run_id}).all()
+        first_stopped = conn.execute(text("SELECT stopped_at FROM supervisors WHERE id = 1")).scalar()
     succeeded = [r.task_id for r in rows if r.outcome == "succeeded"]
     assert sorted(succeeded) == sorted(task.id for task in tasks), "each task succeeded exactly once"
     assert not [r for r in rows if r.outcome == "running"], "no attempt left open"

@@ -48,7 +48,7 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 def live_workers(t: service.Tenure) -> int:
     with t.engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM workers WHERE stopped_at IS NULL")).scalar_one())
+        return int(conn.execute(text("SELECT count(*) FROM supervisors WHERE stopped_at IS NULL")).scalar_one())
 
 
 def test_three_workers_run_each_task_exactly_once_and_share_the_work(pg_url: str, tmp_path: Path) -> None:
@@ -61,8 +61,8 @@ def test_three_workers_run_each_task_exactly_once_and_share_the_work(pg_url: str
         run = t.wait_run(run_id, 60)
         with t.engine.connect() as conn:
             per_worker = dict(conn.execute(text(
-                "SELECT a.worker_id, count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id "
-                "WHERE t.run_id = :r AND a.outcome = 'succeeded' GROUP BY a.worker_id"), {"r": run_id}).all())
+                "SELECT a.supervisor_id, count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id "
+                "WHERE t.run_id = :r AND a.outcome = 'succeeded' GROUP BY a.supervisor_id"), {"r": run_id}).all())
             doubled = conn.execute(text(
                 "SELECT count(*) FROM (SELECT a.task_id FROM task_attempts a JOIN tasks t ON t.id = a.task_id "
                 "WHERE t.run_id = :r AND a.outcome = 'succeeded' GROUP BY a.task_id HAVING count(*) > 1) d"),
@@ -87,7 +87,7 @@ def test_kill_9_of_one_worker_of_three(pg_url: str, tmp_path: Path) -> None:
         with t.engine.connect() as conn:
             def victim_busy() -> bool:
                 return bool(conn.execute(text(
-                    "SELECT count(*) FROM tasks t JOIN workers w ON w.id = t.lease_owner "
+                    "SELECT count(*) FROM tasks t JOIN supervisors w ON w.id = t.supervisor_id "
                     "WHERE t.status = 'running' AND w.host = 'host-0'")).scalar_one())
             wait_for(victim_busy, 20, "the victim to hold leases")
             conn.rollback()
@@ -96,7 +96,7 @@ def test_kill_9_of_one_worker_of_three(pg_url: str, tmp_path: Path) -> None:
         run = t.wait_run(run_id, 60)
         with t.engine.connect() as conn:
             lost = conn.execute(text(
-                "SELECT count(*) FROM task_attempts a JOIN workers w ON w.id = a.worker_id "
+                "SELECT count(*) FROM task_attempts a JOIN supervisors w ON w.id = a.supervisor_id "
                 "WHERE a.outcome = 'lost' AND w.host = 'host-0'")).scalar_one()
             doubled = conn.execute(text(
                 "SELECT count(*) FROM (SELECT task_id FROM task_attempts WHERE outcome = 'succeeded' "

@@ -1,49 +1,62 @@
 """Wall-clock jumps neither expire live leases nor keep dead ones alive.
 
-Leases are judged by watching heartbeats change, on the reaper's monotonic clock
-(:mod:`service.reaper`); lease_expires_at is for people and SQL, never compared across clocks.
+Leases are judged by watching heartbeats change, on the watcher's monotonic clock
+(:mod:`service.liveness`); no wall clock of a process is ever compared with another's.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from service.clock import FakeClock
-from service.leases import Leases
-from service.reaper import HeartbeatWatch
+from service.liveness import HeartbeatWatch, process_alive, process_identity
+from service.storage.leases import Leases
 
 TTL = 15.0
 
 
-def test_wall_clock_jumps_do_not_fool_the_reaper(open_tenure, fake_clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+def test_wall_clock_jumps_do_not_fool_the_watch(open_tenure, fake_clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
     t = open_tenure(clock=fake_clock)
     leases = Leases(t.engine)
-    reaper_id = leases.register_worker("host-r", 1, fake_clock.now())
-    alive = leases.register_worker("host-a", 2, fake_clock.now())
-    dead = leases.register_worker("host-d", 3, fake_clock.now())
+    watcher = leases.register("host-r", 1, None, None)
+    alive = leases.register("host-a", 2, None, None)
+    dead = leases.register("host-d", 3, None, None)
     t.submit_run(4, "echo")
-    leases.claim(alive, 2, fake_clock.now(), TTL)
-    leases.claim(dead, 2, fake_clock.now(), TTL)
-    watch = HeartbeatWatch(TTL, me=reaper_id)
+    leases.claim(alive, 2)
+    leases.claim(dead, 2)
+    watch = HeartbeatWatch(TTL, me=watcher)
     assert watch.dead(leases.lease_holders(), fake_clock.monotonic()) == []
-
-    # The wall clock leaps an hour ahead: every lease_expires_at is now "past".
+    # The wall clock leaps an hour ahead, then two hours back: the watch does not read it.
     fake_clock.jump_wall(3600)
     for _ in range(5):
         fake_clock.advance(2)
-        leases.heartbeat(alive, fake_clock.now(), TTL)
+        leases.heartbeat(alive)
         assert watch.dead(leases.lease_holders(), fake_clock.monotonic()) == []
-    # ... and two hours back: the dead worker's lease now looks valid for two more hours.
     fake_clock.jump_wall(-7200)
-    fake_clock.advance(6)  # 16 s of real (monotonic) time since the dead worker's last beat
-    leases.heartbeat(alive, fake_clock.now(), TTL)
+    fake_clock.advance(6)  # 16 s of monotonic time since the dead supervisor's last beat
+    leases.heartbeat(alive)
     assert watch.dead(leases.lease_holders(), fake_clock.monotonic()) == [dead]
-    assert len(leases.reclaim_worker(dead, fake_clock.now(), "no heartbeat")) == 2
+    assert len(leases.reclaim_supervisor(dead, "no heartbeat")) == 2
     assert set(leases.lease_holders()) == {alive}
 
 
-def test_a_new_reaper_gives_every_holder_a_full_ttl(fake_clock: FakeClock) -> None:
+def test_a_new_watch_gives_every_holder_a_full_ttl(fake_clock: FakeClock) -> None:
     watch = HeartbeatWatch(TTL, me=1)
     beat = fake_clock.now()
     assert watch.dead({2: beat}, 100.0) == []
     assert watch.dead({2: beat}, 114.9) == []
     assert watch.dead({2: beat}, 115.0) == [2]
     assert watch.dead({1: beat}, 999.0) == []  # never itself
+
+
+def test_same_host_liveness_compares_start_ticks_not_wall_times() -> None:
+    boot, ticks = process_identity(os.getpid())
+    assert boot and ticks is not None
+    assert process_alive(os.getpid(), boot, ticks)
+    assert not process_alive(os.getpid(), boot, ticks + 1), "a reused pid (another start) counts as dead"
+    assert not process_alive(os.getpid(), "another-boot", ticks), "a process from before a reboot is dead"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    assert not process_alive(int(gone.stdout), boot, ticks)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import service
-from service.leases import Leases
+from service.storage.leases import Leases
 from service.supervisor import Supervisor
 from tests import kinds_for_tests as k
 from tests.conftest import wait_for
@@ -102,8 +102,8 @@ def test_an_execution_whose_lease_was_taken_stops_at_once(t: service.Tenure, sup
     wait_for(lambda: k.events(log, "long.start"), 5, "the task to start")
     ((_, _, _, pid),) = k.events(log, "long.start")
     # Another supervisor decides this one is dead (a long stall, a partition) and takes the task.
-    assert sup.worker_id is not None
-    Leases(t.engine).reclaim_worker(sup.worker_id, t.clock.now(), "judged dead by another supervisor")
+    assert sup.supervisor_id is not None
+    Leases(t.engine).reclaim_supervisor(sup.supervisor_id, "judged dead by another supervisor")
     wait_for(lambda: not _alive(pid), 2, "the stale execution's process to end")
     wait_for(lambda: t.task(task_id).attempts == 2, 5, "the task to run again")
     assert [a.outcome for a in t.attempts(task_id)][:1] == ["lost"]

@@ -11,10 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, text
 
-from service import schema
-from service.db import make_engine
 from service.errors import SchemaError, StorageError
-from service.models import Base
+from service.storage import schema
+from service.storage.db import make_engine
+from service.storage.models import Base
 
 
 def test_migrations_and_models_agree(tmp_path: Path) -> None:

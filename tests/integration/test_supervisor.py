@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -183,17 +184,22 @@ def test_leases_of_a_dead_supervisor_on_this_host_are_reclaimed_at_start(t: serv
     import subprocess
     import sys
 
-    from service.leases import Leases
+    from service.liveness import process_identity
+    from service.storage.leases import Leases
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     leases = Leases(t.engine)
-    ghost = leases.register_worker(socket.gethostname(), int(dead.stdout), t.clock.now())
-    run_id = t.submit_run(3, "t_blocking")
-    assert len(leases.claim(ghost, 3, t.clock.now(), ttl_s=3600)) == 3
-    supervise()  # the ghost's lease would live an hour; its pid is gone, so no waiting
-    run = t.wait_run(run_id, 5)
-    assert run.counts["succeeded"] == 3
+    boot, ticks = process_identity(os.getpid())
+    ghost = leases.register(socket.gethostname(), int(dead.stdout), boot, ticks)
+    # A ghost with our very pid but another start: a pid reused after a restart, so dead too.
+    reused = leases.register(socket.gethostname(), os.getpid(), boot, (ticks or 0) - 1)
+    run_id = t.submit_run(4, "t_blocking")
+    assert len(leases.claim(ghost, 3)) == 3 and len(leases.claim(reused, 1)) == 1
+    # A lease TTL of a minute: only noticing the dead processes can recover these in time.
+    supervise(lease_ttl_s=60.0)
+    run = t.wait_run(run_id, 3)
+    assert run.counts["succeeded"] == 4
     _, tasks = t.run_with_tasks(run_id)
     assert all([(a.outcome, a.charged) for a in t.attempts(task.id)] == [("lost", False), ("succeeded", False)]
                for task in tasks)

@@ -52,6 +52,6 @@ def test_a_read_only_database_is_ridden_out(client: TestClient, caplog: pytest.L
     run = t.wait_run(run_id, 10)
     assert run.counts["succeeded"] == 10
     assert t.store.count_runs() == 1
-    assert caplog.text.count("finish.deferred worker=") == 1, "logged as a flood"
+    assert caplog.text.count("finish.deferred supervisor=") == 1, "logged as a flood"
     for task in t.run_with_tasks(run_id)[1]:
         assert [a.outcome for a in t.attempts(task.id)] == ["succeeded"]

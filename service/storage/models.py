@@ -1,4 +1,4 @@
-"""The schema: runs, tasks, task attempts and workers, as SQLAlchemy 2 typed models.
+"""The schema: runs, tasks, task attempts and supervisors, as SQLAlchemy 2 typed models.
 
 The tables only ever come to exist through the Alembic migrations in ``migrations/``;
 a test proves these models and the migrations agree. Names are chosen for people who
@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -108,8 +108,10 @@ class Task(Base):
     checkpoint: Mapped[Any | None] = mapped_column(JSON)
     result: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
-    lease_owner: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The supervisor holding its lease while it runs; NULL otherwise. A lease lives as long as
+    # that supervisor's heartbeat_at keeps changing (see service.liveness).
+    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"))
+    # When a queued or retrying task is due, by the database's clock (see storage.db.db_now).
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -119,21 +121,21 @@ class Task(Base):
         # A run's tiles in order, and its grouped status counts, are index lookups.
         Index("ix_tasks_run_position", "run_id", "position", unique=True),
         Index("ix_tasks_run_status", "run_id", "status"),
-        # Claiming walks only due rows, oldest first.
+        # Claiming walks only due rows, oldest first (the statuses are literals in the SQL sent,
+        # or SQLite cannot match the partial index).
         Index(
             "ix_tasks_due",
-            "next_attempt_at",
+            "next_attempt_at", "id",
             sqlite_where=text("status IN ('queued', 'retrying')"),
             postgresql_where=text("status IN ('queued', 'retrying')"),
         ),
-        # Reaping walks only running rows, by expiry; heartbeats find a supervisor's leases.
+        # Running tasks by the supervisor that leases them: heartbeats, lease checks, reclaims.
         Index(
-            "ix_tasks_lease_expiry",
-            "lease_expires_at",
+            "ix_tasks_running",
+            "supervisor_id",
             sqlite_where=text("status = 'running'"),
             postgresql_where=text("status = 'running'"),
         ),
-        Index("ix_tasks_lease_owner", "lease_owner"),
     )
 
 
@@ -143,7 +145,7 @@ class TaskAttempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
     attempt: Mapped[int] = mapped_column(Integer)
-    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
+    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"))
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     outcome: Mapped[str] = mapped_column(String(16))
@@ -154,14 +156,21 @@ class TaskAttempt(Base):
     __table_args__ = (Index("ix_task_attempts_task_attempt", "task_id", "attempt", unique=True),)
 
 
-class Worker(Base):
-    __tablename__ = "workers"
+class SupervisorRow(Base):
+    """One row per supervisor: the part of a `tenure worker` or `tenure serve` process that
+    leases and runs tasks."""
+
+    __tablename__ = "supervisors"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
+    # Which boot of the host, and when in it the process started (clock ticks since boot): what
+    # tells a live supervisor from a reused pid without reading any wall clock.
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    start_ticks: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
 
-    __table_args__ = (Index("ix_workers_host_live", "host", "stopped_at"),)
+    __table_args__ = (Index("ix_supervisors_host_live", "host", "stopped_at"),)

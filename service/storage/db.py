@@ -1,10 +1,14 @@
 """Engine factory and the one place where SQLite and PostgreSQL differ.
 
-* SQLite: WAL (set when tenure migrates the file), a busy timeout, foreign keys on; Python's own transaction handling is
-  switched off so that write transactions begin ``IMMEDIATE`` (they take the write lock up
-  front instead of failing half-way with "database is locked") and reads begin deferred.
-* PostgreSQL: URLs pass through untouched; claims add ``FOR UPDATE SKIP LOCKED``, which
-  SQLAlchemy renders only on dialects that have it.
+* SQLite: WAL (set when tenure migrates the file), a busy timeout, foreign keys on; Python's
+  own transaction handling is switched off so that write transactions begin ``IMMEDIATE``
+  (they take the write lock up front instead of failing half-way with "database is locked")
+  and reads begin deferred, each a snapshot of the file (WAL).
+* PostgreSQL: URLs pass through untouched; reads run REPEATABLE READ, so every statement of a
+  read sees one snapshot; claims add ``FOR UPDATE SKIP LOCKED`` and lock-ordered writes add
+  ``FOR UPDATE``, which SQLAlchemy renders only on dialects that have them.
+* The clock: :class:`db_now` is the database's idea of the time (UTC), rendered per dialect;
+  every timestamp tenure stores is written with it, and due times are compared with it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, Float, bindparam, create_engine, event, literal_column
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import FunctionElement
 
 from service.errors import InvalidInput
 
@@ -146,6 +153,56 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read_tx(engine: Engine) -> Iterator[Connection]:
-    """A read transaction: one consistent snapshot for every statement in the block."""
-    with engine.connect() as conn, conn.begin():
-        yield conn
+    """A read transaction: one consistent snapshot for every statement in the block.
+
+    REPEATABLE READ on PostgreSQL; on SQLite a deferred transaction is a snapshot already.
+    """
+    with engine.connect() as conn:
+        if not is_sqlite(conn):
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+class db_now(FunctionElement[Any]):
+    """The database's current UTC time, plus ``offset_s`` seconds (a bound parameter).
+
+    PostgreSQL: the server's clock, one for every client. SQLite: the clock of the host that
+    has the file, which every process using it shares (see the README on clocks).
+    """
+
+    type = DateTime()
+    inherit_cache = True
+
+    def __init__(self, offset_s: float | None = None) -> None:
+        self.offset_s = None if offset_s is None else float(offset_s)
+        super().__init__()
+
+
+@compiles(db_now, "postgresql")
+def _now_pg(element: db_now, compiler: Any, **kw: Any) -> str:
+    now = "timezone('UTC', statement_timestamp())"
+    if element.offset_s is None:
+        return now
+    offset = compiler.process(bindparam("db_now_offset_s", element.offset_s, unique=True, type_=Float()), **kw)
+    return f"({now} + make_interval(secs => {offset}))"
+
+
+@compiles(db_now, "sqlite")
+def _now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
+    # Milliseconds padded to the six digits SQLAlchemy stores, so that strings compare as times.
+    if element.offset_s is None:
+        return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+    shift = compiler.process(bindparam("db_now_shift", f"{element.offset_s:+.3f} seconds", unique=True), **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', {shift})"
+
+
+def status_is(column: Any, *statuses: str) -> ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with the statuses as literals in the SQL sent.
+
+    A partial index (``WHERE status IN ('queued', 'retrying')``) is used only if the planner sees
+    the same literals: with bound parameters SQLite scans the table. Statuses come from our own
+    enums, never from input.
+    """
+    literals: list[Any] = [literal_column("'" + str(s).replace("'", "") + "'") for s in statuses]
+    return column == literals[0] if len(literals) == 1 else column.in_(literals)  # type: ignore[no-any-return]

@@ -19,8 +19,8 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 import migrations
-from service.db import enable_wal, is_sqlite, sqlite_path
 from service.errors import SchemaError, StorageError
+from service.storage.db import enable_wal, is_sqlite, sqlite_path
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 

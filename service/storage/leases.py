@@ -1,0 +1,465 @@
+"""The lease protocol: every statement a supervisor runs, as verbs, one transaction each.
+
+A task is leased by a supervisor (``tasks.supervisor_id``) for one attempt (``attempts``).
+Every write to a leased row is a compare-and-set on (id, supervisor_id, attempts, status =
+'running'); a write that matches no row comes from a lease that was lost (reclaimed,
+cancelled) and changes nothing, so no task completes twice. Locks follow the order stated in
+:mod:`service.storage`: runs, then tasks by id, then attempts, then supervisors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, exists, func, insert, or_, select, update
+
+from service.storage import notify
+from service.storage.db import db_now, read_tx, status_is, write_tx
+from service.storage.errors import translated
+from service.storage.models import (
+    CHARGED_OUTCOMES,
+    DUE_TASK_STATUSES,
+    Outcome,
+    SupervisorRow,
+    Task,
+    TaskAttempt,
+    TaskStatus,
+)
+from service.storage.runs import close_attempt, lock_runs, lock_tasks, settle_run
+
+log = logging.getLogger("tenure.leases")
+
+# A task lost this many times without being charged (its supervisor died each time, or the
+# process it shared crashed) fails: it may be what kills them, and must not loop forever.
+MAX_LOST = 20
+DUE = tuple(s.value for s in DUE_TASK_STATUSES)
+
+Key = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One claimed attempt of a task: everything needed to run it and to fence its writes."""
+
+    task_id: int
+    attempt: int  # tasks.attempts after the claim: this attempt's number, 1-based
+    charged: int  # earlier attempts charged against max_attempts (failed, timed out, crashed)
+    lost: int  # earlier attempts lost through no fault of the task
+    max_attempts: int
+    run_id: int | None
+    position: int
+    kind: str
+    args: dict[str, Any]
+    checkpoint: Any
+    timeout_s: float | None
+    isolated: bool = False  # must run alone in a process of its own
+    memory_limit_mb: int | None = None  # None: the supervisor's limit
+
+    @property
+    def key(self) -> Key:
+        """(task id, attempt): what identifies this execution everywhere."""
+        return (self.task_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class LiveSupervisor:
+    id: int
+    host: str
+    pid: int
+    boot_id: str | None
+    start_ticks: int | None
+
+
+def _fence(task_id: int, supervisor_id: int, attempt: int) -> Any:
+    return (
+        (Task.id == task_id)
+        & (Task.supervisor_id == supervisor_id)
+        & (Task.attempts == attempt)
+        & status_is(Task.status, "running")
+    )
+
+
+class Leases:
+    """Claim, heartbeat, finish, release, lose and reclaim: the supervisor's side of the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- supervisors ----------------------------------------------------------------------
+
+    @translated
+    def register(self, host: str, pid: int, boot_id: str | None, start_ticks: int | None) -> int:
+        """Insert this supervisor's ``supervisors`` row; returns its id (what its leases carry)."""
+        with write_tx(self.engine) as conn:
+            return int(
+                conn.execute(
+                    insert(SupervisorRow)
+                    .values(host=host, pid=pid, boot_id=boot_id, start_ticks=start_ticks,
+                            started_at=db_now(), heartbeat_at=db_now())
+                    .returning(SupervisorRow.id)
+                ).scalar_one()
+            )
+
+    @translated
+    def live_supervisors_on(self, host: str, except_id: int) -> list[LiveSupervisor]:
+        """Supervisors on ``host`` not marked stopped, other than ``except_id``; [] when none."""
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(SupervisorRow.id, SupervisorRow.host, SupervisorRow.pid, SupervisorRow.boot_id,
+                       SupervisorRow.start_ticks)
+                .where(SupervisorRow.host == host, SupervisorRow.stopped_at.is_(None), SupervisorRow.id != except_id)
+            ).all()
+        return [LiveSupervisor(*row) for row in rows]
+
+    @translated
+    def lease_holders(self) -> dict[int, datetime]:
+        """{supervisor id: heartbeat_at} of every supervisor holding a running task; {} when none.
+
+        Walks ``ix_tasks_running`` (running rows only), whatever the number of finished tasks.
+        """
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(SupervisorRow.id, SupervisorRow.heartbeat_at)
+                .where(SupervisorRow.id.in_(
+                    select(Task.supervisor_id).where(status_is(Task.status, "running")).distinct()
+                ))
+            ).all()
+        return {supervisor_id: beat for supervisor_id, beat in rows}
+
+    @translated
+    def held(self, supervisor_id: int) -> set[Key]:
+        """The (task_id, attempt) pairs this supervisor still leases, from one index lookup.
+
+        Read only. An attempt missing from it was cancelled or reclaimed: its execution must
+        stop. Empty when it holds nothing.
+        """
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(Task.id, Task.attempts).where(
+                    Task.supervisor_id == supervisor_id, status_is(Task.status, "running")
+                )
+            ).all()
+        return {(r.id, r.attempts) for r in rows}
+
+    @translated
+    def stop_supervisor(self, supervisor_id: int) -> None:
+        """Mark the supervisor stopped. A no-op for an unknown id."""
+        with write_tx(self.engine) as conn:
+            conn.execute(update(SupervisorRow).where(SupervisorRow.id == supervisor_id)
+                         .values(stopped_at=db_now()))
+
+    # -- claim and heartbeat ------------------------------------------------------------
+
+    @translated
+    def anything_due(self) -> bool:
+        """Whether a claim would find a task, from a read that takes no write lock."""
+        with read_tx(self.engine) as conn:
+            return bool(conn.execute(select(exists(_due_query()))).scalar())
+
+    @translated
+    def claim(self, supervisor_id: int, limit: int) -> list[Lease]:
+        """Lease up to ``limit`` due tasks, oldest due first (by the database's clock), at once.
+
+        Atomic: the tasks turn ``running`` under this supervisor's lease and each gets an open
+        ``task_attempts`` row, all in one write transaction. On PostgreSQL the candidate rows
+        are locked ``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait on or take
+        the same row. Returns [] when nothing is due.
+        """
+        if limit <= 0:
+            return []
+        due = _due_query().limit(limit).with_for_update(skip_locked=True)
+        with write_tx(self.engine) as conn:
+            rows = conn.execute(
+                update(Task)
+                .where(Task.id.in_(due.scalar_subquery()))
+                .values(
+                    status=TaskStatus.RUNNING.value, supervisor_id=supervisor_id, attempts=Task.attempts + 1,
+                    started_at=_coalesce_now(Task.started_at), next_attempt_at=None,
+                )
+                .returning(
+                    Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id,
+                    Task.position, Task.kind, Task.args, Task.checkpoint, Task.timeout_s,
+                    Task.isolated, Task.memory_limit_mb,
+                )
+            ).all()
+            if not rows:
+                return []
+            conn.execute(
+                insert(TaskAttempt).values(started_at=db_now()),
+                [{"task_id": r.id, "attempt": r.attempts, "supervisor_id": supervisor_id,
+                  "outcome": Outcome.RUNNING.value, "charged": False} for r in rows],
+            )
+        leases = [
+            Lease(
+                task_id=r.id, attempt=r.attempts, charged=r.charged, lost=r.lost,
+                max_attempts=r.max_attempts, run_id=r.run_id, position=r.position, kind=r.kind,
+                args=r.args or {}, checkpoint=r.checkpoint, timeout_s=r.timeout_s,
+                isolated=bool(r.isolated), memory_limit_mb=r.memory_limit_mb,
+            )
+            for r in rows
+        ]
+        leases.sort(key=lambda lease: (lease.run_id or 0, lease.position))
+        return leases
+
+    @translated
+    def heartbeat(self, supervisor_id: int, updates: Sequence[tuple[int, int, float, Any]] = ()) -> set[Key]:
+        """Show this supervisor is alive, store progress and checkpoints; returns what it holds.
+
+        One write to its ``supervisors`` row, however many tasks it runs (a lease lives while
+        that row's heartbeat_at keeps changing), plus one fenced update per attempt in
+        ``updates`` — (task_id, attempt, progress, checkpoint) that changed since the last
+        beat — in task id order. Atomic. Returns the (task_id, attempt) pairs the supervisor
+        still holds: an attempt missing from it has lost its lease and must stop.
+        """
+        with write_tx(self.engine) as conn:
+            if updates:
+                conn.execute(
+                    update(Task)
+                    .where(
+                        (Task.id == bindparam("b_id"))
+                        & (Task.supervisor_id == supervisor_id)
+                        & (Task.attempts == bindparam("b_attempt"))
+                        & status_is(Task.status, "running")
+                    )
+                    .values(
+                        progress=bindparam("b_progress"),
+                        checkpoint=bindparam("b_checkpoint", type_=Task.checkpoint.type),
+                    )
+                    .execution_options(synchronize_session=False),
+                    [{"b_id": t, "b_attempt": a, "b_progress": p, "b_checkpoint": c}
+                     for t, a, p, c in sorted(updates, key=lambda u: u[0])],
+                )
+            conn.execute(update(SupervisorRow).where(SupervisorRow.id == supervisor_id)
+                         .values(heartbeat_at=db_now()))
+            held = conn.execute(
+                select(Task.id, Task.attempts).where(Task.supervisor_id == supervisor_id,
+                                                     status_is(Task.status, "running"))
+            ).all()
+        return {(r.id, r.attempts) for r in held}
+
+    # -- finishing an attempt -----------------------------------------------------------
+
+    @translated
+    def finish(
+        self,
+        lease: Lease,
+        supervisor_id: int,
+        *,
+        outcome: Outcome,
+        result: Any = None,
+        error: str | None = None,
+        retry_in_s: float | None = None,
+        progress: float | None = None,
+        checkpoint: Any = None,
+    ) -> bool:
+        """Record how an attempt ended, fenced by (task, supervisor, attempt).
+
+        ``outcome`` SUCCEEDED stores ``result``; FAILED, TIMED_OUT or CRASHED store ``error``,
+        charge the attempt (``tasks.charged`` + 1) and either schedule a retry ``retry_in_s``
+        seconds from now by the database's clock (status ``retrying``) or, when it is None,
+        fail the task. A finish that ends the task locks its run first (the lock order), so
+        the run's completion (and its hook task) happen in this same transaction. Returns
+        False, writing nothing, when the lease was lost.
+        """
+        succeeded = outcome is Outcome.SUCCEEDED
+        charged = outcome in CHARGED_OUTCOMES
+        if succeeded:
+            status = TaskStatus.SUCCEEDED
+        else:
+            status = TaskStatus.RETRYING if retry_in_s is not None else TaskStatus.FAILED
+        terminal = status is not TaskStatus.RETRYING
+        values: dict[str, Any] = {
+            "status": status.value, "error": error, "supervisor_id": None,
+            "next_attempt_at": db_now(retry_in_s) if retry_in_s is not None else None,
+        }
+        if charged:
+            values["charged"] = Task.charged + 1
+        if succeeded:
+            values.update(result=result, progress=1.0, finished_at=db_now())
+        elif terminal:
+            values.update(finished_at=db_now())
+        if progress is not None and not succeeded:
+            values["progress"] = progress
+        if checkpoint is not None:
+            values["checkpoint"] = checkpoint
+        with write_tx(self.engine) as conn:
+            if terminal:
+                lock_runs(conn, [lease.run_id])
+            changed = conn.execute(
+                update(Task).where(_fence(lease.task_id, supervisor_id, lease.attempt)).values(**values)
+            ).rowcount
+            if changed != 1:
+                log.warning("finish.fenced task=%s attempt=%s supervisor=%s outcome=%s: lease lost, write dropped",
+                            lease.task_id, lease.attempt, supervisor_id, outcome.value)
+                return False
+            close_attempt(conn, lease.task_id, lease.attempt, outcome, error, charged=charged)
+            if terminal and lease.run_id is not None:
+                settle_run(conn, lease.run_id)
+        return True
+
+    @translated
+    def release(self, supervisor_id: int, leases: Iterable[tuple[Lease, float | None, Any]]) -> int:
+        """Hand leases back at a graceful stop: the tasks are due again at once.
+
+        ``leases`` holds (lease, progress, checkpoint) with the latest progress and checkpoint
+        the attempt recorded (None: unchanged), so the next attempt resumes from there. Each
+        attempt closes as ``released``, not charged. Atomic; returns how many were released
+        (a lease already lost is skipped).
+        """
+        count = 0
+        with write_tx(self.engine) as conn:
+            for lease, progress, checkpoint in sorted(leases, key=lambda item: item[0].task_id):
+                values: dict[str, Any] = {"status": TaskStatus.QUEUED.value, "supervisor_id": None,
+                                          "next_attempt_at": db_now()}
+                if progress is not None:
+                    values["progress"] = progress
+                if checkpoint is not None:
+                    values["checkpoint"] = checkpoint
+                changed = conn.execute(
+                    update(Task).where(_fence(lease.task_id, supervisor_id, lease.attempt)).values(**values)
+                ).rowcount
+                if changed:
+                    close_attempt(conn, lease.task_id, lease.attempt, Outcome.RELEASED,
+                                  "released: its supervisor stopped gracefully")
+                    count += 1
+            if count:
+                notify.notify(conn)
+        return count
+
+    @translated
+    def lose(
+        self, lease: Lease, supervisor_id: int, reason: str, *, isolate: bool,
+        progress: float | None = None, checkpoint: Any = None,
+    ) -> bool:
+        """Close an attempt interrupted through no fault of its own.
+
+        For an attempt whose process died for another task's sake: stopped because that task
+        timed out or was cancelled, or crashed while shared with other tasks so that nobody
+        can tell which of them did it. The attempt closes as ``lost`` (not charged) and the
+        task is due again at once (or fails after :data:`MAX_LOST` such losses), with the
+        progress and checkpoint given. With ``isolate`` it runs alone in a process of its own
+        from now on (``tasks.isolated``), where a crash is its own. Fenced and atomic; False,
+        writing nothing, when the lease was already lost.
+        """
+        extra: dict[str, Any] = {"isolated": True} if isolate else {}
+        if progress is not None:
+            extra["progress"] = progress
+        if checkpoint is not None:
+            extra["checkpoint"] = checkpoint
+        with write_tx(self.engine) as conn:
+            return bool(_lose(conn, select(Task.id).where(_fence(lease.task_id, supervisor_id, lease.attempt)),
+                              reason, extra))
+
+    # -- reclaiming the leases of the dead ------------------------------------------------
+
+    @translated
+    def reclaim_supervisor(self, dead_id: int, reason: str) -> list[Key]:
+        """Take back every lease of a supervisor found dead, and mark it stopped.
+
+        Each attempt closes as ``lost``, not charged: its task is due again at once (or fails
+        after :data:`MAX_LOST` such losses). Atomic. Returns the (task_id, attempt) pairs
+        reclaimed; [] when it held none.
+        """
+        with write_tx(self.engine) as conn:
+            lost = _lose(conn, select(Task.id).where(Task.supervisor_id == dead_id,
+                                                     status_is(Task.status, "running")), reason)
+            conn.execute(
+                update(SupervisorRow)
+                .where(SupervisorRow.id == dead_id, SupervisorRow.stopped_at.is_(None))
+                .values(stopped_at=db_now())
+            )
+        return lost
+
+    @translated
+    def reclaim_keys(self, supervisor_id: int, keys: Sequence[Key], reason: str) -> list[Key]:
+        """Hand back, as lost and uncharged, these (task, attempt) leases of ``supervisor_id``.
+
+        Fenced per key and atomic; returns the pairs handed back ([] when none still matched).
+        """
+        if not keys:
+            return []
+        fences = [_fence(task_id, supervisor_id, attempt) for task_id, attempt in keys]
+        with write_tx(self.engine) as conn:
+            return _lose(conn, select(Task.id).where(or_(*fences)), reason)
+
+    @translated
+    def requeue_stepped(self, horizon_s: float) -> int:
+        """Make due now any waiting task due more than ``horizon_s`` from now; returns how many.
+
+        No due time is ever set that far ahead, so such a task was scheduled by a clock that
+        has since stepped back (or by a process whose clock runs ahead): without this, a
+        backward step of two hours would hold its retries for two hours.
+        """
+        with write_tx(self.engine) as conn:
+            changed = conn.execute(
+                update(Task)
+                .where(status_is(Task.status, *DUE), Task.next_attempt_at > db_now(horizon_s))
+                .values(next_attempt_at=db_now())
+            ).rowcount
+            if changed:
+                notify.notify(conn)
+        return int(changed)
+
+
+def _due_query() -> Any:
+    return (
+        select(Task.id)
+        .where(status_is(Task.status, *DUE), Task.next_attempt_at <= db_now())
+        .order_by(Task.next_attempt_at, Task.id)
+    )
+
+
+def _coalesce_now(column: Any) -> Any:
+    return func.coalesce(column, db_now())
+
+
+def _lose(conn: Connection, ids_query: Any, reason: str, extra: dict[str, Any] | None = None) -> list[Key]:
+    """Close the attempts of the running tasks ``ids_query`` selects as lost (not charged).
+
+    Each task is queued again at once; a task lost :data:`MAX_LOST` times fails instead, so a
+    task that kills every supervisor that runs it cannot loop forever. Follows the lock order:
+    the runs of tasks that will fail first, then the tasks by id, then their attempts.
+    """
+    candidates = conn.execute(
+        select(Task.id, Task.run_id, Task.lost).where(Task.id.in_(ids_query.scalar_subquery()))
+    ).all()
+    if not candidates:
+        return []
+    lock_runs(conn, [c.run_id for c in candidates if c.lost + 1 >= MAX_LOST])
+    ids = lock_tasks(conn, select(Task.id).where(Task.id.in_([c.id for c in candidates]),
+                                                 status_is(Task.status, "running")))
+    rows = conn.execute(
+        select(Task.id, Task.attempts, Task.lost, Task.supervisor_id, Task.run_id).where(Task.id.in_(ids))
+        .order_by(Task.id)
+    ).all()
+    lost: list[Key] = []
+    for r in rows:
+        times = r.lost + 1
+        give_up = times >= MAX_LOST
+        values: dict[str, Any] = {"supervisor_id": None, "lost": times, **(extra or {})}
+        if give_up:
+            values.update(
+                status=TaskStatus.FAILED.value, finished_at=db_now(), next_attempt_at=None,
+                error=f"lost {times} times without finishing (last: {reason}); tenure stopped "
+                      "retrying it in case it is what kills the processes running it",
+            )
+        else:
+            values.update(status=TaskStatus.QUEUED.value, next_attempt_at=db_now(), error=reason)
+        changed = conn.execute(
+            update(Task).where(_fence(r.id, r.supervisor_id, r.attempts)).values(**values)
+        ).rowcount
+        if not changed:
+            continue
+        close_attempt(conn, r.id, r.attempts, Outcome.LOST, reason)
+        log.info("lease.lost task=%s attempt=%s supervisor=%s lost=%s %s", r.id, r.attempts, r.supervisor_id,
+                 times, "failed" if give_up else "queued again")
+        if give_up and r.run_id is not None:
+            settle_run(conn, r.run_id)
+        lost.append((r.id, r.attempts))
+    if lost:
+        notify.notify(conn)
+    return lost

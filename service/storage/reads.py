@@ -1,0 +1,189 @@
+"""Reads: runs, tasks and attempts as people and applications see them.
+
+Each verb is one read transaction, so all its statements see one snapshot (REPEATABLE READ on
+PostgreSQL, a WAL snapshot on SQLite), and costs a fixed number of statements whatever the
+run's size, each using its index as sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+
+from service.errors import NotFound
+from service.storage.db import db_now, read_tx
+from service.storage.errors import translated
+from service.storage.models import Run, RunStatus, Task, TaskAttempt
+from service.storage.views import AttemptView, RunStatusView, RunView, TaskView, zero_counts
+
+_RUN_COLUMNS = (
+    Run.id, Run.name, Run.status, Run.kind, Run.total, Run.params, Run.on_complete,
+    Run.hook_task_id, Run.created_at, Run.finished_at,
+)
+_TASK_COLUMNS = (
+    Task.id, Task.run_id, Task.position, Task.kind, Task.args, Task.status, Task.attempts,
+    Task.max_attempts, Task.progress, Task.result, Task.error, Task.created_at, Task.started_at,
+    Task.finished_at, Task.next_attempt_at, Task.supervisor_id, Task.charged, Task.lost, Task.isolated,
+)
+
+
+class Reads:
+    """Read verbs. Callers never build queries."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @translated
+    def get_run(self, run_id: int) -> RunView:
+        """The run with its status counts (two statements). Raises NotFound."""
+        with read_tx(self.engine) as conn:
+            row = conn.execute(select(*_RUN_COLUMNS).where(Run.id == run_id)).one_or_none()
+            if row is None:
+                raise NotFound(f"there is no run {run_id}")
+            return RunView(**row._mapping, counts=_counts(conn, [run_id]).get(run_id, zero_counts()))
+
+    @translated
+    def run_status(self, run_id: int, etag: str | None = None) -> RunStatusView:
+        """Everything a run's page shows, from one snapshot, and its ETag.
+
+        Three statements compute the ETag: the run row with the database's clock, one grouped
+        aggregate of its tasks by status (which gives the counts too), and its hook task's
+        status. When ``etag`` matches, that is all (``changed`` is False). Otherwise two more
+        read the tasks in position order and the attempt outcomes (``retried``: charged
+        attempts another attempt followed). Raises NotFound for an unknown id.
+        """
+        with read_tx(self.engine) as conn:
+            row = conn.execute(select(*_RUN_COLUMNS, db_now().label("db_now")).where(Run.id == run_id)).one_or_none()
+            if row is None:
+                raise NotFound(f"there is no run {run_id}")
+            values = dict(row._mapping)
+            now = values.pop("db_now")
+            groups = conn.execute(
+                select(
+                    Task.status, func.count(), func.sum(Task.attempts), func.sum(func.round(Task.progress * 100)),
+                    func.max(Task.finished_at), func.max(Task.next_attempt_at), func.count(Task.error),
+                    func.sum(Task.charged), func.sum(Task.lost),
+                )
+                .where(Task.run_id == run_id)
+                .group_by(Task.status)
+                .order_by(Task.status)
+            ).all()
+            hook_status = None
+            if row.hook_task_id is not None:
+                hook_status = conn.execute(select(Task.status).where(Task.id == row.hook_task_id)).scalar()
+            counts = zero_counts()
+            for group in groups:
+                counts[group[0]] = int(group[1])
+            run = RunView(**values, counts=counts)
+            fingerprint = repr((run.status, run.finished_at, run.hook_task_id, hook_status,
+                                [tuple(g) for g in groups]))
+            tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
+            view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status)
+            if etag == tag:
+                return view
+            tasks = conn.execute(select(*_TASK_COLUMNS).where(Task.run_id == run_id).order_by(Task.position)).all()
+            hook = None
+            if row.hook_task_id is not None:
+                found = conn.execute(select(*_TASK_COLUMNS).where(Task.id == row.hook_task_id)).one_or_none()
+                hook = TaskView(*found) if found is not None else None
+            return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status,
+                                 tasks=[TaskView(*t) for t in tasks], outcomes=_outcomes(conn, run_id), hook=hook)
+
+    @translated
+    def run_snapshot(self, run_id: int) -> tuple[RunView, list[TaskView]]:
+        """The run, its counts and its tasks in position order, from one snapshot. Raises NotFound."""
+        status = self.run_status(run_id)
+        assert status.tasks is not None
+        return status.run, status.tasks
+
+    @translated
+    def list_runs(self, *, limit: int = 20, offset: int = 0, live: bool | None = None) -> list[RunView]:
+        """Runs, latest first, each with its counts: two statements for the whole page.
+
+        ``live`` True keeps running runs only, False finished ones only. [] past the end.
+        """
+        query = select(*_RUN_COLUMNS).order_by(Run.id.desc()).limit(limit).offset(offset)
+        if live is True:
+            query = query.where(Run.status == RunStatus.RUNNING.value)
+        elif live is False:
+            query = query.where(Run.status != RunStatus.RUNNING.value)
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(query).all()
+            counts = _counts(conn, [r.id for r in rows])
+        return [RunView(**row._mapping, counts=counts.get(row.id, zero_counts())) for row in rows]
+
+    @translated
+    def count_runs(self) -> int:
+        with read_tx(self.engine) as conn:
+            return int(conn.execute(select(func.count()).select_from(Run)).scalar_one())
+
+    @translated
+    def get_task(self, task_id: int) -> TaskView:
+        """One task. Raises NotFound for an unknown id."""
+        with read_tx(self.engine) as conn:
+            row = conn.execute(select(*_TASK_COLUMNS).where(Task.id == task_id)).one_or_none()
+        if row is None:
+            raise NotFound(f"there is no task {task_id}")
+        return TaskView(*row)
+
+    @translated
+    def attempts(self, task_id: int) -> list[AttemptView]:
+        """A task's attempts in order; [] for a task never claimed (or an unknown id)."""
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(
+                    TaskAttempt.attempt, TaskAttempt.supervisor_id, TaskAttempt.started_at,
+                    TaskAttempt.finished_at, TaskAttempt.outcome, TaskAttempt.error, TaskAttempt.charged,
+                )
+                .where(TaskAttempt.task_id == task_id)
+                .order_by(TaskAttempt.attempt)
+            ).all()
+        return [AttemptView(*row) for row in rows]
+
+    @translated
+    def run_attempt_outcomes(self, run_id: int) -> dict[str, int]:
+        """How many of the run's attempts ended each way; see :meth:`run_status`."""
+        with read_tx(self.engine) as conn:
+            return _outcomes(conn, run_id)
+
+    @translated
+    def database_now(self) -> datetime:
+        """The database's clock (UTC): what every stored timestamp was written with."""
+        with read_tx(self.engine) as conn:
+            value: datetime = conn.execute(select(db_now())).scalar_one()
+            return value
+
+
+def _outcomes(conn: Connection, run_id: int) -> dict[str, int]:
+    followed = TaskAttempt.attempt < Task.attempts
+    rows = conn.execute(
+        select(TaskAttempt.outcome, TaskAttempt.charged, followed, func.count())
+        .join(Task, Task.id == TaskAttempt.task_id)
+        .where(Task.run_id == run_id)
+        .group_by(TaskAttempt.outcome, TaskAttempt.charged, followed)
+    ).all()
+    counts: dict[str, int] = {}
+    for outcome, charged, was_followed, n in rows:
+        counts[outcome] = counts.get(outcome, 0) + int(n)
+        if charged and was_followed:
+            counts["retried"] = counts.get("retried", 0) + int(n)
+    return counts
+
+
+def _counts(conn: Connection, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    if not run_ids:
+        return {}
+    rows = conn.execute(
+        select(Task.run_id, Task.status, func.count())
+        .where(Task.run_id.in_(run_ids))
+        .group_by(Task.run_id, Task.status)
+    ).all()
+    counts: dict[int, dict[str, Any]] = {}
+    for run_id, status, n in rows:
+        if run_id is not None:
+            counts.setdefault(run_id, zero_counts())[status] = int(n)
+    return counts

@@ -1,0 +1,271 @@
+"""Run-level writes: submit runs and tasks, cancel, retry, and complete a run.
+
+Each verb is one transaction and takes its locks in the order :mod:`service.storage` states
+(the run row, then its tasks by id, then their attempts), and each run-level update is
+guarded: it changes the run only if the run is still in the state the verb read under lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, insert, select, update
+
+from service.errors import Conflict, NotFound
+from service.storage import notify
+from service.storage.db import db_now, status_is, write_tx
+from service.storage.errors import translated
+from service.storage.models import (
+    DUE_TASK_STATUSES,
+    TERMINAL_TASK_STATUSES,
+    Outcome,
+    Run,
+    RunStatus,
+    Task,
+    TaskAttempt,
+    TaskStatus,
+)
+
+log = logging.getLogger("tenure.storage")
+
+HOOK_MAX_ATTEMPTS = 3
+OPEN_TASK_STATUSES = tuple(s.value for s in (*DUE_TASK_STATUSES, TaskStatus.RUNNING))
+
+
+class Runs:
+    """Submissions and the run-level verbs a person or an application calls."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @translated
+    def create_run(
+        self,
+        *,
+        kind: str,
+        count: int,
+        params: dict[str, Any],
+        args_for: Callable[[int], dict[str, Any]],
+        name: str | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+        memory_limit_mb: int | None = None,
+        on_complete: str | None = None,
+    ) -> int:
+        """Insert a run and its ``count`` queued tasks (``args_for(position)`` each), due now.
+
+        Atomic: the run and all its tasks appear together or not at all. Returns the run id.
+        """
+        with write_tx(self.engine) as conn:
+            run_id = int(
+                conn.execute(
+                    insert(Run)
+                    .values(
+                        name=name, status=RunStatus.RUNNING.value, kind=kind, total=count,
+                        params=params, on_complete=on_complete, created_at=db_now(),
+                    )
+                    .returning(Run.id)
+                ).scalar_one()
+            )
+            conn.execute(
+                insert(Task).values(created_at=db_now(), next_attempt_at=db_now()),
+                [
+                    {
+                        "run_id": run_id, "position": i, "kind": kind, "args": args_for(i),
+                        "status": TaskStatus.QUEUED.value, "max_attempts": max_attempts,
+                        "timeout_s": timeout_s, "memory_limit_mb": memory_limit_mb,
+                        "attempts": 0, "progress": 0.0,
+                    }
+                    for i in range(count)
+                ],
+            )
+            notify.notify(conn)
+        return run_id
+
+    @translated
+    def create_task(
+        self,
+        *,
+        kind: str,
+        args: dict[str, Any],
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+        memory_limit_mb: int | None = None,
+    ) -> int:
+        """Insert one queued task that belongs to no run, due now. Atomic; returns the task id."""
+        with write_tx(self.engine) as conn:
+            task_id = int(
+                conn.execute(
+                    insert(Task)
+                    .values(
+                        run_id=None, position=0, kind=kind, args=args,
+                        status=TaskStatus.QUEUED.value, max_attempts=max_attempts,
+                        timeout_s=timeout_s, memory_limit_mb=memory_limit_mb, created_at=db_now(),
+                        next_attempt_at=db_now(),
+                    )
+                    .returning(Task.id)
+                ).scalar_one()
+            )
+            notify.notify(conn)
+        return task_id
+
+    @translated
+    def cancel_run(self, run_id: int) -> int:
+        """Cancel a running run: its open tasks become ``cancelled``, their open attempts close.
+
+        Locks the run, then its open tasks by id, then their attempts. A supervisor running
+        one of them sees its lease gone within ``lease_check_s`` and stops that attempt's
+        process; any write it tries is fenced off. Atomic. Returns how many tasks were cancelled.
+
+        Raises:
+            NotFound: no run has this id.
+            Conflict: the run is not running (it completed or was cancelled, perhaps just now).
+        """
+        with write_tx(self.engine) as conn:
+            _lock_running_run(conn, run_id, "only a running run can be cancelled")
+            ids = lock_tasks(conn, select(Task.id).where(Task.run_id == run_id,
+                                                         status_is(Task.status, *OPEN_TASK_STATUSES)))
+            if ids:
+                running = conn.execute(
+                    select(Task.id, Task.attempts).where(Task.id.in_(ids), status_is(Task.status, "running"))
+                ).all()
+                conn.execute(
+                    update(Task)
+                    .where(Task.id.in_(ids))
+                    .values(
+                        status=TaskStatus.CANCELLED.value, finished_at=db_now(), supervisor_id=None,
+                        next_attempt_at=None,
+                        error=case((Task.error.is_(None), "cancelled"), else_=Task.error),
+                    )
+                )
+                for task_id, attempt in running:
+                    close_attempt(conn, task_id, attempt, Outcome.CANCELLED, "cancelled")
+            changed = conn.execute(
+                update(Run)
+                .where(Run.id == run_id, status_is(Run.status, "running"))
+                .values(status=RunStatus.CANCELLED.value, finished_at=db_now())
+            ).rowcount
+            assert changed == 1  # the row is locked and was running
+        return len(ids)
+
+    @translated
+    def retry_run(self, run_id: int, extra_attempts: int = 3) -> int:
+        """Queue the failed and cancelled tasks of a finished run again, with a fresh budget.
+
+        Each such task gets ``extra_attempts`` more charged attempts (and its count of uncharged
+        losses starts again), its error and finish time clear, and the run is ``running`` again.
+        When it completes again a new completion hook task is created (``runs.hook_task_id``
+        then names the new one). Locks the run, then those tasks by id. Atomic. Returns how
+        many tasks were queued.
+
+        Raises:
+            NotFound: no run has this id.
+            Conflict: the run is still running, or none of its tasks failed or was cancelled.
+        """
+        again = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
+        with write_tx(self.engine) as conn:
+            status = _lock_run(conn, run_id)
+            if status == RunStatus.RUNNING.value:
+                raise Conflict(f"run {run_id} is still running; retry its failed tasks once it ends")
+            ids = lock_tasks(conn, select(Task.id).where(Task.run_id == run_id, status_is(Task.status, *again)))
+            if not ids:
+                raise Conflict(f"run {run_id} has no failed or cancelled task to retry")
+            conn.execute(
+                update(Task)
+                .where(Task.id.in_(ids))
+                .values(
+                    status=TaskStatus.QUEUED.value, max_attempts=Task.charged + extra_attempts, lost=0,
+                    error=None, finished_at=None, next_attempt_at=db_now(), progress=0.0,
+                )
+            )
+            conn.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == status)
+                .values(status=RunStatus.RUNNING.value, finished_at=None)
+            )
+            notify.notify(conn)
+        return len(ids)
+
+
+def _lock_run(conn: Connection, run_id: int) -> str:
+    """Lock the run row (first, by the lock order); its status. Raises NotFound."""
+    status = conn.execute(select(Run.status).where(Run.id == run_id).with_for_update()).scalar_one_or_none()
+    if status is None:
+        raise NotFound(f"there is no run {run_id}")
+    return str(status)
+
+
+def _lock_running_run(conn: Connection, run_id: int, only: str) -> None:
+    status = _lock_run(conn, run_id)
+    if status != RunStatus.RUNNING.value:
+        raise Conflict(f"run {run_id} is {status}; {only}")
+
+
+def lock_runs(conn: Connection, run_ids: Iterable[int | None]) -> None:
+    """Lock these run rows in id order (the first step of the lock order). A no-op on SQLite."""
+    ids = sorted({r for r in run_ids if r is not None})
+    if ids:
+        conn.execute(select(Run.id).where(Run.id.in_(ids)).order_by(Run.id).with_for_update()).all()
+
+
+def lock_tasks(conn: Connection, ids_query: Any) -> list[int]:
+    """Lock the tasks a ``SELECT tasks.id ...`` finds, in id order; returns their ids."""
+    return [int(i) for i in conn.execute(ids_query.order_by(Task.id).with_for_update()).scalars()]
+
+
+def close_attempt(
+    conn: Connection, task_id: int, attempt: int, outcome: Outcome, error: str | None, *, charged: bool = False
+) -> None:
+    """Close the attempt's row if it is still open (``outcome = 'running'``)."""
+    conn.execute(
+        update(TaskAttempt)
+        .where(
+            TaskAttempt.task_id == task_id,
+            TaskAttempt.attempt == attempt,
+            status_is(TaskAttempt.outcome, "running"),
+        )
+        .values(outcome=outcome.value, error=error, finished_at=db_now(), charged=charged)
+    )
+
+
+def settle_run(conn: Connection, run_id: int) -> bool:
+    """Mark the run completed if none of its tasks is open; create its hook task then.
+
+    Runs inside the caller's transaction, which has locked the run row first (the lock order),
+    so two transactions finishing a run's last two tasks cannot both miss the completion. The
+    completion is guarded on ``status = 'running'``, so each completion creates one hook task;
+    the hook then runs at least once, with the lease guarantees of any task (a crash re-runs
+    it). Returns True when this call completed the run.
+    """
+    run = conn.execute(select(Run.id, Run.on_complete).where(Run.id == run_id)).one_or_none()
+    if run is None:
+        return False
+    open_tasks = (
+        select(Task.id)
+        .where(Task.run_id == run_id, Task.status.not_in([s.value for s in TERMINAL_TASK_STATUSES]))
+        .exists()
+    )
+    changed = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, status_is(Run.status, "running"), ~open_tasks)
+        .values(status=RunStatus.COMPLETED.value, finished_at=db_now())
+    ).rowcount
+    if not changed:
+        return False
+    log.info("run.completed run=%s", run_id)
+    if run.on_complete:
+        hook_id = conn.execute(
+            insert(Task)
+            .values(
+                run_id=None, position=0, kind=run.on_complete, args={"run_id": run_id},
+                status=TaskStatus.QUEUED.value, max_attempts=HOOK_MAX_ATTEMPTS,
+                created_at=db_now(), next_attempt_at=db_now(),
+            )
+            .returning(Task.id)
+        ).scalar_one()
+        conn.execute(update(Run).where(Run.id == run_id).values(hook_task_id=hook_id))
+        notify.notify(conn)
+        log.info("run.hook_queued run=%s task=%s kind=%s", run_id, hook_id, run.on_complete)
+    return True

@@ -1,0 +1,104 @@
+"""What storage reads return: plain, frozen values that hold no connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from service.storage.models import TERMINAL_TASK_STATUSES, RunStatus, TaskStatus
+
+COUNT_KEYS = tuple(s.value for s in TaskStatus)
+
+
+def zero_counts() -> dict[str, int]:
+    return dict.fromkeys(COUNT_KEYS, 0)
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: int
+    name: str | None
+    status: str
+    kind: str
+    total: int
+    params: dict[str, Any]
+    on_complete: str | None
+    hook_task_id: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        """Tasks in a terminal status."""
+        return sum(self.counts.get(s.value, 0) for s in TERMINAL_TASK_STATUSES)
+
+    @property
+    def live(self) -> bool:
+        return self.status == RunStatus.RUNNING.value
+
+
+@dataclass(frozen=True)
+class TaskView:
+    id: int
+    run_id: int | None
+    position: int
+    kind: str
+    args: dict[str, Any]
+    status: str
+    attempts: int
+    max_attempts: int
+    progress: float
+    result: Any
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    supervisor_id: int | None
+    charged: int = 0  # attempts charged against max_attempts
+    lost: int = 0  # attempts lost through no fault of the task (not charged)
+    isolated: bool = False  # runs alone in a process of its own
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in {s.value for s in TERMINAL_TASK_STATUSES}
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    attempt: int
+    supervisor_id: int | None
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    error: str | None
+    charged: bool = False
+
+
+@dataclass(frozen=True)
+class RunStatusView:
+    """A run's status as one snapshot saw it: what the run page and its ETag are made of.
+
+    ``tasks``, ``outcomes`` and ``hook`` are None when the caller's ETag still matched (nothing
+    a page shows has changed, so nothing more was read).
+    """
+
+    etag: str
+    run: RunView
+    now: datetime  # the database's clock at the snapshot
+    hook_status: str | None = None  # the completion hook task's status, once it exists
+    tasks: list[TaskView] | None = None
+    outcomes: dict[str, int] | None = None  # attempt outcomes, plus "retried" (see Reads.run_status)
+    hook: TaskView | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.tasks is not None
+
+    @property
+    def final(self) -> bool:
+        """Nothing shown will change again: the run is over and its hook, if any, has ended."""
+        terminal = {s.value for s in TERMINAL_TASK_STATUSES}
+        return not self.run.live and (self.run.hook_task_id is None or self.hook_status in terminal)
