@@ -65,26 +65,34 @@ class _Seen:
 class HeartbeatWatch:
     """Remembers when each lease holder's heartbeat last changed, on a monotonic clock."""
 
-    def __init__(self, ttl_s: float, me: int) -> None:
+    def __init__(self, ttl_s: float, me: int, blind_s: float | None = None) -> None:
         self.ttl_s = ttl_s
         self.me = me
+        # A gap this long between two looks (the database was down, this process stalled) means
+        # the watcher saw nothing meanwhile: it starts its timers again rather than blame others.
+        self.blind_s = blind_s if blind_s is not None else ttl_s / 2
         self._seen: dict[int, _Seen] = {}
+        self._last_look: float | None = None
 
     def dead(self, holders: dict[int, datetime], now_mono: float) -> list[int]:
-        """Given {worker id: heartbeat_at} of every lease holder, the ids silent for ``ttl_s``.
+        """Given {supervisor id: heartbeat_at} of every lease holder, the ids silent for ``ttl_s``.
 
-        A holder seen for the first time gets a full ``ttl_s`` from now: a reaper that just
-        started knows nothing yet, so it waits rather than guess.
+        A holder seen for the first time gets a full ``ttl_s`` from now: a watcher that just
+        started knows nothing yet, so it waits rather than guess. So does every holder after a
+        gap in the watcher's own looks (a database outage silences everyone at once).
         """
+        if self._last_look is not None and now_mono - self._last_look >= self.blind_s:
+            self._seen.clear()
+        self._last_look = now_mono
         dead = []
-        for worker, beat in holders.items():
-            if worker == self.me:
+        for supervisor, beat in holders.items():
+            if supervisor == self.me:
                 continue
-            seen = self._seen.get(worker)
+            seen = self._seen.get(supervisor)
             if seen is None or seen.value != beat:
-                self._seen[worker] = _Seen(beat, now_mono)
+                self._seen[supervisor] = _Seen(beat, now_mono)
             elif now_mono - seen.since >= self.ttl_s:
-                dead.append(worker)
+                dead.append(supervisor)
         for gone in set(self._seen) - set(holders):
             del self._seen[gone]
         return dead

@@ -438,6 +438,13 @@ class Supervisor:
             )
             log.warning("supervisor.reclaimed dead=%s tasks=%s supervisor=%s: no heartbeat for %s s",
                         dead, len(lost), self.supervisor_id, self.settings.lease_ttl_s)
+        # A due time far ahead was set by a clock that stepped back since (or by a process whose
+        # clock runs ahead, on SQLite): make it due now rather than hold the task for hours.
+        horizon = 2 * self.settings.retry_cap_s + 60.0
+        stepped = self.leases.requeue_stepped(horizon)
+        if stepped:
+            log.warning("supervisor.requeued_stepped tasks=%s: due more than %g s ahead, so a clock stepped",
+                        stepped, horizon)
 
     def _recover_dead_on_host(self) -> None:
         """Reclaim at once the leases of supervisors on this host whose process is gone."""
@@ -450,12 +457,6 @@ class Supervisor:
             )
             log.warning("supervisor.reclaimed dead=%s pid=%s tasks=%s supervisor=%s: its process is gone",
                         other.id, other.pid, len(lost), self.supervisor_id)
-        # A due time far ahead was set by a clock that stepped back since: make it due now.
-        horizon = 2 * self.settings.retry_cap_s + 60.0
-        stepped = self.leases.requeue_stepped(horizon)
-        if stepped:
-            log.warning("supervisor.requeued_stepped tasks=%s: due more than %g s ahead, so a clock stepped",
-                        stepped, horizon)
 
     def _warn_once(self, event: str, exc: BaseException) -> None:
         """A storage error repeats every beat and poll while it lasts: log it once per episode."""

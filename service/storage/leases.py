@@ -394,12 +394,12 @@ class Leases:
         has since stepped back (or by a process whose clock runs ahead): without this, a
         backward step of two hours would hold its retries for two hours.
         """
+        ahead = (status_is(Task.status, *DUE), Task.next_attempt_at > db_now(horizon_s))
+        with read_tx(self.engine) as conn:  # a read first: the write lock only when there is work
+            if not conn.execute(select(exists(select(Task.id).where(*ahead)))).scalar():
+                return 0
         with write_tx(self.engine) as conn:
-            changed = conn.execute(
-                update(Task)
-                .where(status_is(Task.status, *DUE), Task.next_attempt_at > db_now(horizon_s))
-                .values(next_attempt_at=db_now())
-            ).rowcount
+            changed = conn.execute(update(Task).where(*ahead).values(next_attempt_at=db_now())).rowcount
             if changed:
                 notify.notify(conn)
         return int(changed)

@@ -45,10 +45,10 @@ def test_wall_clock_jumps_do_not_fool_the_watch(open_tenure, fake_clock: FakeClo
 def test_a_new_watch_gives_every_holder_a_full_ttl(fake_clock: FakeClock) -> None:
     watch = HeartbeatWatch(TTL, me=1)
     beat = fake_clock.now()
-    assert watch.dead({2: beat}, 100.0) == []
-    assert watch.dead({2: beat}, 114.9) == []
+    for now in (100.0, 105.0, 110.0, 114.9):
+        assert watch.dead({2: beat}, now) == []
     assert watch.dead({2: beat}, 115.0) == [2]
-    assert watch.dead({1: beat}, 999.0) == []  # never itself
+    assert watch.dead({1: beat}, 116.0) == []  # never itself
 
 
 def test_same_host_liveness_compares_start_ticks_not_wall_times() -> None:
@@ -60,3 +60,18 @@ def test_same_host_liveness_compares_start_ticks_not_wall_times() -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     assert not process_alive(int(gone.stdout), boot, ticks)
+
+
+def test_a_watcher_that_saw_nothing_for_a_while_blames_no_one() -> None:
+    """After a database outage every heartbeat looks stale: the watcher starts its timers again."""
+    from datetime import datetime
+
+    watch = HeartbeatWatch(TTL, me=1)
+    beat = datetime(2026, 1, 1)
+    assert watch.dead({2: beat}, 100.0) == []
+    assert watch.dead({2: beat}, 107.0) == []  # looking every few seconds, as a supervisor does
+    # The database is down from 107 s to 140 s: no look at all. The first look after it:
+    assert watch.dead({2: beat}, 140.0) == [], "a holder blamed for the watcher's own blindness"
+    for now in (145.0, 150.0):
+        assert watch.dead({2: beat}, now) == []
+    assert watch.dead({2: beat}, 155.0) == [2]  # a full TTL of looks without a change
