@@ -1,0 +1,191 @@
+"""Everything at once on PostgreSQL: claim, heartbeat, finish, lose, release, reclaim, cancel, retry.
+
+Threads and processes drive the real storage verbs on the same small runs for a fixed number
+of rounds, seeded (TENURE_STRESS_SEED replays one). Between rounds the invariants are checked
+against the database. Wanted: no deadlock, no error of any kind, no invariant broken. Also the
+two races a review found, each made to happen on purpose. An acceptance test: about 25 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+import service
+from service.errors import Conflict
+from service.storage.leases import Leases
+from service.storage.models import Outcome
+from tests.acceptance.procs import REPO
+from tests.conftest import report
+from tests.stress import person_actor, supervisor_actor
+
+pytestmark = pytest.mark.acceptance
+SEED = int(os.environ.get("TENURE_STRESS_SEED", random.SystemRandom().randrange(10**6)))
+ROUNDS, ROUND_S, RUNS, TASKS = 8, 1.5, 16, 8
+
+
+def invariants(t: service.Tenure, retried: Counter[int]) -> list[str]:
+    """What must hold whatever ran when: one line per broken rule."""
+    broken: list[str] = []
+    with t.engine.connect() as conn:
+        def rows(sql: str) -> list[Any]:
+            return list(conn.execute(text(sql)).all())
+
+        for r in rows("SELECT r.id, r.total, count(t.id) FROM runs r LEFT JOIN tasks t ON t.run_id = r.id "
+                      "GROUP BY r.id, r.total HAVING count(t.id) <> r.total"):
+            broken.append(f"run {r[0]}: counts add up to {r[2]}, not {r[1]}")
+        for r in rows("SELECT DISTINCT r.id, t.status FROM runs r JOIN tasks t ON t.run_id = r.id "
+                      "WHERE r.status = 'completed' AND t.status IN ('queued', 'running', 'retrying')"):
+            broken.append(f"run {r[0]} is completed but has a {r[1]} task")
+        for r in rows("SELECT r.id FROM runs r WHERE r.status = 'cancelled' AND NOT EXISTS "
+                      "(SELECT 1 FROM tasks t WHERE t.run_id = r.id AND t.status = 'cancelled')"):
+            broken.append(f"run {r[0]} is cancelled with no cancelled task (a completion overwritten)")
+        for r in rows("SELECT DISTINCT r.id FROM runs r JOIN tasks t ON t.run_id = r.id "
+                      "WHERE r.status = 'cancelled' AND t.status = 'running'"):
+            broken.append(f"run {r[0]} is cancelled but a task still runs")
+        for r in rows("SELECT task_id, count(*) FROM task_attempts WHERE outcome = 'succeeded' "
+                      "GROUP BY task_id HAVING count(*) > 1"):
+            broken.append(f"task {r[0]} succeeded {r[1]} times")
+        for r in rows("SELECT t.id, t.status, (SELECT count(*) FROM task_attempts a WHERE a.task_id = t.id "
+                      "AND a.outcome = 'succeeded') FROM tasks t WHERE t.run_id IS NOT NULL"):
+            if (r[1] == "succeeded") != (r[2] == 1):
+                broken.append(f"task {r[0]} is {r[1]} with {r[2]} succeeded attempts")
+        for r in rows("SELECT t.id, t.status, t.attempts, t.supervisor_id, (SELECT count(*) FROM task_attempts a "
+                      "WHERE a.task_id = t.id AND a.outcome = 'running'), (SELECT max(a.attempt) FROM task_attempts a "
+                      "WHERE a.task_id = t.id AND a.outcome = 'running') FROM tasks t"):
+            task_id, status, attempts, owner, open_attempts, open_number = r
+            if status == "running" and (open_attempts != 1 or open_number != attempts or owner is None):
+                broken.append(f"task {task_id} runs with {open_attempts} open attempts (last {open_number} of "
+                              f"{attempts}), owner {owner}")
+            if status != "running" and (open_attempts or owner is not None):
+                broken.append(f"task {task_id} is {status} with {open_attempts} open attempts, owner {owner}")
+        for r in rows("SELECT id, attempts, charged, lost FROM tasks WHERE charged + lost > attempts"):
+            broken.append(f"task {r[0]}: charged {r[2]} + lost {r[3]} > attempts {r[1]}")
+        hooks = Counter(int(json.loads(a)["run_id"]) if isinstance(a, str) else int(a["run_id"])
+                        for (a,) in rows("SELECT args FROM tasks WHERE run_id IS NULL AND kind = 'echo'"))
+        for r in rows("SELECT id, status, hook_task_id FROM runs"):
+            if r[1] == "completed" and r[2] is None:
+                broken.append(f"run {r[0]} completed without its hook task")
+            if hooks[r[0]] > retried[r[0]] + 1:
+                broken.append(f"run {r[0]} has {hooks[r[0]]} hook tasks for at most {retried[r[0]] + 1} completions")
+    return broken
+
+
+def test_everything_at_once_keeps_every_invariant(pg_url: str) -> None:
+    report(f"stress seed {SEED} (TENURE_STRESS_SEED={SEED} replays it)")
+    rng = random.Random(SEED)
+    t = service.open(pg_url)
+    leases = Leases(t.engine)
+    runs = [t.submit_run(TASKS, "echo", on_complete="echo") for _ in range(RUNS)]
+    sups = [leases.register(f"stress-{i}", 1000 + i, None, None) for i in range(6)]
+    retried: Counter[int] = Counter()
+    totals: Counter[str] = Counter()
+    try:
+        for round_no in range(ROUNDS):
+            results: list[dict[str, Any]] = []
+            procs = [subprocess.Popen(
+                [sys.executable, "-m", "tests.stress", pg_url, str(rng.randrange(10**9)), str(ROUND_S),
+                 ",".join(str(s) for s in [sups[i], *sups[:i], *sups[i + 1:]])],
+                cwd=REPO, stdout=subprocess.PIPE, text=True) for i in (0, 1)]
+            jobs: list[tuple[Any, tuple[Any, ...]]] = [
+                (supervisor_actor, (pg_url, rng.randrange(10**9), ROUND_S, sups[i], [s for s in sups if s != sups[i]]))
+                for i in (2, 3, 4, 5)
+            ] + [(person_actor, (pg_url, rng.randrange(10**9), ROUND_S, runs)) for _ in range(2)]
+            threads = [threading.Thread(target=_collect, args=(results, actor, job_args)) for actor, job_args in jobs]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            for p in procs:
+                out, _ = p.communicate(timeout=60)
+                assert p.returncode == 0, out
+                results.append(json.loads(out))
+            for result in results:
+                assert not result["errors"], f"round {round_no}: {result['errors'][:5]}"
+                totals.update(result["tally"])
+                retried.update({int(k): v for k, v in result.get("retried", {}).items()})
+            broken = invariants(t, retried)
+            assert not broken, f"round {round_no} (seed {SEED}): " + "; ".join(broken[:10])
+    finally:
+        t.close()
+    operations = sum(n for op, n in totals.items() if op != "claim_empty")
+    report(f"stress: {ROUNDS} rounds of {ROUND_S:g} s, 2 processes + 6 threads, {operations} operations "
+           f"({dict(sorted(totals.items()))}); 0 deadlocks, 0 errors, invariants held after every round")
+    assert totals["finish"] > 100 and totals["cancelled"] > 5 and totals["retried"] > 5 and totals["reclaim"] > 5
+
+
+def _collect(results: list[dict[str, Any]], actor: Any, args: tuple[Any, ...]) -> None:
+    results.append(actor(*args))
+
+
+def test_a_cancel_waiting_on_a_finishing_run_sees_it_completed(pg_url: str) -> None:
+    """Defect 2: cancel read the run unlocked, and overwrote a completion that landed meanwhile."""
+    t = service.open(pg_url)
+    leases = Leases(t.engine)
+    me = leases.register("race", 1, None, None)
+    run_id = t.submit_run(1, "echo", on_complete="echo")
+    (lease,) = leases.claim(me, 1)
+    outcome: dict[str, Any] = {}
+    try:
+        with t.engine.connect() as conn, conn.begin():
+            # An in-flight finish of the run's last task: it holds the run row, as finish does.
+            conn.execute(text("SELECT id FROM runs WHERE id = :r FOR UPDATE"), {"r": run_id})
+            canceller = threading.Thread(target=lambda: outcome.update(result=_try_cancel(t, run_id)))
+            canceller.start()
+            canceller.join(0.5)
+            assert canceller.is_alive(), "cancel did not wait for the run row"
+            conn.execute(text("UPDATE tasks SET status = 'succeeded', supervisor_id = NULL WHERE id = :t"),
+                         {"t": lease.task_id})
+            conn.execute(text("UPDATE runs SET status = 'completed' WHERE id = :r"), {"r": run_id})
+        canceller.join(10)
+        assert outcome["result"] == "conflict: run 1 is completed; only a running run can be cancelled".replace(
+            "run 1", f"run {run_id}")
+        assert t.run(run_id).status == "completed"
+    finally:
+        t.close()
+
+
+def _try_cancel(t: service.Tenure, run_id: int) -> str:
+    try:
+        return f"cancelled {t.cancel_run(run_id)}"
+    except Conflict as exc:
+        return f"conflict: {exc}"
+
+
+def test_a_run_status_is_one_snapshot(pg_url: str) -> None:
+    """Defect 6: between the status read's statements a finish commits; the read must not mix them."""
+    from sqlalchemy import event
+
+    t = service.open(pg_url)
+    leases = Leases(t.engine)
+    me = leases.register("snap", 1, None, None)
+    run_id = t.submit_run(2, "echo")
+    first, second = leases.claim(me, 2)
+    leases.finish(first, me, outcome=Outcome.SUCCEEDED, result=1)
+    seen: list[str] = []
+
+    def finish_in_between(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+        if len(seen) == 2:  # after the run row was read, before the tasks are counted
+            other = Leases(service.open(pg_url).engine)
+            assert other.finish(second, me, outcome=Outcome.SUCCEEDED, result=2)
+
+    event.listen(t.engine, "before_cursor_execute", finish_in_between)
+    try:
+        status = t.run_status(run_id)
+    finally:
+        event.remove(t.engine, "before_cursor_execute", finish_in_between)
+    # The run row said "running"; one snapshot means the counts say so too.
+    assert status.run.status == "running"
+    assert status.run.counts["succeeded"] == 1 and status.run.counts["running"] == 1, status.run.counts
+    assert t.run(run_id).status == "completed"  # and the finish did land
+    t.close()

@@ -1,0 +1,109 @@
+"""Actors that hammer the storage verbs at once, for the concurrency test (tests/acceptance).
+
+A *supervisor actor* claims, heartbeats, finishes (succeeds, fails for a retry, fails for good,
+crashes), loses and releases attempts, and now and then judges another supervisor dead and
+reclaims its leases, all through the real verbs. A *person actor* cancels and retries runs.
+Each records every error it did not expect; the test wants none. Runnable in a process of its
+own: ``python -m tests.stress URL SEED SECONDS SUPERVISOR_IDS`` prints its tallies as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from service.errors import Conflict, NotFound, StorageError, TenureError
+from service.storage import Store
+from service.storage.db import make_engine
+from service.storage.leases import Lease, Leases
+from service.storage.models import Outcome
+
+
+def supervisor_actor(url: str, seed: int, seconds: float, me: int, others: list[int]) -> dict[str, Any]:
+    rng = random.Random(seed)
+    engine = make_engine(url)
+    leases = Leases(engine)
+    held: dict[tuple[int, int], Lease] = {}
+    tally: Counter[str] = Counter()
+    errors: list[str] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                move = rng.random()
+                if move < 0.3 or not held:
+                    got = leases.claim(me, rng.randint(1, 4))
+                    for lease in got:
+                        held[lease.key] = lease
+                    tally["claim" if got else "claim_empty"] += 1
+                    if not got and not held:
+                        time.sleep(0.002)  # nothing due: a supervisor would wait; so does its stand-in
+                elif move < 0.45:
+                    updates = [(t, a, rng.random(), {"r": rng.randint(0, 9)}) for (t, a) in list(held)[:5]]
+                    still = leases.heartbeat(me, updates)
+                    for key in set(held) - still:
+                        del held[key]
+                    tally["heartbeat"] += 1
+                elif move < 0.9:
+                    key = rng.choice(list(held))
+                    lease = held.pop(key)
+                    how = rng.random()
+                    if how < 0.5:
+                        leases.finish(lease, me, outcome=Outcome.SUCCEEDED, result={"by": me})
+                    elif how < 0.7:
+                        leases.finish(lease, me, outcome=Outcome.FAILED, error="transient", retry_in_s=0)
+                    elif how < 0.8:
+                        leases.finish(lease, me, outcome=Outcome.CRASHED, error="crashed: signal 11",
+                                      retry_in_s=0 if rng.random() < 0.5 else None)
+                    elif how < 0.9:
+                        leases.lose(lease, me, "its process was stopped", isolate=rng.random() < 0.5)
+                    else:
+                        leases.release(me, [(lease, 0.5, None)])
+                    tally["finish"] += 1
+                elif others:
+                    leases.reclaim_supervisor(rng.choice(others), "judged dead by the stress test")
+                    tally["reclaim"] += 1
+            except TenureError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        engine.dispose()
+    return {"tally": dict(tally), "errors": errors}
+
+
+def person_actor(url: str, seed: int, seconds: float, runs: list[int]) -> dict[str, Any]:
+    rng = random.Random(seed)
+    engine = make_engine(url)
+    store = Store(engine)
+    tally: Counter[str] = Counter()
+    retried: Counter[int] = Counter()
+    errors: list[str] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            run = rng.choice(runs)
+            try:
+                if rng.random() < 0.4:
+                    store.cancel_run(run)
+                    tally["cancelled"] += 1
+                else:
+                    store.retry_run(run)
+                    tally["retried"] += 1
+                    retried[run] += 1
+            except (Conflict, NotFound):
+                tally["refused"] += 1  # the run was not in a state for it: expected, and exact
+            except StorageError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(rng.uniform(0, 0.01))  # pacing of a person's clicks, not a synchronization
+    finally:
+        engine.dispose()
+    return {"tally": dict(tally), "errors": errors, "retried": dict(retried)}
+
+
+if __name__ == "__main__":
+    url, seed, seconds, ids = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    me, *others = (int(i) for i in ids.split(","))
+    print(json.dumps(supervisor_actor(url, seed, seconds, me, others)))
