@@ -82,7 +82,9 @@ class Supervisor:
         self._halt = threading.Event()  # side loops end
         self._threads: list[threading.Thread] = []
         self._watch: HeartbeatWatch | None = None
-        self._warned: dict[str, float] = {}  # event → when it was last logged (monotonic)
+        self._trouble_since: float | None = None  # when the database became unreachable (monotonic)
+        self._trouble_logged = 0.0
+        self._trouble_lock = threading.Lock()
         self._claim_now = False  # a slot came free or work was announced: claim at once
         self._idle_s = self.settings.idle_poll_s
         self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
@@ -404,6 +406,7 @@ class Supervisor:
                 updates.append((ex.key[0], ex.key[1], progress, saved))
                 versions.append((ex, version))
         held = self.leases.heartbeat(self.supervisor_id, updates)
+        self._storage_ok()
         for ex, version in versions:
             ex.flushed_version = version
         for ex in snapshot:
@@ -459,12 +462,30 @@ class Supervisor:
                         other.id, other.pid, len(lost), self.supervisor_id)
 
     def _warn_once(self, event: str, exc: BaseException) -> None:
-        """A storage error repeats every beat and poll while it lasts: log it once per episode."""
+        """A storage error repeats every beat and poll while it lasts: one episode, logged once.
+
+        Claims, heartbeats, finishes and checks all fail together when the database is away, so
+        they share one episode: a line when it starts (naming what hit it first), one every
+        ``QUIET_S`` while it lasts, and one when a heartbeat goes through again.
+        """
         now = self.clock.monotonic()
-        if now - self._warned.get(event, -float("inf")) >= QUIET_S:
-            self._warned[event] = now
-            log.warning("%s supervisor=%s error=%s (repeats in the next %g s are not logged)",
-                        event, self.supervisor_id, exc, QUIET_S)
+        with self._trouble_lock:
+            if self._trouble_since is None:
+                self._trouble_since = self._trouble_logged = now
+                log.warning("supervisor.storage_unavailable supervisor=%s while=%s error=%s: running tasks go on; "
+                            "their outcomes, heartbeats and claims wait for the database", self.supervisor_id,
+                            event, exc)
+            elif now - self._trouble_logged >= QUIET_S:
+                self._trouble_logged = now
+                log.warning("supervisor.storage_still_unavailable supervisor=%s for_s=%.0f error=%s",
+                            self.supervisor_id, now - self._trouble_since, exc)
+
+    def _storage_ok(self) -> None:
+        with self._trouble_lock:
+            if self._trouble_since is not None:
+                log.warning("supervisor.storage_recovered supervisor=%s after_s=%.1f", self.supervisor_id,
+                            self.clock.monotonic() - self._trouble_since)
+                self._trouble_since = None
 
     def _guard(self, what: str, fn: Any) -> None:
         try:

@@ -52,6 +52,7 @@ def test_a_read_only_database_is_ridden_out(client: TestClient, caplog: pytest.L
     run = t.wait_run(run_id, 10)
     assert run.counts["succeeded"] == 10
     assert t.store.count_runs() == 1
-    assert caplog.text.count("finish.deferred supervisor=") == 1, "logged as a flood"
+    assert caplog.text.count("supervisor.storage_unavailable") == 1, "logged as a flood"
+    assert caplog.text.count("supervisor.storage_recovered") == 1
     for task in t.run_with_tasks(run_id)[1]:
         assert [a.outcome for a in t.attempts(task.id)] == ["succeeded"]
