@@ -27,24 +27,18 @@ host. An isolated task gets an empty host and shares it with nobody.
 
 from __future__ import annotations
 
-import array
 import contextlib
-import json
 import logging
-import os
 import selectors
 import signal
 import socket
-import subprocess
-import sys
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from service import host as host_mod
 from service import wire
 from service.executor import Execution, Failure
-from service.protocol import get_kind
+from service.hosts import Host
+from service.spawner import Spawner, kind_module, main_path
 
 log = logging.getLogger("tenure.pool")
 
@@ -53,47 +47,6 @@ EOF_AFTER_EXIT_S = 0.5  # after a host's exit status, how long to wait for the r
 IDLE_HOST_S = 30.0  # an idle host beyond the spares is retired after this long
 SPARE_HOSTS = 2  # idle hosts kept warm for the next claims
 SLOW_CHECK_S = 0.05  # a host whose checks take longer than this gets no run() beside them
-ZYGOTE_RESTART_S = 1.0  # a zygote that died is started again after this long
-ZYGOTE_DEATHS = 3  # this many deaths of an idle zygote within ZYGOTE_DEATHS_WINDOW_S break the pool
-ZYGOTE_DEATHS_WINDOW_S = 60.0
-
-_ZYGOTE_BOOT = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
-    "from service.zygote import main; main(sys.argv)"
-)
-
-
-@dataclass
-class Host:
-    """One host process, as the supervisor sees it."""
-
-    id: int
-    sock: socket.socket
-    memory_limit_mb: int | None
-    born_mono: float
-    reader: wire.Reader = field(default_factory=wire.Reader)
-    outbox: bytearray = field(default_factory=bytearray)  # frames its socket has not taken yet
-    pid: int | None = None
-    running: Execution | None = None  # its run() call is executing here
-    parked: dict[tuple[int, int], Execution] = field(default_factory=dict)  # polling tasks hosted
-    checks: dict[tuple[int, int], float] = field(default_factory=dict)  # checks executing: since when
-    slowest_check_s: float = 0.0
-    isolated: bool = False  # hosts an isolated task: takes nobody else
-    doomed: str | None = None  # stopped on purpose, and why
-    kill_at: float | None = None  # when SIGKILL follows the SIGTERM
-    fatal: str | None = None  # what the host said before dying ("memory")
-    eof_mono: float | None = None  # when its socket closed
-    exit_code: int | None = None  # its exit status: >= 0 exit code, < 0 signal number
-    exited_mono: float | None = None  # when the zygote reported its exit
-    idle_since: float = 0.0
-
-    @property
-    def occupants(self) -> list[Execution]:
-        return ([self.running] if self.running is not None else []) + list(self.parked.values())
-
-    @property
-    def alive(self) -> bool:
-        return self.eof_mono is None and self.exited_mono is None and self.doomed is None
 
 
 @dataclass(frozen=True)
@@ -121,44 +74,28 @@ class Pool:
         self.kill_grace_s = kill_grace_s
         self.clock = clock
         self.selector = selectors.DefaultSelector()
+        self.spawner = Spawner(self.selector, clock)
         self.hosts: dict[int, Host] = {}
         self._by_pid: dict[int, Host] = {}
         self._next_id = 0
-        self._modules: set[str] = set()
-        self._zygote: subprocess.Popen[bytes] | None = None
-        self._ctl: socket.socket | None = None
-        self._ctl_outbox: deque[tuple[bytes, socket.socket | None]] = deque()  # (message, fd to pass)
-        self._zygote_due: float | None = None
-        self._zygote_deaths: list[float] = []
-        self.broken: str | None = None  # why this pool cannot run tasks any more
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self._wake_r.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self.closed = False
 
+    @property
+    def broken(self) -> str | None:
+        """Why this pool cannot run tasks any more (its zygote keeps dying), or None."""
+        return self.spawner.broken
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the zygote; hosts are forked from it on demand (a couple are kept warm)."""
-        self._start_zygote()
+        self.spawner.start()
         for _ in range(SPARE_HOSTS):
             self._fork(self.memory_limit_mb)
-
-    def _start_zygote(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._zygote = subprocess.Popen(
-            [sys.executable, "-c", _ZYGOTE_BOOT, str(theirs.fileno()), json.dumps(sys.path)],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        theirs.close()
-        ours.setblocking(False)
-        self._ctl = ours
-        self._ctl_outbox.clear()
-        self._modules = _kind_modules()
-        self.selector.register(ours, selectors.EVENT_READ, "zygote")
-        self._to_zygote({"op": "hello", "modules": sorted(self._modules), "main": _main_path()})
-        log.info("pool.zygote_started pid=%s modules=%s", self._zygote.pid, len(self._modules))
 
     def close(self) -> None:
         """Stop every host at once and the zygote with them. Idempotent."""
@@ -166,15 +103,9 @@ class Pool:
             return
         self.closed = True
         for h in list(self.hosts.values()):
-            self._signal(h, signal.SIGKILL)
+            h.signal(signal.SIGKILL)
             self._drop_host(h)
-        self._close_ctl()  # the zygote kills any host left and exits
-        if self._zygote is not None:
-            try:
-                self._zygote.wait(5)
-            except subprocess.TimeoutExpired:
-                self._zygote.kill()
-                self._zygote.wait(5)
+        self.spawner.close()
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -194,11 +125,11 @@ class Pool:
         """
         lease = ex.lease
         frame = wire.encode({
-            "op": "run", "key": list(ex.key), "kind": lease.kind, "module": _kind_module(lease.kind),
-            "main": _main_path(), "args": lease.args,
+            "op": "run", "key": list(ex.key), "kind": lease.kind, "module": kind_module(lease.kind),
+            "main": main_path(), "args": lease.args,
             "ctx": {"run_id": lease.run_id, "position": lease.position, "saved": ex.snapshot()[2]},
         })
-        self._ensure_modules(lease.kind)
+        self.spawner.ensure_module(lease.kind)
         limit = lease.memory_limit_mb or self.memory_limit_mb
         target = self._choose(limit, isolated=lease.isolated)
         if target is None:
@@ -206,7 +137,7 @@ class Pool:
         target.running = ex
         target.isolated = target.isolated or lease.isolated
         ex.host = target
-        self._send_frame(target, frame)
+        target.send(frame, self.selector)
 
     def check(self, ex: Execution) -> None:
         """Ask the host that holds ``ex`` for one check_output() call."""
@@ -256,7 +187,7 @@ class Pool:
                         pass
             elif key.data == "zygote":
                 if mask & selectors.EVENT_WRITE:
-                    self._flush_ctl()
+                    self.spawner.writable()
                 if mask & selectors.EVENT_READ:
                     events.extend(self._from_zygote())
             else:
@@ -264,7 +195,7 @@ class Pool:
                 if h is None:
                     continue
                 if mask & selectors.EVENT_WRITE:
-                    self._flush(h)
+                    h.flush(self.selector)
                 if mask & selectors.EVENT_READ:
                     events.extend(self._from_host(h))
         events.extend(self.tick())
@@ -276,7 +207,7 @@ class Pool:
         events: list[Event] = []
         for h in list(self.hosts.values()):
             if h.kill_at is not None and now >= h.kill_at:
-                self._signal(h, signal.SIGKILL)
+                h.signal(signal.SIGKILL)
                 h.kill_at = None
             if h.eof_mono is not None and (h.exited_mono is not None or now - h.eof_mono >= EXIT_REPORT_WAIT_S):
                 events.extend(self._bury(h))
@@ -288,9 +219,8 @@ class Pool:
             if now - h.idle_since >= IDLE_HOST_S:
                 self._send(h, {"op": "exit"})
                 h.doomed = "retired: idle"
-        if self._zygote_due is not None and now >= self._zygote_due and not self.closed:
-            self._zygote_due = None
-            self._start_zygote()
+        if not self.closed:
+            self.spawner.tick(now)
         return events
 
     def next_deadline(self) -> float:
@@ -304,9 +234,7 @@ class Pool:
                 soonest = min(soonest, h.exited_mono + EOF_AFTER_EXIT_S)
             elif h.alive and not h.occupants:
                 soonest = min(soonest, h.idle_since + IDLE_HOST_S)
-        if self._zygote_due is not None:
-            soonest = min(soonest, self._zygote_due)
-        return soonest
+        return min(soonest, self.spawner.next_deadline())
 
     @property
     def host_count(self) -> int:
@@ -380,46 +308,23 @@ class Pool:
     # -- the zygote -----------------------------------------------------------------------
 
     def _from_zygote(self) -> list[Event]:
-        if self._ctl is None:
-            return []
-        try:
-            data = self._ctl.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            data = b""
-        if not data:
-            return self._zygote_died()
-        message = json.loads(data)
-        op = message.get("op")
-        if op == "forked":
-            h = self.hosts.get(int(message["host"]))
-            if h is not None:
-                self._learn_pid(h, int(message["pid"]))
-        elif op == "exited":
-            h = self._by_pid.pop(int(message["pid"]), None)
-            if h is not None:
-                h.exit_code, h.exited_mono = int(message["code"]), self.clock.monotonic()
-        elif op in ("ready", "imported") and message.get("errors"):
-            for error in message["errors"]:
-                log.error("pool.import_failed error=%s (tasks of its kinds will fail)", error)
-        return []
+        events: list[Event] = []
+        for message in self.spawner.readable():
+            op = message.get("op")
+            if op == "forked":
+                h = self.hosts.get(int(message["host"]))
+                if h is not None:
+                    self._learn_pid(h, int(message["pid"]))
+            elif op == "exited":
+                h = self._by_pid.pop(int(message["pid"]), None)
+                if h is not None:
+                    h.exit_code, h.exited_mono = int(message["code"]), self.clock.monotonic()
+            elif op == "died" and not self.closed:
+                events.extend(self._zygote_died(message.get("code")))
+        return events
 
-    def _zygote_died(self) -> list[Event]:
-        self._close_ctl()
-        code = None
-        if self._zygote is not None:
-            try:
-                self._zygote.wait(2.0)  # its socket closed: it is exiting, or dead already
-            except subprocess.TimeoutExpired:
-                self._zygote.kill()
-                self._zygote.wait(2.0)
-            code = self._zygote.returncode
-        if self.closed:
-            return []
-        log.error("pool.zygote_died pid=%s code=%s: its task processes die with it; starting another",
-                  self._zygote.pid if self._zygote else None, code)
-        # Every host dies with it (PR_SET_PDEATHSIG), and one of their tasks may have killed it.
+    def _zygote_died(self, code: int | None) -> list[Event]:
+        """Every host dies with the zygote (PR_SET_PDEATHSIG), and one of their tasks may have killed it."""
         events, busy = [], False
         reason = (f"the process that forks task processes died (exit status {code}) and its task processes "
                   "with it: not charged, and it runs alone in a process of its own from now on")
@@ -431,51 +336,10 @@ class Pool:
             h.running, h.parked = None, {}
             if h.doomed is None:
                 h.doomed = "its zygote died"
-            self._signal(h, signal.SIGKILL)
+            h.signal(signal.SIGKILL)
             self._drop_host(h)
-        now = self.clock.monotonic()
-        if not busy:  # nothing of a task's ran: the environment itself is broken
-            self._zygote_deaths = [t for t in self._zygote_deaths if now - t < ZYGOTE_DEATHS_WINDOW_S] + [now]
-            if len(self._zygote_deaths) >= ZYGOTE_DEATHS:
-                self.broken = (f"the process that forks task processes died {len(self._zygote_deaths)} times "
-                               f"within {ZYGOTE_DEATHS_WINDOW_S:g} s with no task running (last exit status "
-                               f"{code}); see the log above")
-                return events
-        self._zygote_due = now + ZYGOTE_RESTART_S
+        self.spawner.died(tasks_were_running=busy)
         return events
-
-    def _to_zygote(self, message: dict[str, Any], fd: socket.socket | None = None) -> None:
-        self._ctl_outbox.append((json.dumps(message).encode(), fd))
-        self._flush_ctl()
-
-    def _flush_ctl(self) -> None:
-        """Send what the zygote's socket takes now; wait for it to be writable for the rest."""
-        while self._ctl is not None and self._ctl_outbox:
-            data, fd = self._ctl_outbox[0]
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd.fileno()]))] if fd else []
-            try:
-                self._ctl.sendmsg([data], ancillary)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                return  # the zygote is gone; its death is handled when its socket reads EOF
-            self._ctl_outbox.popleft()
-            if fd is not None:
-                fd.close()
-        if self._ctl is not None:
-            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._ctl_outbox else 0)
-            self.selector.modify(self._ctl, mask, "zygote")
-
-    def _close_ctl(self) -> None:
-        if self._ctl is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(self._ctl)
-            self._ctl.close()
-            self._ctl = None
-        for _, fd in self._ctl_outbox:
-            if fd is not None:
-                fd.close()
-        self._ctl_outbox.clear()
 
     # -- hosts ----------------------------------------------------------------------------
 
@@ -491,9 +355,6 @@ class Pool:
         return max(idle, key=lambda h: (len(h.parked), -h.id))
 
     def _fork(self, limit: int | None) -> Host:
-        if self._ctl is None and self._zygote_due is not None and not self.closed and self.broken is None:
-            self._zygote_due = None
-            self._start_zygote()
         self._next_id += 1
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
@@ -501,11 +362,9 @@ class Pool:
         h = Host(id=self._next_id, sock=ours, memory_limit_mb=limit, born_mono=now, idle_since=now)
         self.hosts[h.id] = h
         self.selector.register(ours, selectors.EVENT_READ, h.id)
-        if self._ctl is None:
-            theirs.close()  # no zygote: the host's socket reads EOF at once and it is buried
+        if not self.spawner.fork(h.id, limit, theirs):
+            # No zygote: the host's socket reads EOF at once, and its tasks are handed back.
             h.doomed = "the process that forks task processes is not running"
-        else:
-            self._to_zygote({"op": "fork", "host": h.id, "memory_limit_mb": limit}, theirs)
         return h
 
     def _learn_pid(self, h: Host, pid: int) -> None:
@@ -514,48 +373,18 @@ class Pool:
         h.pid = pid
         self._by_pid[pid] = h
         if h.doomed is not None and h.kill_at is None:  # stopped before we knew whom to signal
-            self._signal(h, signal.SIGTERM)
+            h.signal(signal.SIGTERM)
             h.kill_at = self.clock.monotonic() + self.kill_grace_s
 
     def _send(self, h: Host, message: dict[str, Any]) -> None:
-        self._send_frame(h, wire.encode(message))
-
-    def _send_frame(self, h: Host, frame: bytes) -> None:
-        if h.eof_mono is not None or h.exited_mono is not None:
-            return  # gone: what it was asked no longer matters
-        h.outbox += frame
-        self._flush(h)
-
-    def _flush(self, h: Host) -> None:
-        """Send what the host's socket takes now; wait for it to be writable for the rest."""
-        while h.outbox:
-            try:
-                sent = h.sock.send(h.outbox)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                h.outbox.clear()  # its death is handled when its socket reads EOF
-                break
-            del h.outbox[:sent]
-        if h.eof_mono is None:
-            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if h.outbox else 0)
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.modify(h.sock, mask, h.id)
+        h.send(wire.encode(message), self.selector)
 
     def _doom(self, h: Host, why: str) -> None:
         if h.doomed is None:
             h.doomed = why
         if h.kill_at is None and h.exited_mono is None and h.pid is not None:
-            self._signal(h, signal.SIGTERM)
+            h.signal(signal.SIGTERM)
             h.kill_at = self.clock.monotonic() + self.kill_grace_s
-
-    def _signal(self, h: Host, sig: int) -> None:
-        """Signal the host's process group (what its task started dies too)."""
-        if h.pid is None or h.exited_mono is not None:
-            return  # once it is gone the zygote ends its group before the pid can be reused
-        for send in (os.killpg, os.kill):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                send(h.pid, sig)
 
     def _maybe_idle(self, h: Host) -> None:
         if not h.occupants:
@@ -572,9 +401,9 @@ class Pool:
             ex.host = None
         if not occupants:
             if h.doomed is None:
-                log.warning("pool.host_died host=%s pid=%s %s (it was idle)", h.id, h.pid, self._death(h))
+                log.warning("pool.host_died host=%s pid=%s %s (it was idle)", h.id, h.pid, h.death())
             return []
-        death = self._death(h)
+        death = h.death()
         log.warning("pool.host_died host=%s pid=%s tasks=%s %s%s", h.id, h.pid,
                     [ex.key for ex in occupants], death, f" (stopped: {h.doomed})" if h.doomed else "")
         if h.doomed is not None:
@@ -595,47 +424,3 @@ class Pool:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(h.sock)
         h.sock.close()
-
-    def _death(self, h: Host) -> str:
-        """How the host died, in plain words."""
-        limit = h.memory_limit_mb
-        if h.fatal == "memory" or h.exit_code == host_mod.MEMORY_EXIT_CODE:
-            return f"it exceeded its memory limit of {limit} MiB" if limit else "it ran out of memory"
-        code = h.exit_code
-        if code is None:
-            return "its process ended (its exit status is unknown)"
-        if code >= 0:
-            return f"its process exited with code {code}"
-        sig = -code
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        text = signal.strsignal(sig) or name
-        extra = ""
-        if sig == signal.SIGKILL:
-            extra = ", sent by another process or by the kernel (its out-of-memory killer, say)"
-        return f"its process was killed by signal {sig} ({name}: {text}){extra}"
-
-    def _ensure_modules(self, kind: str) -> None:
-        module = _kind_module(kind)
-        if module and module not in self._modules and self._ctl is not None:
-            self._modules.add(module)
-            self._to_zygote({"op": "import", "modules": [module]})
-
-
-def _main_path() -> str | None:
-    return getattr(sys.modules.get("__main__"), "__file__", None)
-
-
-def _kind_module(kind: str) -> str | None:
-    try:
-        return getattr(get_kind(kind).build, "__module__", None)
-    except Exception:  # noqa: BLE001 - an unknown kind is reported by the host that runs it
-        return None
-
-
-def _kind_modules() -> set[str]:
-    from service.protocol import kinds
-
-    return {m for m in (getattr(k.build, "__module__", None) for k in kinds()) if m}

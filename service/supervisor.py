@@ -35,18 +35,17 @@ from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.errors import TenureError, describe
 from service.executor import MAX_CHECK_ERRORS, Execution, Failure
-from service.liveness import HeartbeatWatch
 from service.pool import Event, Pool
 from service.retry import RetryPolicy
 from service.storage import notify
 from service.storage.leases import Lease, Leases
 from service.storage.models import Outcome
+from service.upkeep import Upkeep
 
 log = logging.getLogger("tenure.supervisor")
 
 FINISH_RETRY_S = 0.5  # a finish write the database refused is tried again this often
 SCAN_HOST_EVERY_S = 5.0  # how often to look for dead supervisors on this host
-QUIET_S = 30.0  # a repeating storage warning is logged at most this often
 IDLE_POLL_LISTENING_S = 2.0  # with LISTEN/NOTIFY (PostgreSQL), an idle supervisor polls only this often
 
 Key = tuple[int, int]
@@ -81,10 +80,7 @@ class Supervisor:
         self._grace_s = self.settings.shutdown_grace_s
         self._halt = threading.Event()  # side loops end
         self._threads: list[threading.Thread] = []
-        self._watch: HeartbeatWatch | None = None
-        self._trouble_since: float | None = None  # when the database became unreachable (monotonic)
-        self._trouble_logged = 0.0
-        self._trouble_lock = threading.Lock()
+        self.upkeep = Upkeep(self.leases, self.settings, self.clock)
         self._claim_now = False  # a slot came free or work was announced: claim at once
         self._idle_s = self.settings.idle_poll_s
         self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
@@ -104,7 +100,7 @@ class Supervisor:
         log.info("supervisor.started supervisor=%s host=%s pid=%s concurrency=%s memory_limit_mb=%s",
                  self.supervisor_id, self.host, os.getpid(), self.settings.concurrency,
                  self.settings.memory_limit_mb)
-        self._watch = HeartbeatWatch(self.settings.lease_ttl_s, self.supervisor_id)
+        self.upkeep.watch_as(self.supervisor_id)
         self._recover_dead_on_host()
         loops = [(self._loop, "loop"), (self._heartbeat_loop, "heartbeat")]
         if notify.supported(self.leases.engine):
@@ -399,93 +395,25 @@ class Supervisor:
         assert self.supervisor_id is not None
         with self._inflight_lock:
             snapshot = list(self._inflight.values())
-        updates, versions = [], []
-        for ex in snapshot:
-            version, progress, saved = ex.snapshot()
-            if version != ex.flushed_version:
-                updates.append((ex.key[0], ex.key[1], progress, saved))
-                versions.append((ex, version))
-        held = self.leases.heartbeat(self.supervisor_id, updates)
-        self._storage_ok()
-        for ex, version in versions:
-            ex.flushed_version = version
-        for ex in snapshot:
-            if ex.key not in held:
-                self._post(("lost", ex.key))
+        for key in self.upkeep.beat(self.supervisor_id, snapshot):
+            self._post(("lost", key))
 
     def _check_leases(self) -> None:
-        """Stop, within ``lease_check_s``, attempts whose lease is gone (a cancel, most often).
-
-        Also hands back any lease this supervisor holds but no longer tracks, so that no task
-        can stay ``running`` under a live supervisor that is not running it.
-        """
         assert self.supervisor_id is not None
-        held = self.leases.held(self.supervisor_id)
-        for ex in list(self._inflight.values()):
-            if ex.key not in held and ex.phase != "finishing":
-                self._lease_lost(ex)
-        orphans = held - set(self._inflight)
-        if orphans:
-            log.error("supervisor.orphaned_leases supervisor=%s tasks=%s: handing them back", self.supervisor_id,
-                      sorted(orphans))
-            self.leases.reclaim_keys(self.supervisor_id, sorted(orphans),
-                                     "its supervisor lost track of it (a bug in tenure)")
+        active = {key for key, ex in self._inflight.items() if ex.phase != "finishing"}
+        for key in self.upkeep.check_leases(self.supervisor_id, active, set(self._inflight)):
+            self._lease_lost(self._inflight[key])
 
     def _reclaim_silent(self) -> None:
-        """Reclaim the leases of supervisors whose heartbeat stopped changing (see :mod:`liveness`)."""
-        assert self._watch is not None
-        for dead in self._watch.dead(self.leases.lease_holders(), self.clock.monotonic()):
-            lost = self.leases.reclaim_supervisor(
-                dead, f"its supervisor (supervisor {dead}) stopped heartbeating for {self.settings.lease_ttl_s:g} s "
-                      "(crashed, hung or cut off)",
-            )
-            log.warning("supervisor.reclaimed dead=%s tasks=%s supervisor=%s: no heartbeat for %s s",
-                        dead, len(lost), self.supervisor_id, self.settings.lease_ttl_s)
-        # A due time far ahead was set by a clock that stepped back since (or by a process whose
-        # clock runs ahead, on SQLite): make it due now rather than hold the task for hours.
-        horizon = 2 * self.settings.retry_cap_s + 60.0
-        stepped = self.leases.requeue_stepped(horizon)
-        if stepped:
-            log.warning("supervisor.requeued_stepped tasks=%s: due more than %g s ahead, so a clock stepped",
-                        stepped, horizon)
+        assert self.supervisor_id is not None
+        self.upkeep.reclaim_silent(self.supervisor_id)
 
     def _recover_dead_on_host(self) -> None:
-        """Reclaim at once the leases of supervisors on this host whose process is gone."""
         assert self.supervisor_id is not None
-        for other in self.leases.live_supervisors_on(self.host, except_id=self.supervisor_id):
-            if liveness.process_alive(other.pid, other.boot_id, other.start_ticks):
-                continue
-            lost = self.leases.reclaim_supervisor(
-                other.id, f"its supervisor (supervisor {other.id}, pid {other.pid} on {other.host}) died",
-            )
-            log.warning("supervisor.reclaimed dead=%s pid=%s tasks=%s supervisor=%s: its process is gone",
-                        other.id, other.pid, len(lost), self.supervisor_id)
+        self.upkeep.recover_dead_on_host(self.supervisor_id, self.host)
 
     def _warn_once(self, event: str, exc: BaseException) -> None:
-        """A storage error repeats every beat and poll while it lasts: one episode, logged once.
-
-        Claims, heartbeats, finishes and checks all fail together when the database is away, so
-        they share one episode: a line when it starts (naming what hit it first), one every
-        ``QUIET_S`` while it lasts, and one when a heartbeat goes through again.
-        """
-        now = self.clock.monotonic()
-        with self._trouble_lock:
-            if self._trouble_since is None:
-                self._trouble_since = self._trouble_logged = now
-                log.warning("supervisor.storage_unavailable supervisor=%s while=%s error=%s: running tasks go on; "
-                            "their outcomes, heartbeats and claims wait for the database", self.supervisor_id,
-                            event, exc)
-            elif now - self._trouble_logged >= QUIET_S:
-                self._trouble_logged = now
-                log.warning("supervisor.storage_still_unavailable supervisor=%s for_s=%.0f error=%s",
-                            self.supervisor_id, now - self._trouble_since, exc)
-
-    def _storage_ok(self) -> None:
-        with self._trouble_lock:
-            if self._trouble_since is not None:
-                log.warning("supervisor.storage_recovered supervisor=%s after_s=%.1f", self.supervisor_id,
-                            self.clock.monotonic() - self._trouble_since)
-                self._trouble_since = None
+        self.upkeep.trouble(self.supervisor_id, event, exc)
 
     def _guard(self, what: str, fn: Any) -> None:
         try:

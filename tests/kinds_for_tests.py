@@ -61,6 +61,8 @@ class Polling:
     def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
         self.args, self.ctx = args, ctx
         self.started = 0.0
+        if "interval" in args:
+            self.poll_interval_s = args["interval"]  # a pace of its own, as the protocol allows
 
     def run(self) -> None:
         note(self.args, self.ctx, "polling.run")

@@ -112,10 +112,11 @@ def test_an_execution_whose_lease_was_taken_stops_at_once(t: service.Tenure, sup
 def test_a_crash_in_a_shared_process_isolates_everyone_and_charges_no_one(  # type: ignore[no-untyped-def]
         t: service.Tenure, supervise, tmp_path: Path) -> None:
     log = tmp_path / "journal"
-    waiting = t.submit_task("t_polling", {"value": 3, "seconds": 2.0, "journal": str(log)})
-    sup = supervise(poll_first_s=0.5, poll_max_s=0.5)
-    wait_for(lambda: k.events(log, "polling.run"), 5, "the polling task to wait in its host")
-    # The next run() goes to the host that holds the waiting task, and kills it.
+    # It checks right after run() returns, then every 2 s: the next run() goes to its host, and kills it.
+    waiting = t.submit_task("t_polling", {"value": 3, "seconds": 2.0, "interval": 2.0, "journal": str(log)})
+    sup = supervise()
+    wait_for(lambda: any(h.parked and not h.checks for h in list(sup.pool.hosts.values())), 5,
+             "the polling task to wait in its host")
     poison = t.submit_task("t_poison", {"how": "segv", "journal": str(log)}, max_attempts=2)
     first = t.wait_task(poison, 10)
     assert first.status == "failed"
@@ -131,10 +132,12 @@ def test_a_crash_in_a_shared_process_isolates_everyone_and_charges_no_one(  # ty
 def test_a_waiting_polling_task_past_its_timeout_leaves_its_neighbours_alone(  # type: ignore[no-untyped-def]
         t: service.Tenure, supervise, tmp_path: Path) -> None:
     log = tmp_path / "journal"
-    slow = t.submit_task("t_polling", {"value": 1, "seconds": 60, "journal": str(log)}, timeout_s=1.0)
-    supervise(poll_first_s=0.1, poll_max_s=0.1)
-    wait_for(lambda: k.events(log, "polling.run"), 5, "the slow polling task to wait")
-    quick = t.submit_task("t_polling", {"value": 2, "seconds": 1.5, "journal": str(log)})
+    # It checks right after run() returns, then only every 60 s: a quiet host for what follows.
+    slow = t.submit_task("t_polling", {"value": 1, "seconds": 60, "interval": 60, "journal": str(log)},
+                         timeout_s=1.5)
+    sup = supervise()
+    wait_for(lambda: any(h.parked and not h.checks for h in list(sup.pool.hosts.values())), 5, "it to wait")
+    quick = t.submit_task("t_polling", {"value": 2, "seconds": 0.5, "journal": str(log)})
     wait_for(lambda: len(k.events(log, "polling.run")) == 2, 5, "both to wait")
     assert len({pid for *_, pid in k.events(log, "polling.run")}) == 1, "they wait in one host"
     assert t.wait_task(slow, 5).status == "failed"
@@ -161,8 +164,8 @@ def test_a_dead_zygote_is_replaced_and_its_tasks_run_again_uncharged(  # type: i
            for _ in range(3)]
     sup = supervise()
     wait_for(lambda: len(k.events(log, "long.start")) == 3, 5, "three tasks running")
-    assert sup.pool._zygote is not None
-    os.kill(sup.pool._zygote.pid, signal.SIGKILL)
+    assert sup.pool.spawner.process is not None
+    os.kill(sup.pool.spawner.process.pid, signal.SIGKILL)
     for task_id in ids:
         task = t.wait_task(task_id, 15)
         assert (task.status, task.charged, task.lost) == ("succeeded", 0, 1), task
@@ -173,17 +176,17 @@ def test_a_zygote_that_keeps_dying_stops_the_supervisor_loudly(t: service.Tenure
     import os
     import signal
 
-    from service import pool
+    from service import spawner
 
     sup = t.start_supervisor(**FAST)
-    for _ in range(pool.ZYGOTE_DEATHS):
-        wait_for(lambda: sup.pool._zygote is not None and sup.pool._zygote.poll() is None and sup.pool._ctl, 5,
-                 "a zygote to run")
-        assert sup.pool._zygote is not None
-        os.kill(sup.pool._zygote.pid, signal.SIGKILL)
-        pid = sup.pool._zygote.pid
-        wait_for(lambda pid=pid: sup.stopped.is_set() or (sup.pool._zygote is not None
-                                                          and sup.pool._zygote.pid != pid),
+    for _ in range(spawner.DEATHS):
+        wait_for(lambda: (sup.pool.spawner.process is not None and sup.pool.spawner.process.poll() is None
+                          and sup.pool.spawner.up), 5, "a zygote to run")
+        assert sup.pool.spawner.process is not None
+        os.kill(sup.pool.spawner.process.pid, signal.SIGKILL)
+        pid = sup.pool.spawner.process.pid
+        wait_for(lambda pid=pid: sup.stopped.is_set() or (sup.pool.spawner.process is not None
+                                                          and sup.pool.spawner.process.pid != pid),
                  5, "the zygote to be replaced")
     assert sup.stopped.wait(5)
     assert sup.fatal is not None and "died 3 times within 60 s" in str(sup.fatal)

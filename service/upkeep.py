@@ -1,0 +1,122 @@
+"""A supervisor's upkeep: judging other supervisors dead, and reporting its own storage trouble.
+
+* **Silent supervisors** anywhere: their leases are reclaimed once their heartbeat has not
+  changed for a lease TTL on this supervisor's monotonic clock (:class:`liveness.HeartbeatWatch`).
+* **Dead supervisors on this host**: reclaimed at once when their process is gone.
+* **Stepped clocks**: a due time beyond any honest backoff is made due now.
+* **Storage trouble**: claims, heartbeats and finishes fail together when the database is
+  away; they share one episode in the log (unavailable, still unavailable, recovered).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from service import liveness
+from service.config import Settings
+from service.executor import Execution
+from service.liveness import HeartbeatWatch
+from service.storage.leases import Key, Leases
+
+log = logging.getLogger("tenure.supervisor")
+
+QUIET_S = 30.0  # while the database stays away, a reminder at most this often
+
+
+class Upkeep:
+    def __init__(self, leases: Leases, settings: Settings, clock: Any) -> None:
+        self.leases, self.settings, self.clock = leases, settings, clock
+        self._watch: HeartbeatWatch | None = None
+        self._trouble_since: float | None = None  # when the database became unreachable (monotonic)
+        self._trouble_logged = 0.0
+        self._trouble_lock = threading.Lock()
+
+    def watch_as(self, supervisor_id: int) -> None:
+        self._watch = HeartbeatWatch(self.settings.lease_ttl_s, supervisor_id)
+
+    def beat(self, supervisor_id: int, inflight: list[Execution]) -> set[Key]:
+        """One heartbeat, carrying the progress and checkpoints that changed; the keys it no longer holds."""
+        updates, versions = [], []
+        for ex in inflight:
+            version, progress, saved = ex.snapshot()
+            if version != ex.flushed_version:
+                updates.append((ex.key[0], ex.key[1], progress, saved))
+                versions.append((ex, version))
+        held = self.leases.heartbeat(supervisor_id, updates)
+        self.no_trouble(supervisor_id)
+        for ex, version in versions:
+            ex.flushed_version = version
+        return {ex.key for ex in inflight} - held
+
+    def check_leases(self, supervisor_id: int, active: set[Key], tracked: set[Key]) -> set[Key]:
+        """Which ``active`` attempts lost their lease (a cancel, most often), from one read.
+
+        Also hands back any lease the supervisor holds but does not track (``tracked``), so no
+        task can stay ``running`` under a live supervisor that is not running it.
+        """
+        held = self.leases.held(supervisor_id)
+        orphans = held - tracked
+        if orphans:
+            log.error("supervisor.orphaned_leases supervisor=%s tasks=%s: handing them back", supervisor_id,
+                      sorted(orphans))
+            self.leases.reclaim_keys(supervisor_id, sorted(orphans),
+                                     "its supervisor lost track of it (a bug in tenure)")
+        return active - held
+
+    def reclaim_silent(self, supervisor_id: int) -> None:
+        """Reclaim the leases of supervisors whose heartbeat stopped changing (see :mod:`liveness`)."""
+        assert self._watch is not None
+        for dead in self._watch.dead(self.leases.lease_holders(), self.clock.monotonic()):
+            lost = self.leases.reclaim_supervisor(
+                dead, f"its supervisor (supervisor {dead}) stopped heartbeating for {self.settings.lease_ttl_s:g} s "
+                      "(crashed, hung or cut off)",
+            )
+            log.warning("supervisor.reclaimed dead=%s tasks=%s supervisor=%s: no heartbeat for %s s",
+                        dead, len(lost), supervisor_id, self.settings.lease_ttl_s)
+        # A due time far ahead was set by a clock that stepped back since (or by a process whose
+        # clock runs ahead, on SQLite): make it due now rather than hold the task for hours.
+        horizon = 2 * self.settings.retry_cap_s + 60.0
+        stepped = self.leases.requeue_stepped(horizon)
+        if stepped:
+            log.warning("supervisor.requeued_stepped tasks=%s: due more than %g s ahead, so a clock stepped",
+                        stepped, horizon)
+
+    def recover_dead_on_host(self, supervisor_id: int, host: str) -> None:
+        """Reclaim at once the leases of supervisors on this host whose process is gone."""
+        for other in self.leases.live_supervisors_on(host, except_id=supervisor_id):
+            if liveness.process_alive(other.pid, other.boot_id, other.start_ticks):
+                continue
+            lost = self.leases.reclaim_supervisor(
+                other.id, f"its supervisor (supervisor {other.id}, pid {other.pid} on {other.host}) died",
+            )
+            log.warning("supervisor.reclaimed dead=%s pid=%s tasks=%s supervisor=%s: its process is gone",
+                        other.id, other.pid, len(lost), supervisor_id)
+
+    def trouble(self, supervisor_id: int | None, event: str, exc: BaseException) -> None:
+        """A storage error repeats every beat and poll while it lasts: one episode, logged once.
+
+        Claims, heartbeats, finishes and checks all fail together when the database is away, so
+        they share one episode: a line when it starts (naming what hit it first), one every
+        ``QUIET_S`` while it lasts, and one when a heartbeat goes through again.
+        """
+        now = self.clock.monotonic()
+        with self._trouble_lock:
+            if self._trouble_since is None:
+                self._trouble_since = self._trouble_logged = now
+                log.warning("supervisor.storage_unavailable supervisor=%s while=%s error=%s: running tasks go on; "
+                            "their outcomes, heartbeats and claims wait for the database", supervisor_id,
+                            event, exc)
+            elif now - self._trouble_logged >= QUIET_S:
+                self._trouble_logged = now
+                log.warning("supervisor.storage_still_unavailable supervisor=%s for_s=%.0f error=%s",
+                            supervisor_id, now - self._trouble_since, exc)
+
+    def no_trouble(self, supervisor_id: int | None) -> None:
+        with self._trouble_lock:
+            if self._trouble_since is not None:
+                log.warning("supervisor.storage_recovered supervisor=%s after_s=%.1f", supervisor_id,
+                            self.clock.monotonic() - self._trouble_since)
+                self._trouble_since = None
+

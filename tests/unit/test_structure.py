@@ -1,0 +1,63 @@
+"""The layering the README promises, checked on the source: what imports what, where SQL lives."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_MODULE_LINES = 450
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((REPO / package).rglob("*.py"))
+
+
+def test_the_engine_never_imports_the_web_layer() -> None:
+    offenders = {str(p.relative_to(REPO)): sorted(m for m in imports(p) if m == "web" or m.startswith("web."))
+                 for p in modules("service")}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_sql_lives_in_the_storage_layer_only() -> None:
+    """Outside service/storage (and migrations), nothing builds statements: Engine as a type at most."""
+    offenders = {}
+    for p in modules("service") + modules("web"):
+        if "storage" in p.relative_to(REPO).parts:
+            continue
+        tree = ast.parse(p.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sqlalchemy"):
+                names = {alias.name for alias in node.names}
+                if node.module != "sqlalchemy" or names - {"Engine"}:
+                    offenders[str(p.relative_to(REPO))] = f"from {node.module} import {', '.join(sorted(names))}"
+            elif isinstance(node, ast.Import) and any(a.name.startswith("sqlalchemy") for a in node.names):
+                offenders[str(p.relative_to(REPO))] = "import sqlalchemy"
+    assert not offenders
+
+
+def test_task_processes_load_neither_the_database_nor_the_web_stack() -> None:
+    """What a zygote imports (the task protocol, the kinds, the host) is lean: forks stay small."""
+    code = ("import sys, service.host, service.kinds, service.zygote; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'starlette', 'web', 'alembic')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.strip() == "[]", out
+
+
+def test_modules_stay_small_enough_to_read_in_one_sitting() -> None:
+    long = {str(p.relative_to(REPO)): n for p in modules("service") + modules("web")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these (over {MAX_MODULE_LINES} lines): {long}"
