@@ -112,22 +112,26 @@ def hot_statements(t: service.Tenure, leases: Leases, me: int, live: int) -> dic
     }
 
 
-@pytest.mark.parametrize("verb", ["claim", "anything_due", "held", "lease_holders", "heartbeat", "requeue_stepped",
-                                  "run_status", "run_status_304"])
-def test_hot_statements_use_their_indexes_as_sent(busy, verb: str) -> None:  # type: ignore[no-untyped-def]
+HOT = ["claim", "anything_due", "held", "lease_holders", "heartbeat", "requeue_stepped", "run_status", "run_status_304"]
+
+
+def test_hot_statements_use_their_indexes_as_sent(busy) -> None:  # type: ignore[no-untyped-def]
     t, leases, me, live = busy
-    call = hot_statements(t, leases, me, live)[verb]
-    with captured(t.engine) as statements:
-        call()
-    assert statements, f"{verb} sent no statement"
     dialect = t.engine.dialect.name
-    for statement, parameters in statements:
-        lines = plan(t.engine, statement, parameters)
-        assert not problems(lines, dialect, verb), f"{verb}: {statement}\n{parameters}\n" + "\n".join(lines)
+    failures = []
+    for verb in HOT:
+        call = hot_statements(t, leases, me, live)[verb]
+        with captured(t.engine) as statements:
+            call()
+        assert statements, f"{verb} sent no statement"
+        for statement, parameters in statements:
+            lines = plan(t.engine, statement, parameters)
+            if problems(lines, dialect, verb):
+                failures.append(f"{verb}: {statement}\n{parameters}\n" + "\n".join(lines))
+    assert not failures, "\n\n".join(failures)
 
 
-def test_the_claim_walks_the_due_index(busy) -> None:  # type: ignore[no-untyped-def]
-    t, leases, me, _ = busy
+    # And the claim walks the due index itself, not merely no full scan.
     with captured(t.engine) as statements:
         leases.claim(me, 5)
     claim = next(s for s in statements if s[0].lstrip().upper().startswith("UPDATE"))
