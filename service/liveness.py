@@ -70,6 +70,7 @@ class HeartbeatWatch:
         self.me = me
         # A gap this long between two looks (the database was down, this process stalled) means
         # the watcher saw nothing meanwhile: it starts its timers again rather than blame others.
+        # It must be well above the interval between looks, or the watch would never judge.
         self.blind_s = blind_s if blind_s is not None else ttl_s / 2
         self._seen: dict[int, _Seen] = {}
         self._last_look: float | None = None

@@ -214,8 +214,7 @@ class Pool:
             elif h.exited_mono is not None and now - h.exited_mono >= EOF_AFTER_EXIT_S:
                 # Gone, though something still holds its socket open: do not wait for it.
                 events.extend(self._bury(h))
-        idle = [h for h in self.hosts.values() if h.alive and not h.occupants]
-        for h in sorted(idle, key=lambda h: h.idle_since)[:max(0, len(idle) - SPARE_HOSTS)]:
+        for h in self._retirable():
             if now - h.idle_since >= IDLE_HOST_S:
                 self._send(h, {"op": "exit"})
                 h.doomed = "retired: idle"
@@ -232,9 +231,14 @@ class Pool:
                 soonest = min(soonest, h.eof_mono + EXIT_REPORT_WAIT_S)
             elif h.exited_mono is not None:
                 soonest = min(soonest, h.exited_mono + EOF_AFTER_EXIT_S)
-            elif h.alive and not h.occupants:
-                soonest = min(soonest, h.idle_since + IDLE_HOST_S)
+        for h in self._retirable():  # the spares kept warm have no deadline: a loop must not spin on them
+            soonest = min(soonest, h.idle_since + IDLE_HOST_S)
         return min(soonest, self.spawner.next_deadline())
+
+    def _retirable(self) -> list[Host]:
+        """Idle hosts beyond the spares, longest idle first: what idleness retires."""
+        idle = sorted((h for h in self.hosts.values() if h.alive and not h.occupants), key=lambda h: h.idle_since)
+        return idle[:max(0, len(idle) - SPARE_HOSTS)]
 
     @property
     def host_count(self) -> int:

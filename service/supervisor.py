@@ -7,11 +7,10 @@ and the threads of this process are never starved.
 Threads:
 
 * the **loop** (one): claims, places attempts in hosts, handles what hosts report (outputs,
-  errors, deaths), enforces timeouts, schedules polls, looks for cancelled leases, reclaims the
-  leases of silent supervisors and reclaims those of dead ones on this host. Every database
-  write for an attempt happens here.
-* the **heartbeat** (one): every ``heartbeat_s`` one statement extends all of this
-  supervisor's leases, carrying the progress and checkpoints the tasks reported.
+  errors, deaths), enforces timeouts, schedules polls, looks for cancelled leases, and does the
+  upkeep (:mod:`service.upkeep`). Every database write for an attempt happens here.
+* the **heartbeat** (one): every ``heartbeat_s`` one write keeps all of this supervisor's
+  leases alive, carrying the progress and checkpoints the tasks reported.
 * the **listener** (PostgreSQL only): wakes the loop when new work is announced.
 
 Side loops are supervised: if the heartbeat thread dies, the supervisor stops (releasing its
@@ -85,6 +84,7 @@ class Supervisor:
         self._idle_s = self.settings.idle_poll_s
         self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
+        self.loop_turns = 0  # how often the loop woke: an idle supervisor must not spin
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -193,6 +193,7 @@ class Supervisor:
             wake_at = min(next_claim, next_reclaim, next_scan, self._next_deadline(), self.pool.next_deadline(),
                           next_check if self._inflight else float("inf"),
                           stop_deadline if stop_deadline is not None else float("inf"))
+            self.loop_turns += 1
             for event in self.pool.wait(max(0.0, wake_at - mono())):
                 self._on_pool(event)
             if self.pool.broken is not None and not self._stopping.is_set():

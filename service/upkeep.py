@@ -34,7 +34,9 @@ class Upkeep:
         self._trouble_lock = threading.Lock()
 
     def watch_as(self, supervisor_id: int) -> None:
-        self._watch = HeartbeatWatch(self.settings.lease_ttl_s, supervisor_id)
+        # Blind after missing two looks or more (a database outage): far above the look interval.
+        blind = max(2.5 * self.settings.reclaim_every_s, self.settings.lease_ttl_s / 2)
+        self._watch = HeartbeatWatch(self.settings.lease_ttl_s, supervisor_id, blind_s=blind)
 
     def beat(self, supervisor_id: int, inflight: list[Execution]) -> set[Key]:
         """One heartbeat, carrying the progress and checkpoints that changed; the keys it no longer holds."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -134,11 +137,84 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, what: str
         timer.cancel()
 
 
+def descendants(root: int) -> dict[int, str]:
+    """{pid: command line} of every live (not zombie) process below ``root``."""
+    children: dict[int, list[int]] = {}
+    info: dict[int, tuple[str, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        info[int(entry)] = (fields[0], command)
+    found, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        state, command = info.get(pid, ("Z", ""))
+        if state != "Z":
+            found[pid] = command
+        todo.extend(children.get(pid, []))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """A test that leaves a process of its own running (a worker, a server, a task process) fails.
+
+    Leftovers are killed first, so one leak cannot slow down every test after it.
+    """
+    before = set(descendants(os.getpid()))
+    yield
+    left = {pid: cmd for pid, cmd in descendants(os.getpid()).items() if pid not in before}
+    if not left:
+        return
+    deadline = threading.Event()
+    deadline.wait(0.5)  # processes told to stop may still be exiting: a short grace, then the verdict
+    left = {pid: cmd for pid, cmd in descendants(os.getpid()).items() if pid not in before}
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"the test left {len(left)} processes running: {sorted(left.items())[:5]}"
+
+
 REPORT: list[str] = []  # figures the suite produces (seeds, counts), printed at the end of every run
 
 
 def report(line: str) -> None:
     REPORT.append(line)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist, the real-process tiers run one after another on one worker.
+
+    They measure timings (heartbeat gaps, answer times, time to recover) and kill processes;
+    another worker takes the fast tiers meanwhile. The two minute-long tests whose tasks mostly
+    sleep (``long_and_idle``) run on a third, beside them: they use little CPU.
+    """
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if item.get_closest_marker("long_and_idle"):
+            item.add_marker(pytest.mark.xdist_group("long-and-idle"))
+        elif "acceptance" in parts or "e2e" in parts or item.get_closest_marker("heavy"):
+            item.add_marker(pytest.mark.xdist_group("real-processes"))
+        elif item.module is not None and item.module.__name__.endswith("test_fuzz"):
+            item.add_marker(pytest.mark.xdist_group("fuzz"))  # one module-wide client and tally
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the figures to the controller
+        workeroutput["tenure_report"] = list(REPORT)
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    REPORT.extend(getattr(node, "workeroutput", {}).get("tenure_report", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -69,3 +69,21 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> list[int | None]:
+    """SIGTERM each (a graceful stop), wait for all; SIGKILL any still running. Their exit codes."""
+    import signal
+
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    codes: list[int | None] = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout_s))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+            codes.append(None)
+    return codes

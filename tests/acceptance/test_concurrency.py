@@ -176,8 +176,11 @@ def test_a_run_status_is_one_snapshot(pg_url: str) -> None:
     def finish_in_between(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)
         if len(seen) == 2:  # after the run row was read, before the tasks are counted
-            other = Leases(service.open(pg_url).engine)
-            assert other.finish(second, me, outcome=Outcome.SUCCEEDED, result=2)
+            other = service.open(pg_url)
+            try:
+                assert Leases(other.engine).finish(second, me, outcome=Outcome.SUCCEEDED, result=2)
+            finally:
+                other.close()
 
     event.listen(t.engine, "before_cursor_execute", finish_in_between)
     try:

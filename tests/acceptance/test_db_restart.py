@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 
 import service
 from tests.acceptance import pgcluster
-from tests.acceptance.procs import REPO, free_port
+from tests.acceptance.procs import REPO, free_port, stop_all
 from tests.conftest import report, wait_for
 
 WHY_NOT = pgcluster.available()
@@ -86,13 +85,7 @@ def test_the_database_restarts_mid_run(tmp_path: Path) -> None:
         finally:
             t.close()
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         cluster.destroy()
     statuses = [code for code, _ in answers]
     assert statuses and all(code == 503 for code in statuses), statuses

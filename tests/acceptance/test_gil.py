@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import text
 
 import service
-from tests.acceptance.procs import Server, start_worker
+from tests.acceptance.procs import Server, start_worker, stop_all
 from tests.conftest import report, wait_for
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.long_and_idle]
 HOG_S = int(os.environ.get("TENURE_GIL_HOG_S", "60"))
 PLUGIN = {"TENURE_IMPORT": "tests.kinds_for_tests"}
 
@@ -64,8 +64,7 @@ def test_gil_hogs_starve_no_heartbeat_and_no_page(tmp_path: Path) -> None:
     finally:
         t.close()
         if watcher is not None:
-            watcher.terminate()
-            watcher.wait(20)
+            stop_all([watcher])
         server.stop()
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(beats)]
     largest = max(gaps)

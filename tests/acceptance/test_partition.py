@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from sqlalchemy import text
 
 import service
 from tests.acceptance import pgcluster
-from tests.acceptance.procs import REPO
+from tests.acceptance.procs import REPO, stop_all
 from tests.conftest import report, wait_for
 
 WHY_NOT = pgcluster.available() or (None if shutil.which("ip") else "no `ip` command (iproute2)")
@@ -96,9 +95,9 @@ def test_a_partitioned_worker_loses_its_tasks_to_the_other_side_and_stops_them(t
                 on_a = {r[0] for r in conn.execute(text("SELECT id FROM tasks WHERE supervisor_id = :a"), {"a": a_id})}
             ip("link", "set", link, "down", ns=ns)
             cut = time.monotonic()
-            wait_for(lambda: not (_running_on(t, a_id) & on_a), CUT_S, "host B to reclaim host A's tasks")
+            wait_for(lambda: not (_running_on(t, a_id) & on_a), TTL_S + 10, "host B to reclaim host A's tasks")
             reclaimed = time.monotonic() - cut
-            threading_pause(CUT_S - (time.monotonic() - cut))
+            threading_pause(max(CUT_S, reclaimed + 2) - (time.monotonic() - cut))
             ip("link", "set", link, "up", ns=ns)
             healed, healed_wall = time.monotonic(), datetime.now()
             run = t.wait_run(run_id, 90)
@@ -107,13 +106,7 @@ def test_a_partitioned_worker_loses_its_tasks_to_the_other_side_and_stops_them(t
             attempts = {task.id: t.attempts(task.id) for task in tasks}
             t.close()
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_all(procs)
             cluster.destroy()
     a_text = a_log.read_text()
     fenced = {int(i) for i in re.findall(r"finish\.fenced task=(\d+)", a_text)}
@@ -126,9 +119,10 @@ def test_a_partitioned_worker_loses_its_tasks_to_the_other_side_and_stops_them(t
         assert [a.outcome for a in history].count("succeeded") == 1, (task_id, history)
         if task_id in on_a:
             assert history[0].outcome == "lost" and not history[0].charged, (task_id, history)
-    assert reclaimed < TTL_S + 4, reclaimed
-    report(f"partition: host A cut off for {CUT_S:g} s (lease TTL {TTL_S:g} s) holding 6 of 12 tasks; host B reclaimed "
-           f"them {reclaimed:.1f} s after the cut and ran them; link healed at {CUT_S:g} s; host A learned it lost "
+    assert reclaimed < TTL_S + 6, reclaimed  # the TTL, a reclaim cycle or two, and a loaded machine
+    cut_s = max(CUT_S, reclaimed + 2)
+    report(f"partition: host A cut off for {cut_s:.0f} s (lease TTL {TTL_S:g} s) holding 6 of 12 tasks; host B reclaimed "
+           f"them {reclaimed:.1f} s after the cut and ran them; link healed at {cut_s:.0f} s; host A learned it lost "
            f"its leases {(learned - healed_wall).total_seconds() if learned else float('nan'):.1f} s after the heal: "
            f"{len(fenced)} late outcomes refused by the fence, {len(stopped)} stale executions stopped; run ended "
            f"{ended - healed:.1f} s after the heal: 12 of 12 succeeded, each once")

@@ -6,7 +6,6 @@ a reason where no PostgreSQL answers, unless TENURE_REQUIRE_POSTGRES=1 (as in .c
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 import service
-from tests.acceptance.procs import REPO
+from tests.acceptance.procs import REPO, stop_all
 from tests.conftest import report, wait_for
 
 pytestmark = pytest.mark.acceptance
@@ -35,15 +34,7 @@ def workers(url: str, log: Path, n: int, env: dict[str, str], *extra: str) -> li
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+    stop_all(procs, 20)
 
 
 def live_workers(t: service.Tenure) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import service
-from tests.acceptance.procs import REPO, free_port
+from tests.acceptance.procs import REPO, free_port, stop_all
 from tests.conftest import report, wait_for
 
 pytestmark = [pytest.mark.acceptance,
@@ -86,12 +85,7 @@ def test_clocks_two_hours_apart_on_one_host_share_a_run(backend: str, request: p
         by = {a.supervisor_id for a in attempts}
     finally:
         t.close()
-        web.send_signal(signal.SIGTERM)
-        web.wait(30)
-        for proc in (behind, on_time):
-            proc.send_signal(signal.SIGTERM)
-        for proc in (behind, on_time):
-            proc.wait(20)
+        stop_all([web, behind, on_time])
     outcomes = [a.outcome for a in attempts]
     report(f"clocks ({backend}): submitter and web +2 h, workers -2 h and on time: {run.counts['succeeded']} of 24 "
            f"succeeded in {took:.1f} s, {outcomes.count('failed')} transient failures retried, "

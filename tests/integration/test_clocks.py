@@ -75,3 +75,22 @@ def test_a_watcher_that_saw_nothing_for_a_while_blames_no_one() -> None:
     for now in (145.0, 150.0):
         assert watch.dead({2: beat}, now) == []
     assert watch.dead({2: beat}, 155.0) == [2]  # a full TTL of looks without a change
+
+
+def test_a_supervisor_watch_still_judges_with_a_short_ttl(open_tenure) -> None:  # type: ignore[no-untyped-def]
+    """With a 2 s TTL and a look every second, being blind must not be mistaken for every look."""
+    from service.config import Settings
+    from service.upkeep import Upkeep
+
+    t = open_tenure()
+    leases = Leases(t.engine)
+    me, other = leases.register("w", 1, None, None), leases.register("d", 2, None, None)
+    t.submit_run(1, "echo")
+    leases.claim(other, 1)
+    clock = FakeClock()
+    upkeep = Upkeep(leases, Settings(lease_ttl_s=2.0, heartbeat_s=0.3, reclaim_every_s=1.0), clock)
+    upkeep.watch_as(me)
+    for _ in range(4):  # the dead one never beats again; the watcher looks once a second
+        upkeep.reclaim_silent(me)
+        clock.advance(1.05)
+    assert leases.lease_holders() == {}, "a silent supervisor kept its lease"

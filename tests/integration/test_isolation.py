@@ -269,6 +269,7 @@ def test_a_checkpoint_over_its_limit_fails_the_task_with_the_reason(t: service.T
     assert task.status == "failed" and "over the limit of 1048576 bytes" in (task.error or "")
 
 
+@pytest.mark.heavy
 def test_hundreds_of_task_processes_at_once_do_not_jam_the_zygote(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
     if t.engine.dialect.name != "sqlite":
         pytest.skip("a process-count test; the backend changes nothing")

@@ -54,9 +54,11 @@ def test_blocking_and_polling_tasks_both_complete(t: service.Tenure, supervise) 
 def test_a_waiting_polling_task_holds_no_thread_and_no_process(  # type: ignore[no-untyped-def]
         t: service.Tenure, supervise, tmp_path: Path) -> None:
     log = tmp_path / "journal"
-    ids = [t.submit_task("t_polling", {"value": 1, "seconds": 1.5, "journal": str(log)}) for _ in range(8)]
-    sup = supervise(poll_first_s=0.2, poll_max_s=0.2)
-    wait_for(lambda: len(k.events(log, "polling.run")) == 8, 5, "every run() to return")
+    # Checks right after run() returns, then every 2 s: quiet hosts for what follows.
+    ids = [t.submit_task("t_polling", {"value": 1, "seconds": 2.5, "interval": 2.0, "journal": str(log)})
+           for _ in range(8)]
+    sup = supervise()
+    wait_for(lambda: len(k.events(log, "polling.check")) >= 8, 5, "every run() to return, and a first check")
     hosts = {pid for *_, pid in k.events(log, "polling.run")}
     # Between checks a host runs no thread for its waiting tasks: main, reader, flusher only
     # (a check_output() call has a thread while it runs, so take the fewest seen over a while).
@@ -252,3 +254,22 @@ def test_tasks_holding_the_gil_do_not_starve_heartbeats(t: service.Tenure, super
     assert t.task(neighbour).status == "running"
     for task_id in (neighbour, *hogs):
         assert [a.outcome for a in t.attempts(task_id)] in (["running"], ["succeeded"]), "a live lease was reaped"
+
+
+def test_an_idle_supervisor_sleeps_even_once_its_spare_processes_are_old(t: service.Tenure) -> None:
+    """The spares kept warm never expire: their idle time must not become a deadline the loop spins on."""
+    from service.clock import FakeClock
+
+    clock = FakeClock()
+    sup = service.Supervisor(t.engine, service.Settings(**FAST), clock=clock).start()
+    try:
+        wait_for(lambda: sup.pool.host_count == 2, 5, "the spare task processes")
+        clock.advance(3600)  # an hour idle, for every deadline the pool keeps
+        sup._post(("wake",))
+        before = sup.loop_turns
+        threading.Event().wait(0.5)  # half a second of idleness, measured in loop turns
+        turns = sup.loop_turns - before
+    finally:
+        assert sup.stop(grace_s=0.0, timeout_s=5)
+    # FAST polls every 0.02 s: ~25 turns in 0.5 s. A spinning loop turns thousands of times.
+    assert turns < 100, turns

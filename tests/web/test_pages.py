@@ -127,3 +127,20 @@ def test_oversized_and_garbled_forms_are_refused(idle_client: TestClient) -> Non
                                headers={"content-type": "application/x-www-form-urlencoded"})
     assert garbled.status_code == 422 and "tasks must be a whole number" in garbled.text
     assert idle_client.get("/healthz").status_code == 200
+
+
+def test_a_progress_change_alone_turns_the_next_poll_into_a_200(idle_client: TestClient) -> None:
+    """The ETag covers progress: a frozen bar (a 304 while a task moves) would fail here."""
+    from service.storage.leases import Leases
+
+    run_id = start(idle_client, tasks="2")
+    engine = idle_client.app.state.tenure.engine  # type: ignore[attr-defined]
+    leases = Leases(engine)
+    me = leases.register("pages", 1, None, None)
+    first, _ = leases.claim(me, 2)
+    etag = idle_client.get(f"/runs/{run_id}/status").headers["etag"]
+    assert idle_client.get(f"/runs/{run_id}/status", headers={"If-None-Match": etag}).status_code == 304
+    leases.heartbeat(me, [(first.task_id, first.attempt, 0.42, None)])
+    moved = idle_client.get(f"/runs/{run_id}/status", headers={"If-None-Match": etag})
+    assert moved.status_code == 200 and moved.headers["etag"] != etag
+    assert "42%" in moved.text
