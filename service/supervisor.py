@@ -14,8 +14,7 @@ Threads:
 * the **listener** (PostgreSQL only): wakes the loop when new work is announced.
 
 Side loops are supervised: if the heartbeat thread dies, the supervisor stops (releasing its
-leases) rather than run on without them. An error inside one iteration is logged with its
-traceback and the loop goes on.
+leases) rather than run on without them; an error inside one iteration is logged, and it goes on.
 """
 
 from __future__ import annotations

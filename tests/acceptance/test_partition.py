@@ -121,11 +121,12 @@ def test_a_partitioned_worker_loses_its_tasks_to_the_other_side_and_stops_them(t
             assert history[0].outcome == "lost" and not history[0].charged, (task_id, history)
     assert reclaimed < TTL_S + 6, reclaimed  # the TTL, a reclaim cycle or two, and a loaded machine
     cut_s = max(CUT_S, reclaimed + 2)
-    report(f"partition: host A cut off for {cut_s:.0f} s (lease TTL {TTL_S:g} s) holding 6 of 12 tasks; host B reclaimed "
-           f"them {reclaimed:.1f} s after the cut and ran them; link healed at {cut_s:.0f} s; host A learned it lost "
-           f"its leases {(learned - healed_wall).total_seconds() if learned else float('nan'):.1f} s after the heal: "
-           f"{len(fenced)} late outcomes refused by the fence, {len(stopped)} stale executions stopped; run ended "
-           f"{ended - healed:.1f} s after the heal: 12 of 12 succeeded, each once")
+    learned_s = (learned - healed_wall).total_seconds() if learned else float("nan")
+    report(f"partition: host A cut off for {cut_s:.0f} s (lease TTL {TTL_S:g} s) holding 6 of 12 tasks; "
+           f"host B reclaimed them {reclaimed:.1f} s after the cut and ran them; link healed at {cut_s:.0f} s; "
+           f"host A learned it lost its leases {learned_s:.1f} s after the heal: {len(fenced)} late outcomes "
+           f"refused by the fence, {len(stopped)} stale executions stopped; run ended {ended - healed:.1f} s "
+           "after the heal: 12 of 12 succeeded, each once")
 
 
 def _running_on(t: service.Tenure, supervisor_id: int) -> set[int]:
