@@ -30,6 +30,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/isolation.py
 	$(BIN)/python bench/fragment.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/idle.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

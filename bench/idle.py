@@ -51,7 +51,7 @@ def fill(url: str, n: int) -> None:
             f"SELECT :r, i, 'echo', '{{}}', 'succeeded', 1, 3, 0, 0, false, 1.0, '2026-01-01', '2026-01-01', "
             f"'2026-01-01' FROM ({series}) AS g"), {"r": run_id, "n": n})
         conn.execute(text("INSERT INTO task_attempts (task_id, attempt, started_at, finished_at, outcome, charged) "
-                          "SELECT id, 1, started_at, finished_at, 'succeeded', false FROM tasks WHERE run_id = :r"),
+                          "SELECT id, 1, created_at, created_at, 'succeeded', false FROM tasks WHERE run_id = :r"),
                      {"r": run_id})
         conn.execute(text("UPDATE tasks SET status = 'succeeded' WHERE run_id = :r"), {"r": run_id})
         conn.execute(text("ANALYZE"))
