@@ -137,10 +137,10 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, what: str
         timer.cancel()
 
 
-def descendants(root: int) -> dict[int, str]:
-    """{pid: command line} of every live (not zombie) process below ``root``."""
+def descendants(root: int) -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, command line)} of every live (not zombie) process below ``root``."""
     children: dict[int, list[int]] = {}
-    info: dict[int, tuple[str, str]] = {}
+    info: dict[int, tuple[str, int, str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -152,15 +152,34 @@ def descendants(root: int) -> dict[int, str]:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry))
-        info[int(entry)] = (fields[0], command)
+        info[int(entry)] = (fields[0], int(fields[1]), command)
     found, todo = {}, list(children.get(root, []))
     while todo:
         pid = todo.pop()
-        state, command = info.get(pid, ("Z", ""))
+        state, parent, command = info.get(pid, ("Z", 0, ""))
         if state != "Z":
-            found[pid] = command
+            found[pid] = (parent, command)
         todo.extend(children.get(pid, []))
     return found
+
+
+def _started_by_the_test(before: set[int]) -> dict[int, str]:
+    """Processes below this one that are new, and not started by one that was already running
+    (a session-wide browser forks helpers whenever it likes)."""
+    now = descendants(os.getpid())
+    mine = {}
+    for pid, (parent, command) in now.items():
+        if pid in before:
+            continue
+        ancestor, inherited = parent, False
+        while ancestor in now:
+            if ancestor in before:
+                inherited = True
+                break
+            ancestor = now[ancestor][0]
+        if not inherited:
+            mine[pid] = command
+    return mine
 
 
 @pytest.fixture(autouse=True)
@@ -171,12 +190,10 @@ def no_process_left_behind() -> Iterator[None]:
     """
     before = set(descendants(os.getpid()))
     yield
-    left = {pid: cmd for pid, cmd in descendants(os.getpid()).items() if pid not in before}
-    if not left:
+    if not _started_by_the_test(before):
         return
-    deadline = threading.Event()
-    deadline.wait(0.5)  # processes told to stop may still be exiting: a short grace, then the verdict
-    left = {pid: cmd for pid, cmd in descendants(os.getpid()).items() if pid not in before}
+    threading.Event().wait(0.5)  # processes told to stop may still be exiting: a short grace, then the verdict
+    left = _started_by_the_test(before)
     for pid in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
