@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 import urllib.request
 from datetime import datetime
@@ -45,20 +46,34 @@ def test_gil_hogs_starve_no_heartbeat_and_no_page(tmp_path: Path) -> None:
         with t.engine.connect() as conn:
             serve_worker = conn.execute(text("SELECT min(id) FROM supervisors")).scalar()
 
+        done = threading.Event()
+
+        def watch_beats() -> None:
+            # Its own pace, so a slow API answer below never hides a heartbeat.
+            with t.engine.connect() as conn:
+                while not done.wait(0.05):
+                    beat = conn.execute(text("SELECT heartbeat_at FROM supervisors WHERE id = :w"),
+                                        {"w": serve_worker}).scalar()
+                    conn.rollback()
+                    beat = beat if isinstance(beat, datetime) else datetime.fromisoformat(str(beat))
+                    if not beats or beats[-1] != beat:
+                        beats.append(beat)
+
+        beat_watch = threading.Thread(target=watch_beats, daemon=True)
+        beat_watch.start()
+
         def sample() -> bool:
             nonlocal slowest_api
-            with t.engine.connect() as conn:
-                beat = conn.execute(text("SELECT heartbeat_at FROM supervisors WHERE id = :w"),
-                                    {"w": serve_worker}).scalar()
-            beat = beat if isinstance(beat, datetime) else datetime.fromisoformat(str(beat))
-            if not beats or beats[-1] != beat:
-                beats.append(beat)
             started = time.monotonic()
             with urllib.request.urlopen(server.url + f"/api/runs/{run_id}", timeout=10) as r:
                 assert r.status == 200
             slowest_api = max(slowest_api, time.monotonic() - started)
             return not t.run(run_id).live
-        wait_for(sample, HOG_S + 60, "the run to end")
+        try:
+            wait_for(sample, HOG_S + 60, "the run to end")
+        finally:
+            done.set()
+            beat_watch.join(timeout=5)
         _, tasks = t.run_with_tasks(run_id)
         outcomes = [a.outcome for task in tasks for a in t.attempts(task.id)]
     finally:
