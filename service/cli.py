@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import signal
@@ -18,8 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from service import client, summary
-from service.config import Settings, parse_memory
+from service import client, requests, summary
+from service.config import Settings, parse_duration, parse_memory
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
 from service.storage import schema
 from service.storage.db import make_engine, normalize_url, sqlite_path
@@ -86,13 +87,19 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     p.set_defaults(command="migrate", handler=cmd_migrate)
 
     p = sub.add_parser("submit", parents=[db], help="create a run; prints its id last")
-    p.add_argument("--tasks", type=int, default=50, help="number of tasks (default 50)")
+    p.add_argument("--tasks", type=int, help="number of tasks of a simulation (default 50)")
+    p.add_argument("--tasks-file", metavar="FILE",
+                   help="the run's tasks, one JSON object per line (its args, or {\"args\": ..., \"label\": ...}); "
+                        "- reads standard input")
+    p.add_argument("--idempotency-key", metavar="KEY",
+                   help="submitting again with the same key returns the same run instead of a second one")
     p.add_argument("--kind", default="sleep", help="task kind (default sleep)")
     p.add_argument("--min-seconds", type=float, help="sleep: shortest task (default 30)")
     p.add_argument("--max-seconds", type=float, help="sleep: longest task (default 120)")
     p.add_argument("--failure-rate", type=float, help="sleep: share of tasks that fail for good (default 0.1)")
     p.add_argument("--transient-rate", type=float, help="sleep: share that fail once, then succeed (default 0.1)")
     p.add_argument("--time-scale", type=float, help="gen_task: multiply its 1-99 s durations (default 1)")
+    p.add_argument("--shape", choices=["blocking", "polling", "random"], help="gen_task: which fake (default random)")
     p.add_argument("--seed", type=int, help="makes durations and failures repeatable (default: random)")
     p.add_argument("--name", help="a label for the run")
     p.add_argument("--max-attempts", type=int, default=3, help="attempts per task (default 3)")
@@ -118,6 +125,11 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     p.add_argument("run", type=int, help="run id")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes")
     p.set_defaults(command="watch", handler=cmd_watch)
+
+    p = sub.add_parser("prune", parents=[db], help="delete runs and single tasks that ended long ago")
+    p.add_argument("--older-than", required=True, metavar="AGE", help="like 30d, 12h or 90m")
+    p.add_argument("--batch", type=int, default=200, help="tasks deleted per transaction (default 200)")
+    p.set_defaults(command="prune", handler=cmd_prune)
 
     p = sub.add_parser("runs", parents=[db], help="run history, latest first")
     p.add_argument("--limit", type=int, default=20)
@@ -152,25 +164,70 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {}
-    for flag, key in (("min_seconds", "min_seconds"), ("max_seconds", "max_seconds"),
-                      ("failure_rate", "failure_rate"), ("transient_rate", "transient_rate"),
-                      ("time_scale", "time_scale"), ("seed", "seed")):
-        value = getattr(args, flag)
-        if value is not None:
-            params[key] = value
     memory = parse_memory(args.memory_limit) if args.memory_limit is not None else None
     request = {"name": args.name, "max_attempts": args.max_attempts, "timeout_s": args.timeout,
                "memory_limit_mb": memory, "on_complete": args.on_complete}
     # Check everything before the database is opened, so bad input writes nothing at all.
-    client.prepare_run(args.tasks, args.kind, params, **request)
+    if args.tasks_file is not None:
+        if args.tasks is not None or _simulation_flags(args):
+            raise InvalidInput("--tasks-file gives the run's tasks; --tasks and the simulation flags do not go with it")
+        entries, lines = read_jsonl(args.tasks_file)
+        plan = requests.plan_tasks(args.kind, entries, where=lambda i: f"{args.tasks_file} line {lines[i]}",
+                                   **request)
+    else:
+        plan = client.plan_run(50 if args.tasks is None else args.tasks, args.kind, _simulation_flags(args), **request)
     t = client.open(db_url(args))
     try:
-        run_id = t.submit_run(args.tasks, args.kind, params, **request)
+        created = t.start_run(plan, args.idempotency_key)
     finally:
         t.close()
-    print(f"submitted run {run_id}: {args.tasks} {args.kind} tasks")
-    print(run_id)
+    already = "" if created.new else " (made earlier with this idempotency key)"
+    print(f"submitted run {created.id}: {plan.total} {args.kind} tasks{already}")
+    print(created.id)
+    return 0
+
+
+def _simulation_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = ("min_seconds", "max_seconds", "failure_rate", "transient_rate", "time_scale", "seed", "shape")
+    return {flag: getattr(args, flag) for flag in flags if getattr(args, flag, None) is not None}
+
+
+def read_jsonl(path: str) -> tuple[list[Any], list[int]]:
+    """The JSON objects of a JSON-lines file (``-``: standard input) and the line each is on.
+
+    Raises:
+        InvalidInput: the file cannot be read, or a line is not JSON (naming it).
+    """
+    try:
+        handle = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read --tasks-file {path}: {exc.strerror}") from None
+    entries, lines = [], []
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    entries.append(json.loads(line))
+                except ValueError as exc:
+                    raise InvalidInput(f"{path} line {number} is not JSON: {exc}") from None
+                lines.append(number)
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{path} is not UTF-8 text") from None
+    return entries, lines
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    older_than = parse_duration(args.older_than)
+    t = _open_existing(args)
+    try:
+        report = t.prune(older_than, batch=args.batch)
+    finally:
+        t.close()
+    print(f"pruned {report.runs} runs, {report.tasks} tasks, {report.attempts} attempts and "
+          f"{report.supervisors} supervisors that ended over {args.older_than} ago, in {report.seconds:.1f} s "
+          f"({report.batches} batches; the longest held the write lock {report.longest_batch_s * 1000:.0f} ms)")
     return 0
 
 

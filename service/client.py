@@ -12,26 +12,26 @@ Nothing here blocks on task execution: submitting writes rows and returns.
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
 from service.clock import Clock, SystemClock
-from service.config import Settings, check_memory_mb
-from service.errors import InvalidInput, TenureError
-from service.protocol import Kind, get_kind
+from service.config import Settings
+from service.errors import InvalidInput, TaskFailed, TenureError
+from service.requests import RunPlan, TaskPlan, plan_simulation, plan_task, plan_tasks
 from service.storage import Store, schema
 from service.storage.db import make_engine, normalize_url
+from service.storage.retention import PruneReport
+from service.storage.submit import Created, Idempotency
 from service.storage.views import AttemptView, RunStatusView, RunView, TaskView
 from service.supervisor import Supervisor
 
 T = TypeVar("T")
 
-MAX_TASKS_PER_RUN = 10_000
-MAX_NAME_CHARS = 200
+MAX_KEY_CHARS = 190
 
 
 class Tenure:
@@ -46,8 +46,8 @@ class Tenure:
 
     def submit_run(
         self,
-        count: int,
-        kind: str = "sleep",
+        what: int | str,
+        tasks_or_kind: Sequence[Any] | str = "sleep",
         params: dict[str, Any] | None = None,
         *,
         name: str | None = None,
@@ -55,44 +55,83 @@ class Tenure:
         timeout_s: float | None = None,
         memory_limit_mb: int | None = None,
         on_complete: str | None = None,
+        idempotency_key: str | None = None,
     ) -> int:
-        """Create a run of ``count`` tasks of ``kind``; returns its id at once.
+        """Create a run; returns its id at once. Two shapes:
 
-        ``params`` are checked by the kind (and completed: a missing ``seed`` is drawn and
-        stored) before anything is written. ``memory_limit_mb`` caps each task's process
-        (default: the supervisor's ``--memory-limit``).
+        * ``submit_run("convert", [{"path": p} for p in paths])``: explicit tasks of a kind,
+          each entry a task's args, a spec ``{"args": ..., "label": ...}`` or a
+          :class:`TaskSpec` (its own kind, label, max_attempts, timeout_s, memory_limit_mb);
+        * ``submit_run(50, "sleep", {"min_seconds": 1})``: a simulation, ``count`` tasks whose
+          args the kind derives from ``params`` (checked, and completed: a missing ``seed`` is
+          drawn and stored).
+
+        ``memory_limit_mb`` caps each task's process (default: the supervisor's). With an
+        ``idempotency_key``, the same call again returns the same run; the same key with
+        another request raises Conflict.
 
         Raises:
-            InvalidInput: unknown kind or hook, bad count, name or parameters.
+            InvalidInput: unknown kind or hook, bad count, entries, name or parameters (nothing
+                is written).
+            Conflict: the idempotency key was used for a different request.
         """
-        task_kind, checked, name = prepare_run(
-            count, kind, params, name=name, max_attempts=max_attempts, timeout_s=timeout_s,
-            memory_limit_mb=memory_limit_mb, on_complete=on_complete,
-        )
+        return self.start_run(plan_run(what, tasks_or_kind, params, name=name, max_attempts=max_attempts,
+                                       timeout_s=timeout_s, memory_limit_mb=memory_limit_mb,
+                                       on_complete=on_complete), idempotency_key).id
+
+    def start_run(self, plan: RunPlan, idempotency_key: str | None = None) -> Created:
+        """Write a checked :class:`RunPlan`; ``Created.new`` is False when the key made it before."""
         return self.store.create_run(
-            kind=kind, count=count, params=checked, name=name, max_attempts=max_attempts,
-            timeout_s=timeout_s, memory_limit_mb=memory_limit_mb, on_complete=on_complete,
-            args_for=lambda position: task_kind.args_for(checked, position),
+            kind=plan.kind, total=plan.total, params=plan.params, tasks=plan.rows, name=plan.name,
+            on_complete=plan.on_complete, idempotency=_key(idempotency_key, "run", plan.fingerprint),
         )
 
     def submit_task(
-        self, kind: str, args: dict[str, Any] | None = None, *, max_attempts: int = 3,
-        timeout_s: float | None = None, memory_limit_mb: int | None = None,
+        self, kind: str, args: dict[str, Any] | None = None, *, label: str | None = None, max_attempts: int = 3,
+        timeout_s: float | None = None, memory_limit_mb: int | None = None, idempotency_key: str | None = None,
     ) -> int:
-        """Queue one task of ``kind`` built from JSON ``args``; returns its id at once.
+        """Queue one task of ``kind`` built from JSON ``args``, outside any run; returns its id at once.
 
         Raises:
-            InvalidInput: unknown kind, or args that are not a JSON object.
+            InvalidInput: unknown kind, or args that are not a JSON object (nothing is written).
+            Conflict: the idempotency key was used for a different request.
         """
-        get_kind(kind)
-        _check_attempts(max_attempts)
-        _check_timeout(timeout_s)
-        if memory_limit_mb is not None:
-            check_memory_mb(memory_limit_mb)
-        if args is not None and not isinstance(args, dict):
-            raise InvalidInput(f"args must be an object of named values, got {type(args).__name__}")
-        return self.store.create_task(kind=kind, args=dict(args or {}), max_attempts=max_attempts,
-                                      timeout_s=timeout_s, memory_limit_mb=memory_limit_mb)
+        plan = plan_task(kind, args, label=label, max_attempts=max_attempts, timeout_s=timeout_s,
+                         memory_limit_mb=memory_limit_mb)
+        return self.start_task(plan, idempotency_key).id
+
+    def start_task(self, plan: TaskPlan, idempotency_key: str | None = None) -> Created:
+        """Write a checked :class:`TaskPlan`; ``Created.new`` is False when the key made it before."""
+        return self.store.create_task(**plan.row, idempotency=_key(idempotency_key, "task", plan.fingerprint))
+
+    # The classic task-manager exercise's verbs.
+    register_task = submit_task
+
+    def get_task_status(self, task_id: int) -> TaskView:
+        """The task's status, progress, attempts so far, result and error. Raises NotFound."""
+        return self.store.get_task(task_id)
+
+    def get_task_result(self, task_id: int) -> Any:
+        """The task's result once it succeeded; None while it has not ended.
+
+        Raises:
+            NotFound: no task has this id.
+            TaskFailed: it failed or was cancelled (the exception carries its error).
+        """
+        task = self.store.get_task(task_id)
+        if task.status == "succeeded":
+            return task.result
+        if task.terminal:
+            raise TaskFailed(f"task {task_id} {task.status}: {task.error}", task)
+        return None
+
+    def cancel_task(self, task_id: int) -> bool:
+        """Cancel one task that has not ended. Raises NotFound, Conflict (it ended already)."""
+        return self.store.cancel_task(task_id)
+
+    def prune(self, older_than_s: float, **kwargs: Any) -> PruneReport:
+        """Delete runs and single tasks that ended more than ``older_than_s`` ago (see storage.retention)."""
+        return self.store.prune(older_than_s, **kwargs)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -184,53 +223,27 @@ def open(db: str | None = None, *, migrate: bool = True, clock: Clock | None = N
     return Tenure(engine, clock)
 
 
-def prepare_run(
-    count: int,
-    kind: str,
-    params: dict[str, Any] | None,
-    *,
-    name: str | None = None,
-    max_attempts: int = 3,
-    timeout_s: float | None = None,
-    memory_limit_mb: int | None = None,
-    on_complete: str | None = None,
-) -> tuple[Kind, dict[str, Any], str | None]:
-    """Check a run request without touching the database.
-
-    Returns the kind, its completed parameters (a missing ``seed`` drawn) and the tidied name.
-
-    Raises:
-        InvalidInput: unknown kind or hook, bad count, name, attempts, timeout or parameters.
-    """
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_TASKS_PER_RUN:
-        raise InvalidInput(f"a run needs between 1 and {MAX_TASKS_PER_RUN} tasks, got {count!r}")
-    task_kind = get_kind(kind)
-    if on_complete is not None:
-        get_kind(on_complete)
-    _check_attempts(max_attempts)
-    _check_timeout(timeout_s)
-    if memory_limit_mb is not None:
-        check_memory_mb(memory_limit_mb)
-    if name is not None:
-        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
-            raise InvalidInput(f"a run's name must be text of at most {MAX_NAME_CHARS} characters")
-        name = name.strip() or None
-    if params is not None and not isinstance(params, dict):
-        raise InvalidInput(f"params must be an object of named values, got {type(params).__name__}")
-    return task_kind, task_kind.validate(dict(params or {})), name
+def plan_run(
+    what: int | str, tasks_or_kind: Sequence[Any] | str = "sleep", params: dict[str, Any] | None = None,
+    **options: Any,
+) -> RunPlan:
+    """Check a run request of either shape (see :meth:`Tenure.submit_run`) without the database."""
+    if isinstance(what, str):
+        if isinstance(tasks_or_kind, str) or params is not None:
+            raise InvalidInput("explicit tasks are submit_run(kind, [task, ...]); a simulation is "
+                               "submit_run(count, kind, params)")
+        return plan_tasks(what, tasks_or_kind, **options)
+    if not isinstance(tasks_or_kind, str):
+        raise InvalidInput("a simulation is submit_run(count, kind, params): the second value names the kind")
+    return plan_simulation(what, tasks_or_kind, params, **options)
 
 
-def _check_attempts(max_attempts: int) -> None:
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 100:
-        raise InvalidInput(f"max_attempts must be a whole number from 1 to 100, got {max_attempts!r}")
-
-
-def _check_timeout(timeout_s: float | None) -> None:
-    if timeout_s is None:
-        return
-    number = isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
-    if not number or not math.isfinite(timeout_s) or timeout_s <= 0:
-        raise InvalidInput(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+def _key(key: str | None, what: str, request_fingerprint: str) -> Idempotency | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS or not key.isprintable():
+        raise InvalidInput(f"an idempotency key must be 1 to {MAX_KEY_CHARS} printable characters")
+    return Idempotency(key=f"{what}:{key}", request_hash=request_fingerprint)
 
 
 def _wait(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float, poll_s: float, message: str) -> T:

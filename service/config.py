@@ -31,6 +31,22 @@ def parse_memory(text: str, what: str = "--memory-limit") -> int | None:
     return mb
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_duration(text: str, what: str = "--older-than") -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``, or plain seconds, as seconds.
+
+    Raises:
+        InvalidInput: not a duration, or zero.
+    """
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise InvalidInput(f"{what} {text!r} is not a duration; write it like 30d, 12h or 90m")
+    return float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
+
+
 def check_memory_mb(mb: object, what: str = "memory_limit_mb") -> None:
     if isinstance(mb, bool) or not isinstance(mb, int) or not MIN_MEMORY_LIMIT_MB <= mb <= MAX_MEMORY_LIMIT_MB:
         raise InvalidInput(

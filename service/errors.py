@@ -21,6 +21,14 @@ class Conflict(TenureError):
     """The request does not fit the current state (for example cancelling a finished run)."""
 
 
+class TaskFailed(TenureError):
+    """The task asked about failed or was cancelled; ``task`` is what was read of it."""
+
+    def __init__(self, message: str, task: object = None) -> None:
+        super().__init__(message)
+        self.task = task
+
+
 class SchemaError(TenureError):
     """The database is not tenure's, or its schema is newer or older than this code."""
 

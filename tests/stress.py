@@ -62,7 +62,7 @@ def supervisor_actor(url: str, seed: int, seconds: float, me: int, others: list[
                     elif how < 0.9:
                         leases.lose(lease, me, "its process was stopped", isolate=rng.random() < 0.5)
                     else:
-                        leases.release(me, [(lease, 0.5, None)])
+                        leases.release(me, [(lease, 0.5, None, None)])
                     tally["finish"] += 1
                 elif others:
                     leases.reclaim_supervisor(rng.choice(others), "judged dead by the stress test")

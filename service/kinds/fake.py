@@ -19,10 +19,12 @@ import random
 import time
 from typing import Any
 
+from service.errors import InvalidInput
 from service.kinds import params as p
 from service.protocol import TaskContext, register
 
-PARAMS = {"time_scale", "seed"}
+PARAMS = {"time_scale", "seed", "shape"}
+SHAPES = ("blocking", "polling", "random")
 
 
 class BlockingFake:
@@ -66,24 +68,42 @@ def gen_task(
     rng: random.Random | None = None,
     time_scale: float = 1.0,
     ctx: TaskContext | None = None,
+    shape: str = "random",
 ) -> BlockingFake | PollingFake:
-    """The exercise's generator: a blocking or a polling fake, 50/50."""
+    """The exercise's generator: a blocking or a polling fake, 50/50 unless ``shape`` says which."""
     rng = rng or random.Random()
-    shape = BlockingFake if rng.random() < 0.5 else PollingFake
-    return shape(value, rng.randint(1, 99) * time_scale, ctx)
+    coin = rng.random()
+    kind: type[BlockingFake] | type[PollingFake]
+    if shape == "blocking":
+        kind = BlockingFake
+    elif shape == "polling":
+        kind = PollingFake
+    else:
+        kind = BlockingFake if coin < 0.5 else PollingFake
+    return kind(value, rng.randint(1, 99) * time_scale, ctx)
 
 
 def validate(params: dict[str, Any]) -> dict[str, Any]:
     p.reject_unknown(params, PARAMS, "gen_task")
-    return {"time_scale": p.number(params, "time_scale", 1.0, 0.0, 100.0), "seed": p.seed(params)}
+    return {"time_scale": p.number(params, "time_scale", 1.0, 0.0, 100.0), "seed": p.seed(params),
+            "shape": _shape(params.get("shape", "random"))}
+
+
+def _shape(value: Any) -> str:
+    if value not in SHAPES:
+        raise InvalidInput(f"shape must be one of {', '.join(SHAPES)}, got {value!r}")
+    return str(value)
 
 
 def args_for(params: dict[str, Any], position: int) -> dict[str, Any]:
     return {**params, "position": position, "value": position}
 
 
-@register("gen_task", description="the exercise's fakes: blocking or polling, 1-99 s, returns 2*value",
+@register("gen_task", description="the exercise's fakes: blocking or polling (shape), 1-99 s, returns 2*value",
           validate=validate, args_for=args_for, takes=PARAMS)
 def build(args: dict[str, Any], ctx: TaskContext) -> BlockingFake | PollingFake:
-    rng = random.Random(f"{args.get('seed', 0)}:{args.get('position', 0)}")
-    return gen_task(int(args["value"]), rng=rng, time_scale=float(args.get("time_scale", 1.0)), ctx=ctx)
+    if "value" not in args:
+        raise InvalidInput('gen_task needs a "value" (a whole number) in its args, like {"value": 21}')
+    rng = random.Random(f"{args.get('seed', 0)}:{args.get('position', ctx.task_id)}")
+    return gen_task(int(args["value"]), rng=rng, time_scale=float(args.get("time_scale", 1.0)), ctx=ctx,
+                    shape=_shape(args.get("shape", "random")))

@@ -82,12 +82,16 @@ class Sleep:
         while True:
             elapsed = min(time.monotonic() - t0, plan.duration_s)
             struck = plan.fate != "ok" and elapsed >= plan.fail_at * plan.duration_s
+            # The error is the same for alike failures (people group by it); how far the task got
+            # is in its progress.
             if struck and plan.fate == "fail":
-                raise PermanentError(f"{plan.reason} (at {plan.fail_at:.0%})")
+                ctx.progress(elapsed / plan.duration_s)
+                raise PermanentError(plan.reason)
             if struck and plan.fate == "transient" and not transient_done:
                 transient_done = True
+                ctx.progress(elapsed / plan.duration_s)
                 ctx.checkpoint({"elapsed_s": elapsed, "transient_done": True})
-                raise TransientError(f"connection reset while working (at {plan.fail_at:.0%}); a retry resumes")
+                raise TransientError("connection reset while working; a retry resumes")
             ctx.progress(elapsed / plan.duration_s if plan.duration_s else 1.0)
             ctx.checkpoint({"elapsed_s": round(elapsed, 3), "transient_done": transient_done})
             if elapsed >= plan.duration_s:

@@ -3,7 +3,8 @@
 Modules: :mod:`db` (engines, transactions, the clock, what differs between SQLite and
 PostgreSQL), :mod:`models` (the tables), :mod:`schema` (migrations), :mod:`runs` (submitting,
 cancelling, retrying, completing runs), :mod:`reads` (what pages, the API and the CLI show),
-:mod:`leases` (the supervisor's verbs), :mod:`notify` (LISTEN/NOTIFY), :mod:`errors`
+:mod:`submit` (runs and tasks, idempotently), :mod:`retention` (pruning), :mod:`leases` (the
+supervisor's verbs), :mod:`notify` (LISTEN/NOTIFY), :mod:`errors`
 (database errors as tenure's own). Callers call verbs; they never build queries.
 
 Rules every verb keeps:
@@ -31,11 +32,13 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from service.storage.reads import Reads
+from service.storage.retention import Retention
 from service.storage.runs import Runs
+from service.storage.submit import Submissions
 
 
-class Store(Runs, Reads):
-    """Submissions, run-level writes and reads over one engine."""
+class Store(Submissions, Runs, Reads, Retention):
+    """Submissions, run-level writes, reads and retention over one engine."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -195,14 +195,18 @@ class Leases(Losses):
         return leases
 
     @translated
-    def heartbeat(self, supervisor_id: int, updates: Sequence[tuple[int, int, float, Any]] = ()) -> set[Key]:
+    def heartbeat(
+        self, supervisor_id: int, updates: Sequence[tuple[int, int, float, Any]] = (),
+        logs: Sequence[tuple[int, int, str, int]] = (),
+    ) -> set[Key]:
         """Show this supervisor is alive, store progress and checkpoints; returns what it holds.
 
         One write to its ``supervisors`` row, however many tasks it runs (a lease lives while
         that row's heartbeat_at keeps changing), plus one fenced update per attempt in
         ``updates`` — (task_id, attempt, progress, checkpoint) that changed since the last
-        beat — in task id order. Atomic. Returns the (task_id, attempt) pairs the supervisor
-        still holds: an attempt missing from it has lost its lease and must stop.
+        beat — in task id order, and of each attempt in ``logs`` (task_id, attempt, output, cut)
+        whose output grew. Atomic. Returns the (task_id, attempt) pairs the supervisor still
+        holds: an attempt missing from it has lost its lease and must stop.
         """
         with write_tx(self.engine) as conn:
             if updates:
@@ -221,6 +225,16 @@ class Leases(Losses):
                     .execution_options(synchronize_session=False),
                     [{"b_id": t, "b_attempt": a, "b_progress": p, "b_checkpoint": c}
                      for t, a, p, c in sorted(updates, key=lambda u: u[0])],
+                )
+            if logs:
+                conn.execute(
+                    update(TaskAttempt)
+                    .where((TaskAttempt.task_id == bindparam("b_id")) & (TaskAttempt.attempt == bindparam("b_attempt"))
+                           & status_is(TaskAttempt.outcome, "running"))
+                    .values(logs=bindparam("b_logs"), logs_cut=bindparam("b_cut"))
+                    .execution_options(synchronize_session=False),
+                    [{"b_id": t, "b_attempt": a, "b_logs": text, "b_cut": cut}
+                     for t, a, text, cut in sorted(logs, key=lambda u: u[0])],
                 )
             conn.execute(update(SupervisorRow).where(SupervisorRow.id == supervisor_id)
                          .values(heartbeat_at=db_now()))
@@ -244,8 +258,12 @@ class Leases(Losses):
         retry_in_s: float | None = None,
         progress: float | None = None,
         checkpoint: Any = None,
+        record: dict[str, Any] | None = None,
     ) -> bool:
         """Record how an attempt ended, fenced by (task, supervisor, attempt).
+
+        ``record`` holds what the attempt's row keeps: its ``logs``, ``logs_cut`` and
+        ``traceback``.
 
         ``outcome`` SUCCEEDED stores ``result``; FAILED, TIMED_OUT or CRASHED store ``error``,
         charge the attempt (``tasks.charged`` + 1) and either schedule a retry ``retry_in_s``
@@ -285,23 +303,26 @@ class Leases(Losses):
                 log.warning("finish.fenced task=%s attempt=%s supervisor=%s outcome=%s: lease lost, write dropped",
                             lease.task_id, lease.attempt, supervisor_id, outcome.value)
                 return False
-            close_attempt(conn, lease.task_id, lease.attempt, outcome, error, charged=charged)
+            close_attempt(conn, lease.task_id, lease.attempt, outcome, error, charged=charged, record=record)
             if terminal and lease.run_id is not None:
                 settle_run(conn, lease.run_id)
         return True
 
     @translated
-    def release(self, supervisor_id: int, leases: Iterable[tuple[Lease, float | None, Any]]) -> int:
+    def release(
+        self, supervisor_id: int, leases: Iterable[tuple[Lease, float | None, Any, dict[str, Any] | None]]
+    ) -> int:
         """Hand leases back at a graceful stop: the tasks are due again at once.
 
-        ``leases`` holds (lease, progress, checkpoint) with the latest progress and checkpoint
-        the attempt recorded (None: unchanged), so the next attempt resumes from there. Each
+        ``leases`` holds (lease, progress, checkpoint, record) with the latest progress and
+        checkpoint the attempt recorded (None: unchanged), so the next attempt resumes from
+        there, and what its attempt row keeps (its logs). Each
         attempt closes as ``released``, not charged. Atomic; returns how many were released
         (a lease already lost is skipped).
         """
         count = 0
         with write_tx(self.engine) as conn:
-            for lease, progress, checkpoint in sorted(leases, key=lambda item: item[0].task_id):
+            for lease, progress, checkpoint, record in sorted(leases, key=lambda item: item[0].task_id):
                 values: dict[str, Any] = {"status": TaskStatus.QUEUED.value, "supervisor_id": None,
                                           "next_attempt_at": db_now()}
                 if progress is not None:
@@ -313,7 +334,7 @@ class Leases(Losses):
                 ).rowcount
                 if changed:
                     close_attempt(conn, lease.task_id, lease.attempt, Outcome.RELEASED,
-                                  "released: its supervisor stopped gracefully")
+                                  "released: its supervisor stopped gracefully", record=record)
                     count += 1
             if count:
                 notify.notify(conn)

@@ -43,7 +43,7 @@ class Losses:
     @translated
     def lose(
         self, lease: Any, supervisor_id: int, reason: str, *, isolate: bool,
-        progress: float | None = None, checkpoint: Any = None,
+        progress: float | None = None, checkpoint: Any = None, record: dict[str, Any] | None = None,
     ) -> bool:
         """Close an attempt interrupted through no fault of its own.
 
@@ -62,7 +62,7 @@ class Losses:
             extra["checkpoint"] = checkpoint
         with write_tx(self.engine) as conn:
             return bool(_lose(conn, select(Task.id).where(fence(lease.task_id, supervisor_id, lease.attempt)),
-                              reason, extra))
+                              reason, extra, record))
 
     # -- reclaiming the leases of the dead ------------------------------------------------
 
@@ -116,7 +116,10 @@ class Losses:
 
 
 
-def _lose(conn: Connection, ids_query: Any, reason: str, extra: dict[str, Any] | None = None) -> list[Key]:
+def _lose(
+    conn: Connection, ids_query: Any, reason: str, extra: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
+) -> list[Key]:
     """Close the attempts of the running tasks ``ids_query`` selects as lost (not charged).
 
     Each task is queued again at once; a task lost :data:`MAX_LOST` times fails instead, so a
@@ -153,7 +156,7 @@ def _lose(conn: Connection, ids_query: Any, reason: str, extra: dict[str, Any] |
         ).rowcount
         if not changed:
             continue
-        close_attempt(conn, r.id, r.attempts, Outcome.LOST, reason)
+        close_attempt(conn, r.id, r.attempts, Outcome.LOST, reason, record=record)
         log.info("lease.lost task=%s attempt=%s supervisor=%s lost=%s %s", r.id, r.attempts, r.supervisor_id,
                  times, "failed" if give_up else "queued again")
         if give_up and r.run_id is not None:

@@ -78,7 +78,12 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 
-    __table_args__ = (Index("ix_runs_status", "status"),)
+    __table_args__ = (
+        Index("ix_runs_status", "status"),
+        # Retention walks finished runs by age.
+        Index("ix_runs_finished", "finished_at", sqlite_where=text("status <> 'running'"),
+              postgresql_where=text("status <> 'running'")),
+    )
 
 
 class Task(Base):
@@ -87,9 +92,11 @@ class Task(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # NULL for a task submitted on its own (and for a run's completion hook).
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    position: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)  # 0-based order in its run (pages count from 1)
     kind: Mapped[str] = mapped_column(String(100))
     args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What a person calls it: given at submit, else a short form of its args; NULL for simulations.
+    label: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # times claimed
     max_attempts: Mapped[int] = mapped_column(Integer)
@@ -129,6 +136,8 @@ class Task(Base):
             sqlite_where=text("status IN ('queued', 'retrying')"),
             postgresql_where=text("status IN ('queued', 'retrying')"),
         ),
+        # Tasks submitted on their own (and completion hooks), newest first.
+        Index("ix_tasks_single", "id", sqlite_where=text("run_id IS NULL"), postgresql_where=text("run_id IS NULL")),
         # Running tasks by the supervisor that leases them: heartbeats, lease checks, reclaims.
         Index(
             "ix_tasks_running",
@@ -151,9 +160,28 @@ class TaskAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     # True when this attempt used up one of the task's max_attempts (see Outcome).
     charged: Mapped[bool] = mapped_column(Boolean, server_default=false())
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)  # one line, the same for alike failures
+    traceback: Mapped[str | None] = mapped_column(Text)  # of a failed attempt, bounded
+    # What the task wrote (logging, stdout, stderr), its last 64 KiB; logs_cut bytes were dropped before.
+    logs: Mapped[str | None] = mapped_column(Text)
+    logs_cut: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
-    __table_args__ = (Index("ix_task_attempts_task_attempt", "task_id", "attempt", unique=True),)
+    __table_args__ = (
+        Index("ix_task_attempts_task_attempt", "task_id", "attempt", unique=True),
+        Index("ix_task_attempts_supervisor", "supervisor_id"),  # retention: which supervisors are still named
+    )
+
+
+class IdempotencyKey(Base):
+    """A submission made with an ``Idempotency-Key``: the same key again returns what it made."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # of the request, to refuse a different one
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class SupervisorRow(Base):

@@ -19,7 +19,7 @@ from service.errors import NotFound
 from service.storage.db import db_now, read_tx
 from service.storage.errors import translated
 from service.storage.models import Run, RunStatus, Task, TaskAttempt
-from service.storage.views import AttemptView, RunStatusView, RunView, TaskView, zero_counts
+from service.storage.views import AttemptView, RunStatusView, RunView, TaskDetail, TaskView, zero_counts
 
 _RUN_COLUMNS = (
     Run.id, Run.name, Run.status, Run.kind, Run.total, Run.params, Run.on_complete,
@@ -29,6 +29,12 @@ _TASK_COLUMNS = (
     Task.id, Task.run_id, Task.position, Task.kind, Task.args, Task.status, Task.attempts,
     Task.max_attempts, Task.progress, Task.result, Task.error, Task.created_at, Task.started_at,
     Task.finished_at, Task.next_attempt_at, Task.supervisor_id, Task.charged, Task.lost, Task.isolated,
+    Task.label, Task.timeout_s, Task.memory_limit_mb,
+)
+_ATTEMPT_COLUMNS = (
+    TaskAttempt.attempt, TaskAttempt.supervisor_id, TaskAttempt.started_at, TaskAttempt.finished_at,
+    TaskAttempt.outcome, TaskAttempt.error, TaskAttempt.charged, TaskAttempt.traceback, TaskAttempt.logs,
+    TaskAttempt.logs_cut,
 )
 
 
@@ -135,17 +141,28 @@ class Reads:
 
     @translated
     def attempts(self, task_id: int) -> list[AttemptView]:
-        """A task's attempts in order; [] for a task never claimed (or an unknown id)."""
+        """A task's attempts in order, with their logs; [] for a task never claimed (or an unknown id)."""
         with read_tx(self.engine) as conn:
-            rows = conn.execute(
-                select(
-                    TaskAttempt.attempt, TaskAttempt.supervisor_id, TaskAttempt.started_at,
-                    TaskAttempt.finished_at, TaskAttempt.outcome, TaskAttempt.error, TaskAttempt.charged,
-                )
-                .where(TaskAttempt.task_id == task_id)
-                .order_by(TaskAttempt.attempt)
-            ).all()
-        return [AttemptView(*row) for row in rows]
+            return _attempts(conn, task_id)
+
+    @translated
+    def task_detail(self, task_id: int) -> TaskDetail:
+        """A task and its attempts (with logs and tracebacks) from one snapshot. Raises NotFound."""
+        with read_tx(self.engine) as conn:
+            row = conn.execute(select(*_TASK_COLUMNS, db_now().label("db_now")).where(Task.id == task_id)).one_or_none()
+            if row is None:
+                raise NotFound(f"there is no task {task_id}")
+            *values, now = row
+            return TaskDetail(task=TaskView(*values), attempts=_attempts(conn, task_id), now=now)
+
+    @translated
+    def single_tasks(self, *, limit: int = 20, offset: int = 0) -> tuple[list[TaskView], int]:
+        """Tasks submitted on their own (and completion hooks), newest first, and how many there are."""
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(select(*_TASK_COLUMNS).where(Task.run_id.is_(None)).order_by(Task.id.desc())
+                                .limit(limit).offset(offset)).all()
+            total = conn.execute(select(func.count()).select_from(Task).where(Task.run_id.is_(None))).scalar_one()
+        return [TaskView(*r) for r in rows], int(total)
 
     @translated
     def run_attempt_outcomes(self, run_id: int) -> dict[str, int]:
@@ -159,6 +176,12 @@ class Reads:
         with read_tx(self.engine) as conn:
             value: datetime = conn.execute(select(db_now())).scalar_one()
             return value
+
+
+def _attempts(conn: Connection, task_id: int) -> list[AttemptView]:
+    rows = conn.execute(select(*_ATTEMPT_COLUMNS).where(TaskAttempt.task_id == task_id)
+                        .order_by(TaskAttempt.attempt)).all()
+    return [AttemptView(**row._mapping) for row in rows]
 
 
 def _outcomes(conn: Connection, run_id: int) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Run-level writes: submit runs and tasks, cancel, retry, and complete a run.
+"""Run-level writes: cancel, retry and complete runs; cancel one task.
 
 Each verb is one transaction and takes its locks in the order :mod:`service.storage` states
 (the run row, then its tasks by id, then their attempts), and each run-level update is
@@ -8,7 +8,7 @@ guarded: it changes the run only if the run is still in the state the verb read 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, insert, select, update
@@ -35,81 +35,10 @@ OPEN_TASK_STATUSES = tuple(s.value for s in (*DUE_TASK_STATUSES, TaskStatus.RUNN
 
 
 class Runs:
-    """Submissions and the run-level verbs a person or an application calls."""
+    """The run-level verbs a person or an application calls (submitting is in :mod:`submit`)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    @translated
-    def create_run(
-        self,
-        *,
-        kind: str,
-        count: int,
-        params: dict[str, Any],
-        args_for: Callable[[int], dict[str, Any]],
-        name: str | None = None,
-        max_attempts: int = 3,
-        timeout_s: float | None = None,
-        memory_limit_mb: int | None = None,
-        on_complete: str | None = None,
-    ) -> int:
-        """Insert a run and its ``count`` queued tasks (``args_for(position)`` each), due now.
-
-        Atomic: the run and all its tasks appear together or not at all. Returns the run id.
-        """
-        with write_tx(self.engine) as conn:
-            run_id = int(
-                conn.execute(
-                    insert(Run)
-                    .values(
-                        name=name, status=RunStatus.RUNNING.value, kind=kind, total=count,
-                        params=params, on_complete=on_complete, created_at=db_now(),
-                    )
-                    .returning(Run.id)
-                ).scalar_one()
-            )
-            conn.execute(
-                insert(Task).values(created_at=db_now(), next_attempt_at=db_now()),
-                [
-                    {
-                        "run_id": run_id, "position": i, "kind": kind, "args": args_for(i),
-                        "status": TaskStatus.QUEUED.value, "max_attempts": max_attempts,
-                        "timeout_s": timeout_s, "memory_limit_mb": memory_limit_mb,
-                        "attempts": 0, "progress": 0.0,
-                    }
-                    for i in range(count)
-                ],
-            )
-            notify.notify(conn)
-        return run_id
-
-    @translated
-    def create_task(
-        self,
-        *,
-        kind: str,
-        args: dict[str, Any],
-        max_attempts: int = 3,
-        timeout_s: float | None = None,
-        memory_limit_mb: int | None = None,
-    ) -> int:
-        """Insert one queued task that belongs to no run, due now. Atomic; returns the task id."""
-        with write_tx(self.engine) as conn:
-            task_id = int(
-                conn.execute(
-                    insert(Task)
-                    .values(
-                        run_id=None, position=0, kind=kind, args=args,
-                        status=TaskStatus.QUEUED.value, max_attempts=max_attempts,
-                        timeout_s=timeout_s, memory_limit_mb=memory_limit_mb, created_at=db_now(),
-                        next_attempt_at=db_now(),
-                    )
-                    .returning(Task.id)
-                ).scalar_one()
-            )
-            notify.notify(conn)
-        return task_id
 
     @translated
     def cancel_run(self, run_id: int) -> int:
@@ -189,6 +118,41 @@ class Runs:
         return len(ids)
 
 
+    @translated
+    def cancel_task(self, task_id: int) -> bool:
+        """Cancel one task that has not ended: it becomes ``cancelled``, its open attempt closes.
+
+        Locks its run (if it has one), then the task, then its attempt; a run whose last open
+        task this was completes. A supervisor running it stops its process within
+        ``lease_check_s``. Atomic. Returns True.
+
+        Raises:
+            NotFound: no task has this id.
+            Conflict: the task has already ended (succeeded, failed or cancelled).
+        """
+        with write_tx(self.engine) as conn:
+            row = conn.execute(select(Task.run_id).where(Task.id == task_id)).one_or_none()
+            if row is None:
+                raise NotFound(f"there is no task {task_id}")
+            lock_runs(conn, [row.run_id])
+            found = conn.execute(
+                select(Task.status, Task.attempts).where(Task.id == task_id).with_for_update()
+            ).one()
+            if found.status not in OPEN_TASK_STATUSES:
+                raise Conflict(f"task {task_id} is {found.status}; only a task that has not ended can be cancelled")
+            conn.execute(
+                update(Task)
+                .where(Task.id == task_id, status_is(Task.status, *OPEN_TASK_STATUSES))
+                .values(status=TaskStatus.CANCELLED.value, finished_at=db_now(), supervisor_id=None,
+                        next_attempt_at=None, error="cancelled")
+            )
+            if found.status == TaskStatus.RUNNING.value:
+                close_attempt(conn, task_id, found.attempts, Outcome.CANCELLED, "cancelled")
+            if row.run_id is not None:
+                settle_run(conn, row.run_id)
+        return True
+
+
 def _lock_run(conn: Connection, run_id: int) -> str:
     """Lock the run row (first, by the lock order); its status. Raises NotFound."""
     status = conn.execute(select(Run.status).where(Run.id == run_id).with_for_update()).scalar_one_or_none()
@@ -216,9 +180,14 @@ def lock_tasks(conn: Connection, ids_query: Any) -> list[int]:
 
 
 def close_attempt(
-    conn: Connection, task_id: int, attempt: int, outcome: Outcome, error: str | None, *, charged: bool = False
+    conn: Connection, task_id: int, attempt: int, outcome: Outcome, error: str | None, *, charged: bool = False,
+    record: dict[str, Any] | None = None,
 ) -> None:
-    """Close the attempt's row if it is still open (``outcome = 'running'``)."""
+    """Close the attempt's row if it is still open (``outcome = 'running'``).
+
+    ``record`` may hold its ``logs``, ``logs_cut`` and ``traceback``.
+    """
+    values = {k: v for k, v in (record or {}).items() if k in ("logs", "logs_cut", "traceback")}
     conn.execute(
         update(TaskAttempt)
         .where(
@@ -226,7 +195,7 @@ def close_attempt(
             TaskAttempt.attempt == attempt,
             status_is(TaskAttempt.outcome, "running"),
         )
-        .values(outcome=outcome.value, error=error, finished_at=db_now(), charged=charged)
+        .values(outcome=outcome.value, error=error, finished_at=db_now(), charged=charged, **values)
     )
 
 

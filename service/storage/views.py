@@ -60,6 +60,9 @@ class TaskView:
     charged: int = 0  # attempts charged against max_attempts
     lost: int = 0  # attempts lost through no fault of the task (not charged)
     isolated: bool = False  # runs alone in a process of its own
+    label: str | None = None  # what a person calls it (None for simulations)
+    timeout_s: float | None = None
+    memory_limit_mb: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -75,6 +78,18 @@ class AttemptView:
     outcome: str
     error: str | None
     charged: bool = False
+    traceback: str | None = None
+    logs: str | None = None  # its last 64 KiB of output
+    logs_cut: int = 0  # bytes of output dropped before those
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    """A task and all its attempts, from one snapshot."""
+
+    task: TaskView
+    attempts: list[AttemptView]
+    now: datetime
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--tasks", "0"], "a run needs between 1 and 10000 tasks, got 0"),
-        (["--tasks", "10001"], "a run needs between 1 and 10000 tasks"),
+        (["--tasks", "0"], "a run needs between 1 and 100,000 tasks, got 0"),
+        (["--tasks", "100001"], "a run needs between 1 and 100,000 tasks"),
         (["--kind", "nope"], "unknown task kind 'nope'"),
         (["--min-seconds", "-1"], "min_seconds must be between 0"),
         (["--max-seconds", "inf"], "max_seconds must be a finite number"),

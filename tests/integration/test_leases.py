@@ -198,7 +198,7 @@ def test_release_hands_tasks_back_without_spending_attempts(env) -> None:  # typ
     t, leases, a, b = env
     t.submit_run(1, "echo", max_attempts=1)
     (lease,) = leases.claim(a, 1)
-    assert leases.release(a, [(lease, 0.4, {"step": 4})]) == 1
+    assert leases.release(a, [(lease, 0.4, {"step": 4}, None)]) == 1
     assert t.task(lease.task_id).status == "queued"
     (again,) = leases.claim(b, 1)
     assert (again.attempt, again.charged, again.checkpoint) == (2, 0, {"step": 4})

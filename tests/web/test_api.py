@@ -60,7 +60,7 @@ def test_cancel_then_retry(idle_client: TestClient) -> None:
         (b"\xff\xfe", 422, "not valid UTF-8"),
         (b"[1, 2]", 422, "must be a JSON object"),
         (b'{"tasks": "ten"}', 422, "tasks must be a whole number"),
-        (b'{"tasks": 0}', 422, "between 1 and 10000 tasks"),
+        (b'{"tasks": 0}', 422, "between 1 and 100,000 tasks"),
         (b'{"tasks": 1e400}', 422, "tasks must be a whole number"),
         (b'{"min_seconds": 1e400}', 422, "finite"),
         (b'{"tasks": 99999999999999999999999}', 422, "out of range"),

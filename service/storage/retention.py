@@ -1,0 +1,137 @@
+"""Retention: deleting what ended long ago, in batches short enough never to stall anyone.
+
+What goes: runs that ended (completed or cancelled) before the cutoff, with their tasks,
+attempts, logs, idempotency keys and completion hook; single tasks that ended before it; and
+supervisors stopped before it that no remaining row refers to. A run in progress is never
+touched: each batch re-checks, under the run's lock, that it has still ended. Each batch is one
+transaction of at most ``batch`` tasks, so the write lock is held for milliseconds; between
+batches the lock is left free for a moment, so waiting writers get their turn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, exists, select, update
+
+from service.storage.db import db_now, status_is, write_tx
+from service.storage.errors import translated
+from service.storage.models import (
+    TERMINAL_TASK_STATUSES,
+    IdempotencyKey,
+    Run,
+    SupervisorRow,
+    Task,
+    TaskAttempt,
+)
+from service.storage.runs import lock_tasks
+
+PAUSE_S = 0.002  # between batches: other writers take the lock meanwhile
+TERMINAL = tuple(s.value for s in TERMINAL_TASK_STATUSES)
+
+
+@dataclass
+class PruneReport:
+    runs: int = 0
+    tasks: int = 0
+    attempts: int = 0
+    supervisors: int = 0
+    batches: int = 0
+    longest_batch_s: float = 0.0  # the longest write transaction, i.e. write-lock hold
+    seconds: float = 0.0
+    batch_times: list[float] = field(default_factory=list, repr=False)
+
+
+class Retention:
+    engine: Engine
+
+    @translated
+    def prune(
+        self, older_than_s: float, *, batch: int = 200, stop: threading.Event | None = None,
+        progress: Callable[[PruneReport], None] | None = None,
+    ) -> PruneReport:
+        """Delete what ended more than ``older_than_s`` ago (by the database's clock); see the module.
+
+        Runs batch after batch until nothing is left (or ``stop`` is set); ``progress`` is told
+        after each batch. Returns what was deleted and the longest batch.
+        """
+        report = PruneReport()
+        started = time.monotonic()
+        for step in (self._prune_run_batch, self._prune_single_batch, self._prune_supervisors_batch):
+            while not (stop is not None and stop.is_set()):
+                began = time.monotonic()
+                with write_tx(self.engine) as conn:
+                    did = step(conn, older_than_s, batch, report)
+                took = time.monotonic() - began
+                if not did:
+                    break
+                report.batches += 1
+                report.batch_times.append(took)
+                report.longest_batch_s = max(report.longest_batch_s, took)
+                if progress is not None:
+                    progress(report)
+                threading.Event().wait(PAUSE_S)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _prune_run_batch(self, conn: Connection, older_than_s: float, batch: int, report: PruneReport) -> bool:
+        run = conn.execute(
+            select(Run.id, Run.hook_task_id)
+            .where(Run.status != "running", Run.finished_at < db_now(-older_than_s))
+            .order_by(Run.finished_at).limit(1).with_for_update()
+        ).one_or_none()
+        if run is None:
+            return False
+        ids = list(conn.execute(select(Task.id).where(Task.run_id == run.id).order_by(Task.position).limit(batch))
+                   .scalars())
+        if ids:
+            _delete_tasks(conn, ids, report)
+            return True
+        if run.hook_task_id is not None:
+            conn.execute(update(Run).where(Run.id == run.id).values(hook_task_id=None))
+            _delete_tasks(conn, [run.hook_task_id], report)
+        conn.execute(delete(IdempotencyKey).where(IdempotencyKey.run_id == run.id))
+        conn.execute(delete(Run).where(Run.id == run.id))
+        report.runs += 1
+        return True
+
+    def _prune_single_batch(self, conn: Connection, older_than_s: float, batch: int, report: PruneReport) -> bool:
+        hooks = select(Run.hook_task_id).where(Run.hook_task_id.is_not(None))
+        ids = list(conn.execute(
+            select(Task.id).where(Task.run_id.is_(None), status_is(Task.status, *TERMINAL),
+                                  Task.finished_at < db_now(-older_than_s), Task.id.not_in(hooks))
+            .order_by(Task.id).limit(batch)
+        ).scalars())
+        if not ids:
+            return False
+        _delete_tasks(conn, ids, report)
+        return True
+
+    def _prune_supervisors_batch(self, conn: Connection, older_than_s: float, batch: int,
+                                 report: PruneReport) -> bool:
+        referenced = (exists().where(Task.supervisor_id == SupervisorRow.id)
+                      | exists().where(TaskAttempt.supervisor_id == SupervisorRow.id))
+        ids = list(conn.execute(
+            select(SupervisorRow.id).where(SupervisorRow.stopped_at < db_now(-older_than_s), ~referenced)
+            .limit(batch)
+        ).scalars())
+        if not ids:
+            return False
+        conn.execute(delete(SupervisorRow).where(SupervisorRow.id.in_(ids)))
+        report.supervisors += len(ids)
+        return True
+
+
+def _delete_tasks(conn: Connection, ids: list[int], report: PruneReport) -> None:
+    """Tasks first, then their attempts (the lock order), then the rows that point at them."""
+    lock_tasks(conn, select(Task.id).where(Task.id.in_(ids)))
+    report.attempts += int(conn.execute(delete(TaskAttempt).where(TaskAttempt.task_id.in_(ids))).rowcount)
+    conn.execute(delete(IdempotencyKey).where(IdempotencyKey.task_id.in_(ids)))
+    report.tasks += int(conn.execute(delete(Task).where(Task.id.in_(ids))).rowcount)
+
+
+__all__: list[Any] = ["PruneReport", "Retention"]

@@ -1,0 +1,133 @@
+"""Submitting: runs and single tasks, each in one transaction, optionally under an idempotency key.
+
+A submission with a key records (key, hash of the request) in the same transaction as what it
+creates. The same key again with the same request returns what it created, marked not new;
+with another request it is refused. Two clients racing with one key end with one run: the
+second waits on the key's row, fails to insert it, and finds the first's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from service.errors import Conflict
+from service.storage import notify
+from service.storage.db import db_now, write_tx
+from service.storage.errors import translated
+from service.storage.models import IdempotencyKey, Run, RunStatus, Task, TaskStatus
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class Created:
+    id: int
+    new: bool  # False: an earlier submission with the same key and request made it
+
+
+class Submissions:
+    engine: Engine
+
+    @translated
+    def create_run(
+        self,
+        *,
+        kind: str,
+        total: int,
+        params: dict[str, Any],
+        tasks: Iterable[dict[str, Any]],
+        name: str | None = None,
+        on_complete: str | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> Created:
+        """Insert a run and its ``total`` queued tasks, due now; ``tasks`` yields one row each.
+
+        Each row holds ``kind``, ``args``, ``label``, ``max_attempts``, ``timeout_s`` and
+        ``memory_limit_mb``; positions are given in order from 0. Atomic: the run and all its
+        tasks appear together or not at all.
+
+        Raises:
+            Conflict: ``idempotency`` names a key already used for a different request.
+        """
+        def make(conn: Connection) -> int:
+            run_id = int(conn.execute(
+                insert(Run).values(name=name, status=RunStatus.RUNNING.value, kind=kind, total=total,
+                                   params=params, on_complete=on_complete, created_at=db_now())
+                .returning(Run.id)
+            ).scalar_one())
+            rows = [{**row, "run_id": run_id, "position": i, "status": TaskStatus.QUEUED.value, "attempts": 0,
+                     "progress": 0.0} for i, row in enumerate(tasks)]
+            conn.execute(insert(Task).values(created_at=db_now(), next_attempt_at=db_now()), rows)
+            return run_id
+
+        return self._submit(make, idempotency, "run_id")
+
+    @translated
+    def create_task(
+        self,
+        *,
+        kind: str,
+        args: dict[str, Any],
+        label: str | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+        memory_limit_mb: int | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> Created:
+        """Insert one queued task that belongs to no run, due now. Atomic.
+
+        Raises:
+            Conflict: ``idempotency`` names a key already used for a different request.
+        """
+        def make(conn: Connection) -> int:
+            return int(conn.execute(
+                insert(Task).values(
+                    run_id=None, position=0, kind=kind, args=args, label=label, status=TaskStatus.QUEUED.value,
+                    max_attempts=max_attempts, timeout_s=timeout_s, memory_limit_mb=memory_limit_mb,
+                    created_at=db_now(), next_attempt_at=db_now(),
+                ).returning(Task.id)
+            ).scalar_one())
+
+        return self._submit(make, idempotency, "task_id")
+
+    def _submit(self, make: Any, idempotency: Idempotency | None, column: str) -> Created:
+        for _ in range(2):  # a second round only after losing a race for the same key
+            try:
+                with write_tx(self.engine) as conn:
+                    if idempotency is not None:
+                        earlier = _earlier(conn, idempotency, column)
+                        if earlier is not None:
+                            return Created(earlier, new=False)
+                        conn.execute(insert(IdempotencyKey).values(
+                            key=idempotency.key, request_hash=idempotency.request_hash, created_at=db_now()))
+                    made = int(make(conn))
+                    if idempotency is not None:
+                        conn.execute(update(IdempotencyKey).where(IdempotencyKey.key == idempotency.key)
+                                     .values({column: made}))
+                    notify.notify(conn)
+                    return Created(made, new=True)
+            except IntegrityError:
+                if idempotency is None:
+                    raise
+        key = idempotency.key if idempotency is not None else ""
+        raise Conflict(f"the idempotency key {key!r} is being used by another request right now")
+
+
+def _earlier(conn: Connection, idempotency: Idempotency, column: str) -> int | None:
+    row = conn.execute(select(IdempotencyKey.request_hash, getattr(IdempotencyKey, column))
+                       .where(IdempotencyKey.key == idempotency.key)).one_or_none()
+    if row is None:
+        return None
+    if row[0] != idempotency.request_hash or row[1] is None:
+        raise Conflict(f"the idempotency key {idempotency.key!r} was used for a different request; "
+                       "use a new key for a new submission")
+    return int(row[1])
