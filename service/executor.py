@@ -24,6 +24,7 @@ from typing import Any
 from service.storage.leases import Lease
 
 MAX_CHECK_ERRORS = 3  # consecutive check_output() errors before the attempt fails
+LOG_TAIL_CHARS = 64 * 1024  # of an attempt's output, kept and stored
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class Execution:
     _progress: float = 0.0
     _saved: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _logs: str = ""  # the attempt's last LOG_TAIL_CHARS of output
+    _logs_cut: int = 0  # characters of output dropped before them
+    _logs_version: int = 0
+    flushed_logs_version: int = 0
 
     def __post_init__(self) -> None:
         self._saved = self.lease.checkpoint
@@ -87,3 +92,31 @@ class Execution:
         """(version, progress, checkpoint): the version changes whenever either does."""
         with self._lock:
             return self._version, self._progress, self._saved
+
+    def add_logs(self, text: Any, cut: Any) -> None:
+        """Take output the task wrote (from the loop thread); keep the last LOG_TAIL_CHARS."""
+        text = text if isinstance(text, str) else ""
+        dropped = cut if isinstance(cut, int) and cut > 0 else 0
+        if not text and not dropped:
+            return
+        with self._lock:
+            joined = self._logs + text
+            over = max(0, len(joined) - LOG_TAIL_CHARS)
+            if over:  # cut at a line's end, so the kept part starts with a whole line
+                newline = joined.find("\n", over)
+                over = newline + 1 if 0 <= newline < over + 1024 else over
+            self._logs, self._logs_cut = joined[over:], self._logs_cut + dropped + over
+            self._logs_version += 1
+
+    def logs(self) -> tuple[int, str, int]:
+        """(version, last output, characters dropped before it)."""
+        with self._lock:
+            return self._logs_version, self._logs, self._logs_cut
+
+    def record(self, traceback: str | None = None) -> dict[str, Any]:
+        """What the attempt's row keeps when it closes: its output, and a failure's traceback."""
+        _, text, cut = self.logs()
+        kept: dict[str, Any] = {"logs": text or None, "logs_cut": cut}
+        if traceback:
+            kept["traceback"] = traceback
+        return kept

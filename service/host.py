@@ -29,7 +29,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from service import protocol, wire
+from service import capture, protocol, wire
 from service.errors import InvalidInput, PermanentError, describe
 
 FLUSH_S = 0.1  # progress and checkpoints reach the supervisor at most this late
@@ -48,6 +48,7 @@ class Occupant:
     sent_version: int = 0
     checking: bool = False
     fatal_frame: bytes = field(default=b"")
+    tail: capture.Tail = field(default_factory=capture.Tail)  # what it wrote since the last send
 
 
 class Host:
@@ -59,6 +60,17 @@ class Host:
         self.lock = threading.Lock()
         self.calls: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.occupied = threading.Event()  # set while any task is hosted here
+        self.running: Occupant | None = None  # whose run() is executing on the main thread
+        self.on_thread: dict[int, Occupant] = {}  # thread ident -> whose code it is running
+
+    def tail_of_thread(self) -> capture.Tail | None:
+        """Where output written on this thread belongs: its attempt, else the run() executing."""
+        occupant = self.on_thread.get(threading.get_ident()) or self.running
+        return occupant.tail if occupant is not None else None
+
+    def tail_of_run(self) -> capture.Tail | None:
+        occupant = self.running
+        return occupant.tail if occupant is not None else None
 
     # -- the supervisor's side ------------------------------------------------------------
 
@@ -128,21 +140,25 @@ class Host:
             for occupant in occupants:
                 try:
                     with self.send_lock:
-                        self.flush(occupant)
+                        self.flush(occupant, send=True)
                 except Exception as exc:  # noqa: BLE001 - the flusher must outlive any one bad value
                     print(f"tenure host: progress of task {occupant.key[0]} not sent: {describe(exc)}",
-                          file=sys.stderr)
+                          file=sys.__stderr__)
 
-    def flush(self, occupant: Occupant) -> dict[str, Any]:
-        """Send the occupant's progress and checkpoint if they changed; returns them.
+    def flush(self, occupant: Occupant, *, send: bool) -> dict[str, Any]:
+        """The occupant's progress, checkpoint and new output, sent as a progress frame (``send``)
+        when any changed, or returned for the caller's own frame.
 
         Called holding ``send_lock``, so a later state never reaches the supervisor first.
         """
         version, progress, saved = occupant.ctx.snapshot()
-        state = {"v": version, "progress": progress, "checkpoint": saved}
-        if version != occupant.sent_version:
-            occupant.sent_version = version
+        text, cut = occupant.tail.take()
+        state: dict[str, Any] = {"v": version, "progress": progress, "checkpoint": saved}
+        if text or cut:
+            state.update(log=text, log_cut=cut)
+        if send and (version != occupant.sent_version or text or cut):
             self._send_locked(wire.encode({"op": "progress", "key": list(occupant.key), **state}))
+        occupant.sent_version = version
         return state
 
     # -- running task code ----------------------------------------------------------------
@@ -164,6 +180,7 @@ class Host:
         with self.lock:
             self.occupants[key] = occupant
             self.occupied.set()
+        self.running = occupant
         try:
             kind = resolve_kind(message["kind"], message.get("module"), message.get("main"))
             occupant.task = kind.build(dict(message.get("args") or {}), ctx)
@@ -171,10 +188,12 @@ class Host:
         except MemoryError:
             self.out_of_memory(occupant)
         except BaseException as exc:  # noqa: BLE001 - task code may raise anything; all are reported
+            self.running = None
             if _caused_by_memory(exc):
                 self.out_of_memory(occupant)
             self.report(occupant, "ran", error=exc)
             return
+        self.running = None
         if value is None and callable(getattr(occupant.task, "check_output", None)):
             # A polling task: its object stays here between checks, holding no thread.
             parked: dict[str, Any] = {"op": "ran", "key": list(key), "polling": True}
@@ -182,12 +201,19 @@ class Host:
             if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 < asked < 86_400:
                 parked["poll_interval_s"] = float(asked)
             with self.send_lock:
-                parked.update(self.flush(occupant))
+                parked.update(self.flush(occupant, send=False))
                 self._send_locked(wire.encode(parked))
             return
         self.report(occupant, "ran", value=value)
 
     def check(self, occupant: Occupant) -> None:
+        self.on_thread[threading.get_ident()] = occupant
+        try:
+            self._check(occupant)
+        finally:
+            self.on_thread.pop(threading.get_ident(), None)
+
+    def _check(self, occupant: Occupant) -> None:
         try:
             value = occupant.task.check_output()
         except MemoryError:
@@ -208,7 +234,7 @@ class Host:
             with self.lock:
                 self.occupants.pop(occupant.key, None)
         with self.send_lock:
-            message: dict[str, Any] = {"op": op, "key": list(occupant.key), **self.flush(occupant)}
+            message: dict[str, Any] = {"op": op, "key": list(occupant.key), **self.flush(occupant, send=False)}
             if error is not None:
                 message["error"] = encode_error(error)
             else:
@@ -307,6 +333,8 @@ def main(sock: socket.socket, *, zygote_pid: int, memory_limit_mb: int | None) -
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
     sock.setblocking(True)
-    Host(sock, memory_limit_mb).serve()
+    host = Host(sock, memory_limit_mb)
+    capture.install(host.tail_of_thread, host.tail_of_run)
+    host.serve()
     os._exit(0)
 

@@ -287,6 +287,8 @@ class Pool:
             return None  # an attempt already stopped or forgotten: its news changes nothing
         if "v" in message:
             ex.reported(int(message["v"]), message.get("progress", 0.0), message.get("checkpoint"))
+        if "log" in message or "log_cut" in message:
+            ex.add_logs(message.get("log"), message.get("log_cut"))
         failure = Failure.from_wire(message["error"]) if "error" in message else None
         if op == "ran":
             h.running = None

@@ -227,10 +227,10 @@ class Supervisor:
                 ex.phase = "check"
                 self.pool.check(ex)  # the first check comes right after run() returns
             else:
-                self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=event.value)
+                self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=event.value, record=ex.record())
         elif event.kind == "checked":
             if event.failure is None and event.value is not None:
-                self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=event.value)
+                self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=event.value, record=ex.record())
             elif event.failure is not None and (event.failure.permanent or
                                                 ex.check_errors + 1 >= MAX_CHECK_ERRORS):
                 self.pool.stop(ex, "failed its check")
@@ -330,7 +330,7 @@ class Supervisor:
                 self._retry_due = min(self._retry_due, self.clock.monotonic() + decision.delay_s)
         _, progress, saved = ex.snapshot()
         self._write_finish(ex, outcome=outcome, error=failure.message, retry_in_s=retry_in_s,
-                           progress=progress, checkpoint=saved)
+                           progress=progress, checkpoint=saved, record=ex.record(failure.traceback))
 
     def _write_finish(self, ex: Execution, **kwargs: Any) -> bool:
         """Write the attempt's end; on a storage error keep the lease and try again later."""
@@ -358,7 +358,7 @@ class Supervisor:
         _, progress, saved = ex.snapshot()
         try:
             self.leases.lose(ex.lease, self.supervisor_id, reason, isolate=isolate,
-                             progress=progress, checkpoint=saved)
+                             progress=progress, checkpoint=saved, record=ex.record())
         except TenureError as exc:
             # Keep the attempt (its lease is ours, its process gone) and hand it back later.
             if ex.pending is None:
@@ -435,7 +435,7 @@ class Supervisor:
                 handed = []
                 for ex in remaining:
                     _, progress, saved = ex.snapshot()
-                    handed.append((ex.lease, progress, saved))
+                    handed.append((ex.lease, progress, saved, ex.record()))
                 released = self.leases.release(self.supervisor_id, handed)
                 log.info("supervisor.released supervisor=%s tasks=%s", self.supervisor_id, released)
             self.leases.stop_supervisor(self.supervisor_id)

@@ -40,16 +40,22 @@ class Upkeep:
 
     def beat(self, supervisor_id: int, inflight: list[Execution]) -> set[Key]:
         """One heartbeat, carrying the progress and checkpoints that changed; the keys it no longer holds."""
-        updates, versions = [], []
+        updates, versions, logs, log_versions = [], [], [], []
         for ex in inflight:
             version, progress, saved = ex.snapshot()
             if version != ex.flushed_version:
                 updates.append((ex.key[0], ex.key[1], progress, saved))
                 versions.append((ex, version))
-        held = self.leases.heartbeat(supervisor_id, updates)
+            log_version, text, cut = ex.logs()
+            if log_version != ex.flushed_logs_version:
+                logs.append((ex.key[0], ex.key[1], text, cut))
+                log_versions.append((ex, log_version))
+        held = self.leases.heartbeat(supervisor_id, updates, logs)
         self.no_trouble(supervisor_id)
         for ex, version in versions:
             ex.flushed_version = version
+        for ex, version in log_versions:
+            ex.flushed_logs_version = version
         return {ex.key for ex in inflight} - held
 
     def check_leases(self, supervisor_id: int, active: set[Key], tracked: set[Key]) -> set[Key]:

@@ -313,6 +313,29 @@ class BigCheckpoint:
         self.ctx.checkpoint({"blob": "x" * (2 * 1024 * 1024)})
 
 
+class Chatty:
+    """Writes through print, logging, stderr, and a subprocess; fails if asked to."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> str:
+        import logging
+        import subprocess
+        import sys
+
+        print("hello from print")
+        logging.getLogger("chatty").info("hello from logging, attempt %s", self.ctx.attempt)
+        sys.stderr.write("hello from stderr\n")
+        subprocess.run(["echo", "hello from a subprocess"], check=True)
+        for i in range(self.args.get("lines", 0)):
+            print(f"line {i:06d} " + "x" * 90)
+        self.ctx.wait(self.args.get("seconds", 0.0))
+        if self.args.get("fail"):
+            raise ValueError("the chatty task failed on purpose")
+        return "chatted"
+
+
 class Mixed:
     """Task ``poison_at`` of a run kills its process (``how``), tasks ``hog_at`` hold the GIL for
     ``hog_s``; every other one sleeps ``seconds`` and succeeds."""
@@ -337,5 +360,6 @@ for _name, _cls in {
     "t_poison": Poison, "t_unprintable": RaisesUnprintable, "t_flaky_check": FlakyCheck,
     "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid, "t_mixed": Mixed, "t_spawner": Spawner,
     "t_zygote_killer": ZygoteKiller, "t_slow_check": SlowCheck, "t_big_checkpoint": BigCheckpoint,
+    "t_chatty": Chatty,
 }.items():
     register(_name)(_cls)

@@ -60,13 +60,13 @@ def test_a_waiting_polling_task_holds_no_thread_and_no_process(  # type: ignore[
     sup = supervise()
     wait_for(lambda: len(k.events(log, "polling.check")) >= 8, 5, "every run() to return, and a first check")
     hosts = {pid for *_, pid in k.events(log, "polling.run")}
-    # Between checks a host runs no thread for its waiting tasks: main, reader, flusher only
+    # Between checks a host runs no thread for its waiting tasks: main, reader, flusher, output pump only
     # (a check_output() call has a thread while it runs, so take the fewest seen over a while).
     fewest = {pid: _threads(pid) for pid in hosts}
     for _ in range(20):
         threading.Event().wait(0.02)  # sampling pace, not a synchronization
         fewest = {pid: min(n, _threads(pid)) for pid, n in fewest.items()}
-    assert all(n == 3 for n in fewest.values()), fewest
+    assert all(n == 4 for n in fewest.values()), fewest
     # ... and its process is free: new work runs in the hosts that hold the waiting tasks.
     quick = [t.submit_task("t_blocking", {"value": v, "journal": str(log)}) for v in range(4)]
     for q in quick:
