@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, Float, bindparam, create_engine, event, literal_column
+from sqlalchemy import Connection, DateTime, Engine, Float, Text, bindparam, create_engine, event, literal_column
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.compiler import compiles
@@ -169,6 +169,11 @@ class db_now(FunctionElement[Any]):
 
     PostgreSQL: the server's clock, one for every client. SQLite: the clock of the host that
     has the file, which every process using it shares (see the README on clocks).
+
+    The offset is a clause of the element, not made while compiling: SQLAlchemy caches a
+    statement's compiled form by its structure, and takes the values of the bound parameters
+    that the structure holds at each execution; one made at compile time would keep the first
+    value for good (every retry delayed as the first one was).
     """
 
     type = DateTime()
@@ -176,25 +181,25 @@ class db_now(FunctionElement[Any]):
 
     def __init__(self, offset_s: float | None = None) -> None:
         self.offset_s = None if offset_s is None else float(offset_s)
-        super().__init__()
+        offset = bindparam("db_now_offset_s", self.offset_s, unique=True, type_=Float())
+        super().__init__(*(() if offset_s is None else (offset,)))
 
 
 @compiles(db_now, "postgresql")
 def _now_pg(element: db_now, compiler: Any, **kw: Any) -> str:
     now = "timezone('UTC', statement_timestamp())"
-    if element.offset_s is None:
+    if not element.clauses.clauses:
         return now
-    offset = compiler.process(bindparam("db_now_offset_s", element.offset_s, unique=True, type_=Float()), **kw)
-    return f"({now} + make_interval(secs => {offset}))"
+    return f"({now} + make_interval(secs => {compiler.process(element.clauses, **kw)}))"
 
 
 @compiles(db_now, "sqlite")
 def _now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
     # Milliseconds padded to the six digits SQLAlchemy stores, so that strings compare as times.
-    if element.offset_s is None:
+    if not element.clauses.clauses:
         return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
-    shift = compiler.process(bindparam("db_now_shift", f"{element.offset_s:+.3f} seconds", unique=True), **kw)
-    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', {shift})"
+    offset = compiler.process(element.clauses, **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.3f seconds', {offset}))"
 
 
 def status_is(column: Any, *statuses: str) -> ColumnElement[bool]:
@@ -206,3 +211,24 @@ def status_is(column: Any, *statuses: str) -> ColumnElement[bool]:
     """
     literals: list[Any] = [literal_column("'" + str(s).replace("'", "") + "'") for s in statuses]
     return column == literals[0] if len(literals) == 1 else column.in_(literals)  # type: ignore[no-any-return]
+
+
+class text_tail(FunctionElement[Any]):
+    """The last ``chars`` characters of a text column (all of it when shorter; NULL stays NULL)."""
+
+    type = Text()
+    inherit_cache = True
+
+    def __init__(self, column: Any, chars: int) -> None:
+        self.chars = int(chars)
+        super().__init__(column)
+
+
+@compiles(text_tail, "postgresql")
+def _tail_pg(element: text_tail, compiler: Any, **kw: Any) -> str:
+    return f"right({compiler.process(element.clauses, **kw)}, {element.chars})"
+
+
+@compiles(text_tail, "sqlite")
+def _tail_sqlite(element: text_tail, compiler: Any, **kw: Any) -> str:
+    return f"substr({compiler.process(element.clauses, **kw)}, -{element.chars})"

@@ -94,3 +94,21 @@ def test_a_supervisor_watch_still_judges_with_a_short_ttl(open_tenure) -> None: 
         upkeep.reclaim_silent(me)
         clock.advance(1.05)
     assert leases.lease_holders() == {}, "a silent supervisor kept its lease"
+
+
+def test_each_statement_gets_its_own_offset_from_the_database_clock(open_tenure) -> None:  # type: ignore[no-untyped-def]
+    # SQLAlchemy caches compiled statements: an offset baked in at compile time would give every
+    # later retry the first one's backoff, and every prune the first one's cutoff.
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from service.storage.db import db_now
+
+    t = open_tenure()
+    with t.engine.connect() as conn:
+        now, day_ago, hour_on = (conn.execute(select(db_now(), db_now(-86_400), db_now(3600))).one())
+        for offset in (60.0, -3600.0, 0.5):
+            shifted = conn.execute(select(db_now(offset))).scalar_one()
+            assert abs((shifted - now - timedelta(seconds=offset)).total_seconds()) < 5, (offset, shifted, now)
+    assert abs((now - day_ago).total_seconds() - 86_400) < 1 and abs((hour_on - now).total_seconds() - 3600) < 1
