@@ -25,6 +25,7 @@ from service.storage.leases import Lease
 
 MAX_CHECK_ERRORS = 3  # consecutive check_output() errors before the attempt fails
 LOG_TAIL_CHARS = 64 * 1024  # of an attempt's output, kept and stored
+PROCESS_START_S = 60.0  # an attempt waits this long at most for a task process to start (not its timeout)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Execution:
     started_mono: float
     deadline_mono: float
     phase: str = "run"  # run | wait (holds no thread) | check | finishing
+    timeout_s: float | None = None  # while it waits for a task process to start: its timeout
     host: Any = None  # the pool's host process running or hosting it
     next_check_mono: float = 0.0
     poll_interval_s: float = 0.0
@@ -71,6 +73,26 @@ class Execution:
 
     def __post_init__(self) -> None:
         self._saved = self.lease.checkpoint
+
+    def await_process(self) -> None:
+        """Its run() waits for a task process to start: the wait is not counted against its
+        timeout (:meth:`restart_clock` starts that), but is bounded by :data:`PROCESS_START_S`."""
+        self.timeout_s = self.deadline_mono - self.started_mono
+        self.deadline_mono = self.started_mono + PROCESS_START_S
+
+    def overdue(self) -> tuple[str, Failure, bool]:
+        """At its deadline: why it is stopped (for the pool), its failure, and whether it timed out."""
+        if self.timeout_s is not None:
+            return ("found no task process to run in",
+                    Failure(f"no task process started for it within {PROCESS_START_S:g} s"), False)
+        limit = self.deadline_mono - self.started_mono
+        return ("ran past its timeout", Failure(f"TimeoutError: the task ran past its timeout of {limit:g} s; "
+                                                "its process was stopped", permanent=True), True)
+
+    def restart_clock(self, now: float) -> None:
+        """Its task process is up: its timeout counts from now."""
+        if self.timeout_s is not None:
+            self.started_mono, self.deadline_mono, self.timeout_s = now, now + self.timeout_s, None
 
     @property
     def key(self) -> tuple[int, int]:

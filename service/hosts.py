@@ -30,6 +30,7 @@ class Host:
     reader: wire.Reader = field(default_factory=wire.Reader)
     outbox: bytearray = field(default_factory=bytearray)  # frames its socket has not taken yet
     pid: int | None = None
+    greeted: bool = False  # it said hello: it is up and reading
     running: Execution | None = None  # its run() call is executing here
     parked: dict[tuple[int, int], Execution] = field(default_factory=dict)  # polling tasks hosted
     checks: dict[tuple[int, int], float] = field(default_factory=dict)  # checks executing: since when

@@ -135,6 +135,8 @@ class Pool:
         if target is None:
             target = self._fork(limit)
         target.running = ex
+        if not target.greeted:
+            ex.await_process()
         target.isolated = target.isolated or lease.isolated
         ex.host = target
         target.send(frame, self.selector)
@@ -274,6 +276,9 @@ class Pool:
         op = message.get("op")
         if op == "hello":
             self._learn_pid(h, int(message["pid"]))
+            h.greeted = True
+            if h.running is not None:  # forked for it: the wait for a process is not the task's time
+                h.running.restart_clock(self.clock.monotonic())
             return None
         if op == "fatal":
             h.fatal = str(message.get("reason"))

@@ -270,11 +270,9 @@ class Supervisor:
                     else:
                         self._write_finish(ex, **pending)
             elif now >= ex.deadline_mono:
-                limit = ex.deadline_mono - ex.started_mono
-                self.pool.stop(ex, "ran past its timeout", force_check=True)
-                self._fail(ex, Failure(f"TimeoutError: the task ran past its timeout of {limit:g} s; "
-                                       "its process was stopped", permanent=True),
-                           outcome=Outcome.TIMED_OUT)
+                why, failure, timed_out = ex.overdue()
+                self.pool.stop(ex, why, force_check=True)
+                self._fail(ex, failure, outcome=Outcome.TIMED_OUT if timed_out else Outcome.FAILED)
             elif ex.phase == "wait" and now >= ex.next_check_mono:
                 ex.phase = "check"
                 self.pool.check(ex)
