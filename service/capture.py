@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import select
 import sys
 import threading
 from collections.abc import Callable
@@ -100,25 +101,53 @@ def install(route_by_thread: Route, route_fd: Route) -> None:
     root.addHandler(RoutedHandler(route_by_thread))
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
+    global _read_fd
     read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
     os.close(write_end)
+    _read_fd = read_end
     threading.Thread(target=_pump, args=(read_end, route_fd, saved_err), name="host-output", daemon=True).start()
+
+
+_read_fd: int | None = None  # the read end of the pipe behind fds 1 and 2
+_read_lock = threading.Lock()  # the pump and drain() take turns reading it
+
+
+def drain(tail: Tail) -> None:
+    """Move what fds 1 and 2 hold now into ``tail``: called as a run() ends, so output its
+    subprocesses wrote just before is kept with it rather than left for the pump to misplace."""
+    if _read_fd is None:
+        return
+    with _read_lock:
+        while (data := _read(_read_fd)) is not None and data:
+            tail.write(data.decode(errors="replace"))
+
+
+def _read(fd: int) -> bytes | None:
+    """What the pipe holds (b"" at its end), or None when it holds nothing now."""
+    try:
+        return os.read(fd, 65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
 
 
 def _pump(fd: int, route: Route, fallback: io.TextIOBase) -> None:
     while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            return
-        if not data:
-            return
-        text = data.decode(errors="replace")
-        tail = route()
-        if tail is not None:
-            tail.write(text)
-        else:
-            fallback.write(text)
-            fallback.flush()
+        select.select([fd], [], [])
+        with _read_lock:
+            data = _read(fd)
+            if data is None:
+                continue  # drain() took it
+            if not data:
+                return
+            text = data.decode(errors="replace")
+            tail = route()
+            if tail is not None:
+                tail.write(text)
+            else:
+                fallback.write(text)
+                fallback.flush()

@@ -188,11 +188,13 @@ class Host:
         except MemoryError:
             self.out_of_memory(occupant)
         except BaseException as exc:  # noqa: BLE001 - task code may raise anything; all are reported
+            capture.drain(occupant.tail)
             self.running = None
             if _caused_by_memory(exc):
                 self.out_of_memory(occupant)
             self.report(occupant, "ran", error=exc)
             return
+        capture.drain(occupant.tail)  # what its subprocesses wrote and the pump has not read yet
         self.running = None
         if value is None and callable(getattr(occupant.task, "check_output", None)):
             # A polling task: its object stays here between checks, holding no thread.
