@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Schemathesis checks the API from outside (tests/web/test_schemathesis.py), in a virtualenv of its own.
+ST_VENV ?= .venv-schemathesis
 
 .PHONY: run worker test lint bench clean
 
@@ -10,6 +12,11 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
+	touch $@
+
+$(ST_VENV)/bin/.installed: tests/schemathesis.txt
+	$(PYTHON) -m venv $(ST_VENV)
+	$(ST_VENV)/bin/python -m pip install --quiet -r tests/schemathesis.txt
 	touch $@
 
 run: $(BIN)/.installed
@@ -22,8 +29,8 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
-	$(BIN)/pytest
+test: lint $(ST_VENV)/bin/.installed
+	TENURE_SCHEMATHESIS=$(abspath $(ST_VENV))/bin/st $(BIN)/pytest
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py
@@ -31,6 +38,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/fragment.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/retention.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(ST_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

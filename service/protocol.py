@@ -19,7 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel
+
 from service.errors import InvalidInput
+from service.validation import check
 
 MAX_CHECKPOINT_BYTES = 1024 * 1024  # written to the database at every heartbeat that changed it
 
@@ -102,8 +105,9 @@ Factory = Callable[[dict[str, Any], TaskContext], Runnable]
 class Kind:
     """A registered task kind.
 
-    ``validate`` checks and completes a run's parameters before anything is written (raising
-    InvalidInput); ``args_for`` turns them into one task's JSON args.
+    ``params`` is a pydantic model of the run parameters a simulation of it takes (None: it
+    takes none, or says nothing of them); ``validate`` checks and completes them before
+    anything is written (raising InvalidInput); ``args_for`` turns them into one task's args.
     """
 
     name: str
@@ -114,6 +118,7 @@ class Kind:
         default=lambda params, position: {**params, "position": position}
     )
     takes: frozenset[str] = frozenset()  # the run parameters it accepts (for forms and docs)
+    params: type[BaseModel] | None = None
 
 
 _REGISTRY: dict[str, Kind] = {}
@@ -126,13 +131,21 @@ def register(
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     args_for: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
     takes: frozenset[str] | set[str] = frozenset(),
+    params: type[BaseModel] | None = None,
 ) -> Callable[[Factory], Factory]:
-    """Register a factory under ``name`` (a decorator). Re-registering a name replaces it."""
+    """Register a factory under ``name`` (a decorator). Re-registering a name replaces it.
+
+    ``params`` (a pydantic model) describes and checks a simulation's run parameters; without
+    it ``takes`` names them, unchecked.
+    """
 
     def decorate(build: Factory) -> Factory:
-        options: dict[str, Any] = {"takes": frozenset(takes)}
+        options: dict[str, Any] = {"takes": frozenset(params.model_fields if params is not None else takes),
+                                   "params": params}
         if validate is not None:
             options["validate"] = validate
+        elif params is not None:
+            options["validate"] = lambda values: check(params, values, owner=name).model_dump()
         if args_for is not None:
             options["args_for"] = args_for
         _REGISTRY[name] = Kind(name=name, build=build, description=description, **options)

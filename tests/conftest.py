@@ -222,6 +222,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("real-processes"))
         elif item.module is not None and item.module.__name__.endswith("test_fuzz"):
             item.add_marker(pytest.mark.xdist_group("fuzz"))  # one module-wide client and tally
+        elif item.module is not None and item.module.__name__.endswith("test_schemathesis"):
+            item.add_marker(pytest.mark.xdist_group("schemathesis"))  # a long one: started early, beside the rest
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

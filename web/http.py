@@ -72,3 +72,15 @@ def run_id(request: Request) -> int:
     if value > MAX_ID:
         raise NotFound(f"there is no run {value}")
     return value
+
+
+def task_id(request: Request) -> int:
+    """The ``{task_id:int}`` path parameter.
+
+    Raises:
+        NotFound: the id is larger than any row id can be.
+    """
+    value = int(request.path_params["task_id"])
+    if value > MAX_ID:
+        raise NotFound(f"there is no task {value}")
+    return value

@@ -1,132 +1,152 @@
-"""The OpenAPI description of the JSON API, served at /openapi.json."""
+"""The OpenAPI description of the JSON API, served at /openapi.json.
+
+Every schema in it is generated from the pydantic models in :mod:`web.schemas`, the ones the
+API validates with; only the paths, which model each reads and answers, are listed here.
+The description names the task kinds registered when it is built, so it is built per set of
+kinds (:func:`spec`).
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_STAMP = {"type": ["string", "null"], "format": "date-time"}
-_STATUS_COUNTS = {
-    "type": "object",
-    "properties": {s: {"type": "integer", "minimum": 0}
-                   for s in ("queued", "running", "retrying", "succeeded", "failed", "cancelled")},
-    "required": ["queued", "running", "retrying", "succeeded", "failed", "cancelled"],
-}
+from pydantic import BaseModel, TypeAdapter
+
+from web import schemas
+
+REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(code): {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
-            for code in codes}
+    return {str(code): _json(_ref("Error"), "error: {\"error\": \"what was wrong\"}") for code in codes}
 
 
-def _ok(schema: dict[str, Any], code: int = 200, description: str = "ok") -> dict[str, Any]:
-    return {str(code): {"description": description, "content": {"application/json": {"schema": schema}}}}
+def _schema_of(kind: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = TypeAdapter(kind).json_schema()
+    schema.pop("title", None)
+    return schema
 
 
-_RUN_ID = {"name": "run_id", "in": "path", "required": True,
-           "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
+def _path_id(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _schema_of(schemas.RowId)}
 
-SPEC: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "tenure", "version": "0.1.0",
-             "description": "A persistent, crash-recoverable job service: runs of leased, heartbeated tasks."},
-    "paths": {
-        "/api/runs": {
-            "post": {
-                "summary": "Start a run",
-                "requestBody": {"required": False, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/RunRequest"}}}},
-                "responses": {**_ok({"$ref": "#/components/schemas/Run"}, 201, "the run was created"),
-                              **_errors(400, 409, 413, 422, 503, 507)},
+
+def _page(model: type[BaseModel] = schemas.Page) -> list[dict[str, Any]]:
+    props = model.model_json_schema()["properties"]
+    return [{"name": name, "in": "query", "required": False, "description": prop.pop("description", ""),
+             "schema": {k: v for k, v in prop.items() if k != "title"}} for name, prop in props.items()]
+
+
+def _key() -> dict[str, Any]:
+    schema = _schema_of(schemas.IdempotencyKey)
+    return {"name": "Idempotency-Key", "in": "header", "required": False,
+            "description": schema.pop("description"), "schema": schema}
+
+
+BUSY = (503, 507)  # the database is unavailable, or full
+
+
+def _components(catalog: schemas.Catalog) -> dict[str, Any]:
+    inputs: list[tuple[str, Any, TypeAdapter[Any]]] = [
+        ("RunRequest", "validation", catalog.run), ("TaskRequest", "validation", TypeAdapter(catalog.task)),
+        *((model.__name__, "serialization", TypeAdapter(model)) for model in schemas.ANSWERS),
+    ]
+    tops, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
+    components: dict[str, Any] = dict(defs.get("$defs", {}))
+    run = tops[("RunRequest", "validation")]
+    components["RunRequest"] = {
+        "description": "Start a run: a simulation (tasks a number, with the kind's parameters; kind \"sleep\" "
+                       "when absent), or your own tasks (tasks a list).",
+        **run}
+    return components
+
+
+@functools.cache
+def _spec(catalog: schemas.Catalog) -> dict[str, Any]:
+    key, page = _key(), _page()
+    run_id, task_id = _path_id("run_id"), _path_id("task_id")
+    made = {"200": _json(_ref("Run"), "made earlier by a request with this Idempotency-Key and this body")}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tenure", "version": "0.3.0",
+                 "description": "A persistent, crash-recoverable job service: runs of leased, heartbeated tasks. "
+                                f"Task kinds here: {', '.join(catalog.kind_names)}."},
+        "paths": {
+            "/api/runs": {
+                "post": {
+                    "summary": "Start a run (a simulation, or a list of your own tasks)",
+                    "parameters": [key],
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _ref("RunRequest")}}},
+                    "responses": {"201": _json(_ref("Run"), "the run was created"), **made,
+                                  **_errors(400, 409, 413, 415, 422, *BUSY)},
+                },
+                "get": {"summary": "Run history, latest first", "parameters": page,
+                        "responses": {"200": _json(_ref("RunPage")), **_errors(422, *BUSY)}},
             },
-            "get": {
-                "summary": "Run history, latest first",
-                "parameters": [
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                ],
-                "responses": {**_ok({"$ref": "#/components/schemas/RunPage"}), **_errors(422, 503, 507)},
+            "/api/runs/{run_id}": {
+                "get": {"summary": "A run with its tasks", "parameters": [run_id, *_page(schemas.TaskSlice)],
+                        "responses": {"200": _json(_ref("RunWithTasks")), **_errors(404, 422, *BUSY)}},
+            },
+            "/api/runs/{run_id}/cancel": {
+                "post": {"summary": "Cancel a running run", "parameters": [run_id],
+                         "responses": {"200": _json(_ref("Cancelled")), **_errors(404, 409, *BUSY)}},
+            },
+            "/api/runs/{run_id}/retry": {
+                "post": {"summary": "Queue a finished run's failed and cancelled tasks again", "parameters": [run_id],
+                         "responses": {"200": _json(_ref("Retried")), **_errors(404, 409, *BUSY)}},
+            },
+            "/api/tasks": {
+                "post": {
+                    "summary": "Queue one task outside any run",
+                    "parameters": [key],
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _ref("TaskRequest")}}},
+                    "responses": {"201": _json(_ref("TaskDetail"), "the task was queued"),
+                                  "200": _json(_ref("TaskDetail"), "made earlier by a request with this "
+                                                                   "Idempotency-Key and this body"),
+                                  **_errors(400, 409, 413, 415, 422, *BUSY)},
+                },
+                "get": {"summary": "Tasks submitted on their own (and completion hooks), newest first",
+                        "parameters": page, "responses": {"200": _json(_ref("TaskPage")), **_errors(422, *BUSY)}},
+            },
+            "/api/tasks/{task_id}": {
+                "get": {"summary": "A task: status, progress, attempts with their outcomes and output, result, error",
+                        "parameters": [task_id],
+                        "responses": {"200": _json(_ref("TaskDetail")), **_errors(404, *BUSY)}},
+            },
+            "/api/tasks/{task_id}/result": {
+                "get": {"summary": "A task's result: 200 once it succeeded, 202 until it ends, 409 if it failed",
+                        "parameters": [task_id],
+                        "responses": {"200": _json(_ref("TaskResult"), "it succeeded"),
+                                      "202": _json(_ref("TaskResult"), "it has not ended yet"),
+                                      "409": _json(_ref("TaskResult"), "it failed or was cancelled"),
+                                      **_errors(404, *BUSY)}},
+            },
+            "/api/tasks/{task_id}/cancel": {
+                "post": {"summary": "Cancel a task that has not ended", "parameters": [task_id],
+                         "responses": {"200": _json(_ref("TaskDetail")), **_errors(404, 409, *BUSY)}},
+            },
+            "/openapi.json": {"get": {"summary": "This description",
+                                      "responses": {"200": _json({"type": "object", "required": ["openapi"]})}}},
+            "/healthz": {
+                "get": {"summary": "Liveness of the database and the supervisor",
+                        "responses": {"200": _json(_ref("Health")), "503": _json(_ref("Health"), "unhealthy")}},
             },
         },
-        "/api/runs/{run_id}": {
-            "get": {"summary": "A run with its tasks", "parameters": [_RUN_ID],
-                    "responses": {**_ok({"$ref": "#/components/schemas/RunWithTasks"}), **_errors(404, 503, 507)}},
-        },
-        "/api/runs/{run_id}/cancel": {
-            "post": {"summary": "Cancel a running run", "parameters": [_RUN_ID],
-                     "responses": {**_ok({"type": "object", "required": ["cancelled", "run"], "properties": {
-                         "cancelled": {"type": "integer"}, "run": {"$ref": "#/components/schemas/Run"}}}),
-                         **_errors(404, 409, 503, 507)}},
-        },
-        "/api/runs/{run_id}/retry": {
-            "post": {"summary": "Queue a finished run's failed tasks again", "parameters": [_RUN_ID],
-                     "responses": {**_ok({"type": "object", "required": ["queued", "run"], "properties": {
-                         "queued": {"type": "integer"}, "run": {"$ref": "#/components/schemas/Run"}}}),
-                         **_errors(404, 409, 503, 507)}},
-        },
-        "/openapi.json": {
-            "get": {"summary": "This description", "responses": _ok({"type": "object", "required": ["openapi"]})},
-        },
-        "/healthz": {
-            "get": {"summary": "Liveness of the database and the supervisor",
-                    "responses": {**_ok({"$ref": "#/components/schemas/Health"}),
-                                  "503": {"description": "unhealthy", "content": {"application/json": {
-                                      "schema": {"$ref": "#/components/schemas/Health"}}}}}},
-        },
-    },
-    "components": {"schemas": {
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-        "RunRequest": {
-            "type": "object", "additionalProperties": False,
-            "properties": {
-                "tasks": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 50},
-                "kind": {"type": "string", "enum": ["sleep", "gen_task", "echo"], "default": "sleep"},
-                "min_seconds": {"type": "number", "minimum": 0, "maximum": 86400, "default": 30},
-                "max_seconds": {"type": "number", "minimum": 0, "maximum": 86400, "default": 120},
-                "failure_rate": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
-                "transient_rate": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
-                "time_scale": {"type": "number", "minimum": 0, "maximum": 100},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-                "name": {"type": ["string", "null"], "maxLength": 200},
-                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
-                "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
-                "memory_limit_mb": {"type": ["integer", "null"], "minimum": 64, "maximum": 1048576,
-                                    "description": "memory limit of each task's process (default: the worker's)"},
-            },
-        },
-        "Run": {
-            "type": "object",
-            "required": ["id", "name", "status", "kind", "total", "counts", "created_at", "finished_at", "url"],
-            "properties": {
-                "id": {"type": "integer"}, "name": {"type": ["string", "null"]},
-                "status": {"type": "string", "enum": ["running", "completed", "cancelled"]},
-                "kind": {"type": "string"}, "total": {"type": "integer"}, "params": {"type": "object"},
-                "counts": _STATUS_COUNTS, "created_at": {"type": "string", "format": "date-time"},
-                "finished_at": _STAMP, "on_complete": {"type": ["string", "null"]},
-                "hook_task_id": {"type": ["integer", "null"]}, "url": {"type": "string"},
-            },
-        },
-        "Task": {
-            "type": "object",
-            "required": ["position", "status", "attempts", "progress", "result", "error", "started_at", "finished_at"],
-            "properties": {
-                "id": {"type": "integer"}, "position": {"type": "integer"},
-                "status": {"type": "string",
-                           "enum": ["queued", "running", "retrying", "succeeded", "failed", "cancelled"]},
-                "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
-                "charged": {"type": "integer", "description": "attempts charged against max_attempts"},
-                "lost": {"type": "integer", "description": "attempts lost through no fault of the task"},
-                "progress": {"type": "number", "minimum": 0, "maximum": 1}, "result": {},
-                "error": {"type": ["string", "null"]}, "started_at": _STAMP, "finished_at": _STAMP,
-            },
-        },
-        "RunWithTasks": {"allOf": [{"$ref": "#/components/schemas/Run"}, {
-            "type": "object", "required": ["tasks"],
-            "properties": {"tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}}}]},
-        "RunPage": {"type": "object", "required": ["runs", "total", "limit", "offset"], "properties": {
-            "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
-            "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}}},
-        "Health": {"type": "object", "required": ["status", "database", "supervisor"], "properties": {
-            "status": {"type": "string"}, "database": {"type": "string"}, "supervisor": {"type": "string"}}},
-    }},
-}
+        "components": {"schemas": _components(catalog)},
+    }
+
+
+def spec() -> dict[str, Any]:
+    """The description, for the task kinds registered now."""
+    return _spec(schemas.catalog())

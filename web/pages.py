@@ -25,7 +25,7 @@ from service.errors import InvalidInput, TenureError
 from service.protocol import kinds
 from service.storage.views import RunStatusView, RunView, TaskView
 from web import forms
-from web.http import BodyTooLarge, read_body, run_id, status_for, tenure_of
+from web.http import BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -55,11 +55,7 @@ async def index(request: Request) -> Response:
 
 async def _render_index(request: Request, values: dict[str, Any], message: str | None, status: int) -> Response:
     t = tenure_of(request)
-    try:
-        page = max(1, int(request.query_params.get("page", "1")))
-    except ValueError:
-        page = 1
-    page = min(page, 10**6)
+    page = _page(request)
 
     def read() -> tuple[list[RunView], list[RunView], int]:
         live = t.store.list_runs(limit=50, live=True)
@@ -77,8 +73,15 @@ async def _render_index(request: Request, values: dict[str, Any], message: str |
     return templates.TemplateResponse(request, "index.html", context, status_code=status)
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 async def create_run(request: Request) -> Response:
     t = tenure_of(request)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in FORM_TYPES:
+        return error_page(request, f"this address takes the start page's form, not {media or 'a body without a type'};"
+                                   " to start a run with JSON, POST it to /api/runs", 415)
     try:
         await read_body(request, MAX_FORM_BYTES)
     except BodyTooLarge:
@@ -89,9 +92,8 @@ async def create_run(request: Request) -> Response:
         return error_page(request, "the form could not be read; send it from the start page", 400)
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     try:
-        req = forms.parse_form(form)
-        new_id = await run_in_threadpool(
-            lambda: t.submit_run(req.count, req.kind, req.params, **req.submit_kwargs()))
+        plan = forms.plan_form(form)
+        new_id = (await run_in_threadpool(t.start_run, plan)).id
     except InvalidInput as exc:
         return await _render_index(request, values, str(exc), 422)
     except TenureError as exc:
@@ -163,7 +165,8 @@ def tile(task: TaskView, now: datetime) -> dict[str, Any]:
     waiting = None
     if task.status == "retrying" and task.next_attempt_at is not None:
         waiting = max(0.0, (task.next_attempt_at - now).total_seconds())
-    return {"t": task, "icon": icon, "label": label, "pct": round(100 * task.progress),
+    return {"t": task, "icon": icon, "label": label, "pct": round(100 * task.progress), "number": task.position + 1,
+            "name": task.label or f"task {task.position + 1}",
             "duration": duration, "retry_in": waiting, "used": attempts_used(task),
             # Retries of a failing task: charged attempts that another attempt followed.
             "retries": max(0, task.charged - (1 if task.status == "failed" else 0))}
@@ -198,8 +201,50 @@ async def _act(request: Request, verb: str) -> Response:
     return RedirectResponse(request.url_for("run_page", run_id=rid), status_code=303)
 
 
+async def task_page(request: Request) -> Response:
+    t = tenure_of(request)
+    try:
+        detail = await run_in_threadpool(t.store.task_detail, task_id(request))
+    except TenureError as exc:
+        return error_page(request, str(exc), status_for(exc))
+    task = detail.task
+    icon, label = STATUS.get(task.status, ("?", task.status))
+    return templates.TemplateResponse(request, "task.html", {
+        "task": task, "attempts": detail.attempts, "icon": icon, "label": label, "used": attempts_used(task),
+        "pct": round(100 * task.progress), "now": detail.now, "final": task.terminal,
+    })
+
+
+async def tasks_page(request: Request) -> Response:
+    t = tenure_of(request)
+    page = _page(request)
+
+    def read() -> tuple[list[TaskView], int, datetime]:
+        found, total = t.store.single_tasks(limit=HISTORY_PAGE, offset=(page - 1) * HISTORY_PAGE)
+        return found, total, t.store.database_now()
+
+    try:
+        found, total, now = await run_in_threadpool(read)
+    except TenureError as exc:
+        return error_page(request, str(exc), status_for(exc))
+    return templates.TemplateResponse(request, "tasks.html", {
+        "tasks": [tile(task, now) for task in found], "page": page,
+        "pages": max(1, math.ceil(total / HISTORY_PAGE)), "total": total,
+    })
+
+
+def _page(request: Request) -> int:
+    try:
+        page = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        page = 1
+    return min(page, 10**6)
+
+
 routes = [
     Route("/", index, methods=["GET"], name="index"),
+    Route("/tasks", tasks_page, methods=["GET"], name="tasks_page"),
+    Route("/tasks/{task_id:int}", task_page, methods=["GET"], name="task_page"),
     Route("/runs", create_run, methods=["POST"], name="create_run"),
     Route("/runs/{run_id:int}", run_page, methods=["GET"], name="run_page"),
     Route("/runs/{run_id:int}/status", status_fragment, methods=["GET"], name="status_fragment"),

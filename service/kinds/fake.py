@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Le
+from pydantic import Field
 
 from service.errors import InvalidInput
 from service.kinds import params as p
 from service.protocol import TaskContext, register
 
-PARAMS = {"time_scale", "seed", "shape"}
 SHAPES = ("blocking", "polling", "random")
 
 
@@ -83,10 +85,15 @@ def gen_task(
     return kind(value, rng.randint(1, 99) * time_scale, ctx)
 
 
+class GenTaskParams(p.Params):
+    time_scale: Annotated[float, p.Finite, Ge(0), Le(100)] = Field(1.0, description="multiplies the 1-99 s durations")
+    shape: Literal["blocking", "polling", "random"] = Field("random", description="which fake each task is")
+    seed: p.Seed | None = Field(None, description="makes the run repeatable (default: drawn and stored)")
+
+
 def validate(params: dict[str, Any]) -> dict[str, Any]:
-    p.reject_unknown(params, PARAMS, "gen_task")
-    return {"time_scale": p.number(params, "time_scale", 1.0, 0.0, 100.0), "seed": p.seed(params),
-            "shape": _shape(params.get("shape", "random"))}
+    values = p.checked(GenTaskParams, params, "gen_task")
+    return {**values, "seed": p.seed(values["seed"])}
 
 
 def _shape(value: Any) -> str:
@@ -100,7 +107,7 @@ def args_for(params: dict[str, Any], position: int) -> dict[str, Any]:
 
 
 @register("gen_task", description="the exercise's fakes: blocking or polling (shape), 1-99 s, returns 2*value",
-          validate=validate, args_for=args_for, takes=PARAMS)
+          params=GenTaskParams, validate=validate, args_for=args_for)
 def build(args: dict[str, Any], ctx: TaskContext) -> BlockingFake | PollingFake:
     if "value" not in args:
         raise InvalidInput('gen_task needs a "value" (a whole number) in its args, like {"value": 21}')

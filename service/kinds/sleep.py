@@ -1,24 +1,28 @@
 """``sleep``: the headline simulation of a long, failure-prone backend task.
 
-Each task's duration is uniform in [min_seconds, max_seconds]; a ``failure_rate`` share of
-tasks fail for good part-way through, and a ``transient_rate`` share fail once part-way and
-succeed on a retry. All of it derives from the run's ``seed`` and the task's ``position``, so
+Each task's duration is uniform between min_seconds and max_seconds (in either order, as
+``random.uniform`` takes them); a ``failure_rate`` share of tasks fail for good part-way
+through, and a ``transient_rate`` share of the others fail once part-way and succeed on a
+retry. All of it derives from the run's ``seed`` and the task's ``position``, so
 a task re-run after a crash behaves the same. Progress is reported as it sleeps and the
 elapsed time is checkpointed: an attempt interrupted at 80 % resumes near 80 %.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import InvalidInput, PermanentError, TransientError
+from pydantic import Field
+
+from service.errors import PermanentError, TransientError
 from service.kinds import params as p
 from service.protocol import TaskContext, register
 
-PARAMS = {"min_seconds", "max_seconds", "failure_rate", "transient_rate", "seed"}
+log = logging.getLogger("tenure.sleep")
 STEP_MAX_S = 0.25  # progress is recorded at least this often
 FAILURES = (
     "upstream service answered 503 Service Unavailable",
@@ -43,27 +47,28 @@ def plan(args: dict[str, Any]) -> Plan:
     """What this task will do, from its run's seed and its position alone."""
     rng = random.Random(f"{args['seed']}:{args['position']}")
     duration = rng.uniform(args["min_seconds"], args["max_seconds"])
-    roll = rng.random()
+    fails, stumbles = rng.random(), rng.random()
     fate = "ok"
-    if roll < args["failure_rate"]:
+    if fails < args["failure_rate"]:
         fate = "fail"
-    elif roll < args["failure_rate"] + args["transient_rate"]:
+    elif stumbles < args["transient_rate"]:
         fate = "transient"
     return Plan(duration, fate, rng.uniform(0.3, 0.9), rng.choice(FAILURES))
 
 
+class SleepParams(p.Params):
+    """Any values in range go together: no pair of them is refused."""
+
+    min_seconds: p.Seconds = Field(30.0, description="the shortest task, in seconds")
+    max_seconds: p.Seconds = Field(120.0, description="the longest task, in seconds (either order works)")
+    failure_rate: p.Rate = Field(0.1, description="the share of tasks that fail for good part-way")
+    transient_rate: p.Rate = Field(0.1, description="the share of the others that fail once, then succeed")
+    seed: p.Seed | None = Field(None, description="makes the run repeatable (default: drawn and stored)")
+
+
 def validate(params: dict[str, Any]) -> dict[str, Any]:
-    p.reject_unknown(params, PARAMS, "sleep")
-    lo = p.number(params, "min_seconds", 30.0, 0.0, p.MAX_SECONDS)
-    hi = p.number(params, "max_seconds", 120.0, 0.0, p.MAX_SECONDS)
-    if lo > hi:
-        raise InvalidInput(f"min_seconds ({lo:g}) must not be above max_seconds ({hi:g})")
-    fail = p.number(params, "failure_rate", 0.1, 0.0, 1.0)
-    transient = p.number(params, "transient_rate", 0.1, 0.0, 1.0)
-    if fail + transient > 1.0:
-        raise InvalidInput(f"failure_rate + transient_rate must be at most 1, got {fail + transient:g}")
-    return {"min_seconds": lo, "max_seconds": hi, "failure_rate": fail,
-            "transient_rate": transient, "seed": p.seed(params)}
+    values = p.checked(SleepParams, params, "sleep")
+    return {**values, "seed": p.seed(values["seed"])}
 
 
 class Sleep:
@@ -77,6 +82,8 @@ class Sleep:
         elapsed = float(saved.get("elapsed_s", 0.0))
         transient_done = bool(saved.get("transient_done", False))
         resumed_at = elapsed
+        log.info("working for %.1f s%s", plan.duration_s, f", resuming at {elapsed:.1f} s" if elapsed else "")
+        quarter = int(4 * elapsed / plan.duration_s) if plan.duration_s else 4
         step = min(STEP_MAX_S, max(0.005, plan.duration_s / 100))
         t0 = time.monotonic() - elapsed
         while True:
@@ -86,13 +93,19 @@ class Sleep:
             # is in its progress.
             if struck and plan.fate == "fail":
                 ctx.progress(elapsed / plan.duration_s)
+                log.error("giving up at %.0f%%: %s", 100 * elapsed / plan.duration_s, plan.reason)
                 raise PermanentError(plan.reason)
             if struck and plan.fate == "transient" and not transient_done:
+                log.warning("connection reset at %.0f%%; saved %.1f s of work", 100 * elapsed / plan.duration_s,
+                            elapsed)
                 transient_done = True
                 ctx.progress(elapsed / plan.duration_s)
                 ctx.checkpoint({"elapsed_s": elapsed, "transient_done": True})
                 raise TransientError("connection reset while working; a retry resumes")
             ctx.progress(elapsed / plan.duration_s if plan.duration_s else 1.0)
+            if plan.duration_s and int(4 * elapsed / plan.duration_s) > quarter:
+                quarter = int(4 * elapsed / plan.duration_s)
+                log.info("%d%% done", 25 * quarter)
             ctx.checkpoint({"elapsed_s": round(elapsed, 3), "transient_done": transient_done})
             if elapsed >= plan.duration_s:
                 break
@@ -102,6 +115,6 @@ class Sleep:
 
 
 @register("sleep", description="sleeps a seeded random duration; fails or retries at seeded rates",
-          validate=validate, takes=PARAMS)
+          params=SleepParams, validate=validate)
 def build(args: dict[str, Any], ctx: TaskContext) -> Sleep:
     return Sleep(args, ctx)

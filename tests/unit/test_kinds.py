@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 
@@ -20,20 +21,31 @@ def sleep_args(**overrides: object) -> dict:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"min_seconds": -1}, "min_seconds must be between 0"),
-        ({"min_seconds": math.nan}, "finite"),
-        ({"max_seconds": math.inf}, "finite"),
-        ({"min_seconds": 5, "max_seconds": 1}, "must not be above"),
-        ({"failure_rate": 1.5}, "failure_rate must be between 0 and 1"),
-        ({"failure_rate": 0.6, "transient_rate": 0.6}, "at most 1"),
-        ({"min_seconds": "3"}, "must be a number"),
-        ({"seed": -4}, "seed must be a whole number"),
-        ({"colour": "red"}, "does not take colour"),
+        ({"min_seconds": -1}, "min_seconds must be at least 0, got -1"),
+        ({"min_seconds": math.nan}, "min_seconds must be a finite number"),
+        ({"max_seconds": math.inf}, "max_seconds must be a finite number"),
+        ({"max_seconds": 86_401}, "max_seconds must be at most 86400"),
+        ({"failure_rate": 1.5}, "failure_rate must be at most 1, got 1.5"),
+        ({"min_seconds": "3"}, "min_seconds must be a number, got '3'"),
+        ({"seed": -4}, "seed must be at least 0"),
+        ({"seed": 2.5}, "seed must be a whole number"),
+        ({"colour": "red"}, "sleep does not take 'colour'; it takes failure_rate, max_seconds"),
     ],
 )
 def test_sleep_rejects_bad_parameters(params: dict, message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(InvalidInput, match=re.escape(message)):
         sleep.validate(params)
+
+
+def test_sleep_takes_any_values_in_range_together() -> None:
+    """No pair of in-range values is refused: what the API's schema says is what it accepts."""
+    args = {**sleep.validate({"min_seconds": 5, "max_seconds": 1, "failure_rate": 0.6, "transient_rate": 0.6}),
+            "position": 0}
+    plans = [sleep.plan({**args, "position": i}) for i in range(200)]
+    assert all(1.0 <= pl.duration_s <= 5.0 for pl in plans)  # either order bounds the durations
+    fates = [pl.fate for pl in plans]
+    # 60 % fail for good; 60 % of the other 40 % stumble once: about 24 %.
+    assert 0.45 < fates.count("fail") / 200 < 0.75 and 0.12 < fates.count("transient") / 200 < 0.36
 
 
 def test_sleep_draws_and_keeps_a_seed() -> None:

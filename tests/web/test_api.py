@@ -57,16 +57,25 @@ def test_cancel_then_retry(idle_client: TestClient) -> None:
     [
         (b"{not json", 400, "not valid JSON"),
         (b'{"tasks": NaN}', 400, "NaN is not a JSON number"),
-        (b"\xff\xfe", 422, "not valid UTF-8"),
+        (b"\xff\xfe", 400, "not valid UTF-8"),
         (b"[1, 2]", 422, "must be a JSON object"),
+        (b"{}", 422, "tasks is required"),  # starting hours of work is never a default
+        (b"", 422, "tasks is required"),
+        (b"null", 422, "tasks is required"),
         (b'{"tasks": "ten"}', 422, "tasks must be a whole number"),
-        (b'{"tasks": 0}', 422, "between 1 and 100,000 tasks"),
+        (b'{"tasks": 0}', 422, "tasks must be at least 1, got 0"),
         (b'{"tasks": 1e400}', 422, "tasks must be a whole number"),
         (b'{"min_seconds": 1e400}', 422, "finite"),
-        (b'{"tasks": 99999999999999999999999}', 422, "out of range"),
+        (b'{"tasks": 99999999999999999999999}', 422, "tasks must be at most 100000"),
         (b'{"kind": "nope"}', 422, "unknown task kind"),
-        (b'{"colour": "red"}', 422, "unknown field 'colour'"),
-        (b'{"min_seconds": 5, "max_seconds": 1}', 422, "must not be above"),
+        (b'{"colour": "red"}', 422, "a run of sleep does not take 'colour'"),
+        (b'{"kind": "echo", "min_seconds": 5}', 422, "a run of echo does not take 'min_seconds'"),
+        (b'{"tasks": []}', 422, "tasks must not be empty"),
+        (b'{"tasks": [{"args": 5}]}', 422, "tasks[0].args must be a JSON object, got 5"),
+        (b'{"tasks": [{}, {}, "x"]}', 422, "tasks[2] must be a JSON object"),
+        (b'{"tasks": [{"args": {}, "colour": 1}]}', 422, "unknown field 'colour' in tasks[0]"),
+        (b'{"tasks": [{"args": {}, "kind": "nope"}]}', 422, "tasks[0].kind must be one of"),
+        (b'{"kind": "echo", "tasks": [{"k": "%s"}]}' % (b"x" * 70_000), 422, "tasks[0]: args are 70,009 bytes"),
         (b'{"failure_rate": true}', 422, "failure_rate must be a number"),
     ],
 )
@@ -78,8 +87,12 @@ def test_bad_bodies_get_a_clear_4xx(idle_client: TestClient, body: bytes, status
 
 
 def test_oversized_body_unknown_ids_and_wrong_methods(idle_client: TestClient) -> None:
-    big = idle_client.post("/api/runs", content=b'{"name": "' + b"x" * 70_000 + b'"}')
-    assert big.status_code == 413 and "larger than" in big.json()["error"]
+    json_type = {"content-type": "application/json"}
+    big = idle_client.post("/api/runs", content=b'{"name": "' + b"x" * (16 * 1024 * 1024) + b'"}', headers=json_type)
+    assert big.status_code == 413 and "larger than 16777216 bytes" in big.json()["error"]
+    big_task = idle_client.post("/api/tasks", content=b'{"kind": "echo", "args": {"a": "' + b"x" * 140_000 + b'"}}',
+                                headers=json_type)
+    assert big_task.status_code == 413 and "larger than 131072 bytes" in big_task.json()["error"]
     missing = idle_client.get("/api/runs/424242")
     assert missing.status_code == 404 and missing.json() == {"error": "there is no run 424242"}
     huge = idle_client.get(f"/api/runs/{2**70}")

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 from tests.conftest import report
 from web.app import create_app
-from web.forms import FIELDS
-from web.openapi import SPEC
+from web.openapi import spec
+from web.schemas import catalog
 
 FUZZ_SEED = int(os.environ.get("TENURE_FUZZ_SEED", "20261123"))
 BUDGET = int(os.environ.get("TENURE_FUZZ_EXAMPLES", "400"))
@@ -31,7 +31,16 @@ scalars = st.one_of(
 )
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-run_bodies = st.dictionaries(st.sampled_from([*sorted(FIELDS), "extra"]), json_values, max_size=6)
+SPEC = spec()
+FIELDS = sorted({name for model in catalog().simulations.values() for name in model.model_fields})
+TASK_FIELDS = sorted(catalog().task.model_fields)
+task_entries = st.one_of(json_values, st.dictionaries(st.sampled_from([*TASK_FIELDS, "extra"]), json_values,
+                                                      max_size=4))
+run_bodies = st.one_of(
+    st.dictionaries(st.sampled_from([*FIELDS, "extra"]), json_values, max_size=6),
+    st.fixed_dictionaries({"tasks": st.lists(task_entries, max_size=4)},
+                          optional={"kind": st.sampled_from(["sleep", "echo", "nope", 3]), "name": json_values}))
+task_bodies = st.dictionaries(st.sampled_from([*TASK_FIELDS, "extra"]), json_values, max_size=5)
 raw_bodies = st.one_of(st.binary(max_size=80), st.sampled_from(
     [b"{", b"[]", b"null", b'{"tasks": NaN}', b'{"tasks": Infinity}', b'{"tasks": 1e999}', b"\xff\xfe{}",
      b'{"tasks": 3, "min_seconds": 0, "max_seconds": 0.001}' , b"{" * 5000 + b"}" * 5000]))
@@ -39,7 +48,9 @@ ids = st.one_of(st.integers(min_value=-5, max_value=2**66).map(str),
                 st.text(min_size=1, max_size=12).map(lambda s: quote(s, safe="")))
 paths = st.one_of(
     st.just("/api/runs"), ids.map(lambda i: f"/api/runs/{i}"), ids.map(lambda i: f"/api/runs/{i}/cancel"),
-    ids.map(lambda i: f"/api/runs/{i}/retry"), st.just("/healthz"), st.just("/openapi.json"))
+    ids.map(lambda i: f"/api/runs/{i}/retry"), st.just("/api/tasks"), ids.map(lambda i: f"/api/tasks/{i}"),
+    ids.map(lambda i: f"/api/tasks/{i}/result"), ids.map(lambda i: f"/api/tasks/{i}/cancel"),
+    st.just("/healthz"), st.just("/openapi.json"))
 methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"])
 queries = st.dictionaries(st.sampled_from(["limit", "offset", "x"]), st.text(max_size=6), max_size=2)
 
@@ -48,7 +59,7 @@ def schema_for(path: str, method: str, status: int) -> dict[str, Any] | None:
     template = path
     parts = path.split("/")
     if len(parts) >= 4 and parts[1] == "api":
-        parts[3] = "{run_id}"
+        parts[3] = "{run_id}" if parts[2] == "runs" else "{task_id}"
         template = "/".join(parts)
     operation = SPEC["paths"].get(template, {}).get(method.lower())
     if operation is None:
@@ -95,6 +106,13 @@ def test_start_run_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None
     if isinstance(body.get("tasks"), int) and body["tasks"] > 200:
         body["tasks"] = 200  # keep the database small; the limit itself is tested elsewhere
     check(fuzz_client.post("/api/runs", content=json.dumps(body)), "/api/runs", "POST")
+
+
+@seed(FUZZ_SEED)
+@FUZZ
+@given(body=task_bodies)
+def test_submit_task_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None:
+    check(fuzz_client.post("/api/tasks", content=json.dumps(body)), "/api/tasks", "POST")
 
 
 @seed(FUZZ_SEED)

@@ -30,14 +30,19 @@ def test_index_shows_the_form_live_runs_and_history(idle_client: TestClient) -> 
 
 
 def test_a_bad_form_is_shown_again_with_a_readable_message(idle_client: TestClient) -> None:
-    response = idle_client.post("/runs", data={**FORM, "min_seconds": "9", "max_seconds": "2"})
+    response = idle_client.post("/runs", data={**FORM, "failure_rate": "1.5"})
     assert response.status_code == 422
-    assert "min_seconds (9) must not be above max_seconds (2)" in response.text
-    assert 'value="9"' in response.text  # what the reader typed is kept
+    assert "failure_rate must be at most 1, got 1.5" in response.text
+    assert 'value="1.5"' in response.text  # what the reader typed is kept
     response = idle_client.post("/runs", data={**FORM, "tasks": "lots"})
     assert response.status_code == 422 and "tasks must be a whole number" in response.text
-    response = idle_client.post("/runs", data={}, follow_redirects=False)
-    assert response.status_code == 303  # every field has a default
+    for blank in ({**FORM, "tasks": "  "}, {"kind": "sleep"}):  # no number of tasks is not a default of 50
+        response = idle_client.post("/runs", data=blank, follow_redirects=False)
+        assert response.status_code == 422 and "enter how many tasks to run (1 to 100,000)" in response.text
+    response = idle_client.post("/runs", json={"tasks": 3}, follow_redirects=False)
+    assert response.status_code == 415 and "form" in response.text
+    response = idle_client.post("/runs", data={"tasks": "2"}, follow_redirects=False)
+    assert response.status_code == 303  # every other field has a default
     assert idle_client.get("/api/runs").json()["total"] == 1
 
 
