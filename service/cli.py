@@ -172,6 +172,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.tasks is not None or _simulation_flags(args):
             raise InvalidInput("--tasks-file gives the run's tasks; --tasks and the simulation flags do not go with it")
         entries, lines = read_jsonl(args.tasks_file)
+        if not entries:
+            raise InvalidInput(f"{args.tasks_file} has no tasks: write one JSON object per line")
         plan = requests.plan_tasks(args.kind, entries, where=lambda i: f"{args.tasks_file} line {lines[i]}",
                                    **request)
     else:

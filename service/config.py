@@ -93,6 +93,8 @@ class Settings:
     shutdown_grace_s: float = 5.0  # a graceful stop waits this long for running tasks
     retry_base_s: float = 1.0  # backoff after the first failure is uniform in [0, this]
     retry_cap_s: float = 60.0  # ... doubling per attempt, never above this
+    prune_after_s: float | None = None  # if set, delete what ended longer ago than this (see `tenure prune`) ...
+    prune_every_s: float = 3600.0  # ... at start and this often
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -108,7 +110,8 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Defaults, then TENURE_LEASE_TTL_S / TENURE_HEARTBEAT_S / TENURE_CONCURRENCY /
-        TENURE_TASK_TIMEOUT_S / TENURE_MEMORY_LIMIT, then ``overrides`` that are not None."""
+        TENURE_TASK_TIMEOUT_S / TENURE_MEMORY_LIMIT / TENURE_PRUNE_AFTER (like 30d), then
+        ``overrides`` that are not None."""
         values: dict[str, object] = {
             "lease_ttl_s": _env_float("TENURE_LEASE_TTL_S", cls.lease_ttl_s),
             "heartbeat_s": _env_float("TENURE_HEARTBEAT_S", cls.heartbeat_s),
@@ -116,5 +119,7 @@ class Settings:
             "task_timeout_s": _env_float("TENURE_TASK_TIMEOUT_S", cls.task_timeout_s),
             "memory_limit_mb": _env_memory("TENURE_MEMORY_LIMIT", cls.memory_limit_mb),
         }
+        if os.environ.get("TENURE_PRUNE_AFTER"):
+            values["prune_after_s"] = parse_duration(os.environ["TENURE_PRUNE_AFTER"], "TENURE_PRUNE_AFTER")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -146,14 +146,12 @@ def plan_task(
 
 
 def short_label(args: dict[str, Any]) -> str | None:
-    """A few words for a tile: the one value of a one-key args (a path's last part), else k=v pairs."""
+    """A few words for a tile: a one-key args' text (a path's last part), else k=v pairs."""
     if not args:
         return None
-    if len(args) == 1:
-        value = next(iter(args.values()))
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        if isinstance(value, str) and "/" in value.rstrip("/"):
-            text = value.rstrip("/").rsplit("/", 1)[-1] or value
+    value = next(iter(args.values()))
+    if len(args) == 1 and isinstance(value, str) and value.strip():
+        text = value.rstrip("/").rsplit("/", 1)[-1] or value
     else:
         text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
                          for k, v in args.items())

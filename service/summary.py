@@ -36,7 +36,7 @@ class Summary:
     released: int  # attempts handed back at a graceful stop, never charged
     crashed: int  # attempts whose own process died (charged)
     duration_s: float | None  # run created → finished
-    slowest: list[tuple[int, float]]  # (position, seconds from first start to finish), slowest first
+    slowest: list[tuple[int, float]]  # (task number from 1, seconds from first start to finish), slowest first
 
 
 def progress(run: RunView, tasks: list[TaskView], now: datetime) -> Progress:
@@ -75,7 +75,7 @@ def reason(error: str | None) -> str:
 def summarize(run: RunView, tasks: list[TaskView], outcomes: dict[str, int]) -> Summary:
     failures = Counter(reason(t.error) for t in tasks if t.status == "failed")
     durations = [
-        (t.position, (t.finished_at - t.started_at).total_seconds())
+        (t.position + 1, (t.finished_at - t.started_at).total_seconds())
         for t in tasks
         if t.status == "succeeded" and t.started_at and t.finished_at
     ]

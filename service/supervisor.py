@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from service import liveness, wire
+from service import liveness, upkeep, wire
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.errors import TenureError, describe
@@ -102,6 +102,8 @@ class Supervisor:
         self.upkeep.watch_as(self.supervisor_id)
         self._recover_dead_on_host()
         loops = [(self._loop, "loop"), (self._heartbeat_loop, "heartbeat")]
+        if self.settings.prune_after_s is not None:
+            loops.append((lambda: upkeep.prune_loop(self.leases, self.settings, self._halt), "prune"))
         if notify.supported(self.leases.engine):
             listener = notify.Listener(self.leases.engine, lambda: self._post(("work",)), self._halt)
             loops.append((listener.run, "listen"))

@@ -4,6 +4,8 @@
   changed for a lease TTL on this supervisor's monotonic clock (:class:`liveness.HeartbeatWatch`).
 * **Dead supervisors on this host**: reclaimed at once when their process is gone.
 * **Stepped clocks**: a due time beyond any honest backoff is made due now.
+* **Retention**, when ``prune_after_s`` is set: what ended longer ago is deleted at start and
+  every ``prune_every_s``, on a thread of its own, in the small batches of ``tenure prune``.
 * **Storage trouble**: claims, heartbeats and finishes fail together when the database is
   away; they share one episode in the log (unavailable, still unavailable, recovered).
 """
@@ -16,8 +18,10 @@ from typing import Any
 
 from service import liveness
 from service.config import Settings
+from service.errors import TenureError
 from service.executor import Execution
 from service.liveness import HeartbeatWatch
+from service.storage import Store
 from service.storage.leases import Key, Leases
 
 log = logging.getLogger("tenure.supervisor")
@@ -128,3 +132,22 @@ class Upkeep:
                             self.clock.monotonic() - self._trouble_since)
                 self._trouble_since = None
 
+
+
+def prune_loop(leases: Leases, settings: Settings, halt: threading.Event) -> None:
+    """Prune what ended over ``settings.prune_after_s`` ago, now and every ``prune_every_s``, until ``halt``.
+
+    Several supervisors may prune at once: each batch locks what it deletes, so they take turns.
+    """
+    assert settings.prune_after_s is not None
+    store = Store(leases.engine)
+    while not halt.is_set():
+        try:
+            report = store.prune(settings.prune_after_s, stop=halt)
+            if report.runs or report.tasks or report.supervisors:
+                log.info("prune.done runs=%s tasks=%s attempts=%s supervisors=%s seconds=%.1f longest_batch_ms=%.0f",
+                         report.runs, report.tasks, report.attempts, report.supervisors, report.seconds,
+                         report.longest_batch_s * 1000)
+        except TenureError as exc:
+            log.warning("prune.failed error=%s (will try again in %.0f s)", exc, settings.prune_every_s)
+        halt.wait(settings.prune_every_s)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, exists, func, insert, select, update
+from sqlalchemy import Boolean, Engine, bindparam, case, exists, func, insert, select, update
 
 from service.storage import notify
 from service.storage.db import db_now, read_tx, status_is, write_tx
@@ -167,7 +167,7 @@ class Leases(Losses):
                 .where(Task.id.in_(due.scalar_subquery()))
                 .values(
                     status=TaskStatus.RUNNING.value, supervisor_id=supervisor_id, attempts=Task.attempts + 1,
-                    started_at=_coalesce_now(Task.started_at), next_attempt_at=None,
+                    output_chars=0, started_at=_coalesce_now(Task.started_at), next_attempt_at=None,
                 )
                 .returning(
                     Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id,
@@ -208,8 +208,18 @@ class Leases(Losses):
         whose output grew. Atomic. Returns the (task_id, attempt) pairs the supervisor still
         holds: an attempt missing from it has lost its lease and must stop.
         """
+        rows: dict[tuple[int, int], dict[str, Any]] = {}
+        for task_id, attempt, progress, checkpoint in updates:
+            rows[(task_id, attempt)] = {"b_id": task_id, "b_attempt": attempt, "b_moved": True, "b_progress": progress,
+                                        "b_checkpoint": checkpoint, "b_wrote": False, "b_chars": 0}
+        for task_id, attempt, text, cut in logs:
+            row = rows.setdefault((task_id, attempt), {"b_id": task_id, "b_attempt": attempt, "b_moved": False,
+                                                       "b_progress": 0.0, "b_checkpoint": None})
+            row.update(b_wrote=True, b_chars=len(text) + cut)
         with write_tx(self.engine) as conn:
-            if updates:
+            if rows:
+                # One statement over the tasks, in id order (the lock order), then their attempts.
+                moved, wrote = bindparam("b_moved", type_=Boolean), bindparam("b_wrote", type_=Boolean)
                 conn.execute(
                     update(Task)
                     .where(
@@ -219,12 +229,13 @@ class Leases(Losses):
                         & status_is(Task.status, "running")
                     )
                     .values(
-                        progress=bindparam("b_progress"),
-                        checkpoint=bindparam("b_checkpoint", type_=Task.checkpoint.type),
+                        progress=case((moved, bindparam("b_progress")), else_=Task.progress),
+                        checkpoint=case((moved, bindparam("b_checkpoint", type_=Task.checkpoint.type)),
+                                        else_=Task.checkpoint),
+                        output_chars=case((wrote, bindparam("b_chars")), else_=Task.output_chars),
                     )
                     .execution_options(synchronize_session=False),
-                    [{"b_id": t, "b_attempt": a, "b_progress": p, "b_checkpoint": c}
-                     for t, a, p, c in sorted(updates, key=lambda u: u[0])],
+                    [rows[key] for key in sorted(rows)],
                 )
             if logs:
                 conn.execute(

@@ -112,6 +112,9 @@ class Task(Base):
     # Memory limit of the process running it, in MiB; NULL means the supervisor's (--memory-limit).
     memory_limit_mb: Mapped[int | None] = mapped_column(Integer)
     progress: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    # Characters of output its current attempt has written (kept or cut): the run page's ETag
+    # changes when a task prints, without reading the logs themselves.
+    output_chars: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     checkpoint: Mapped[Any | None] = mapped_column(JSON)
     result: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)

@@ -16,10 +16,12 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import aliased
 
 from service.errors import NotFound
-from service.storage.db import db_now, read_tx
+from service.storage.db import db_now, read_tx, text_tail
 from service.storage.errors import translated
 from service.storage.models import Run, RunStatus, Task, TaskAttempt
 from service.storage.views import AttemptView, RunStatusView, RunView, TaskDetail, TaskView, zero_counts
+
+TILE_OUTPUT_CHARS = 600  # of the latest attempt's output, shown in a run page's tile
 
 _RUN_COLUMNS = (
     Run.id, Run.name, Run.status, Run.kind, Run.total, Run.params, Run.on_complete,
@@ -48,10 +50,7 @@ class Reads:
     def get_run(self, run_id: int) -> RunView:
         """The run with its status counts (two statements). Raises NotFound."""
         with read_tx(self.engine) as conn:
-            row = conn.execute(select(*_RUN_COLUMNS).where(Run.id == run_id)).one_or_none()
-            if row is None:
-                raise NotFound(f"there is no run {run_id}")
-            return RunView(**row._mapping, counts=_counts(conn, [run_id]).get(run_id, zero_counts()))
+            return _run(conn, run_id)
 
     @translated
     def run_status(self, run_id: int, etag: str | None = None) -> RunStatusView:
@@ -73,7 +72,7 @@ class Reads:
                 select(
                     Task.status, func.count(), func.sum(Task.attempts), func.sum(func.round(Task.progress * 100)),
                     func.max(Task.finished_at), func.max(Task.next_attempt_at), func.count(Task.error),
-                    func.sum(Task.charged), func.sum(Task.lost),
+                    func.sum(Task.charged), func.sum(Task.lost), func.sum(Task.output_chars),
                 )
                 .where(Task.run_id == run_id)
                 .group_by(Task.status)
@@ -92,8 +91,10 @@ class Reads:
             view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status)
             if etag == tag:
                 return view
+            latest = (TaskAttempt.task_id == Task.id) & (TaskAttempt.attempt == Task.attempts)
             tasks = conn.execute(
-                select(*_TASK_COLUMNS).where(Task.run_id == run_id).order_by(Task.position)
+                select(*_TASK_COLUMNS, text_tail(TaskAttempt.logs, TILE_OUTPUT_CHARS))
+                .outerjoin(TaskAttempt, latest).where(Task.run_id == run_id).order_by(Task.position)
             ).all()
             hook = None
             if row.hook_task_id is not None:
@@ -108,6 +109,16 @@ class Reads:
         status = self.run_status(run_id)
         assert status.tasks is not None
         return status.run, status.tasks
+
+    @translated
+    def run_tasks(self, run_id: int, *, limit: int, offset: int = 0) -> tuple[RunView, list[TaskView]]:
+        """The run with its counts, and up to ``limit`` of its tasks from ``offset`` in position
+        order, from one snapshot (three statements). Raises NotFound."""
+        with read_tx(self.engine) as conn:
+            run = _run(conn, run_id)
+            rows = conn.execute(select(*_TASK_COLUMNS).where(Task.run_id == run_id).order_by(Task.position)
+                                .limit(limit).offset(offset)).all()
+        return run, [TaskView(*r) for r in rows]
 
     @translated
     def list_runs(self, *, limit: int = 20, offset: int = 0, live: bool | None = None) -> list[RunView]:
@@ -176,6 +187,13 @@ class Reads:
         with read_tx(self.engine) as conn:
             value: datetime = conn.execute(select(db_now())).scalar_one()
             return value
+
+
+def _run(conn: Connection, run_id: int) -> RunView:
+    row = conn.execute(select(*_RUN_COLUMNS).where(Run.id == run_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"there is no run {run_id}")
+    return RunView(**row._mapping, counts=_counts(conn, [run_id]).get(run_id, zero_counts()))
 
 
 def _attempts(conn: Connection, task_id: int) -> list[AttemptView]:

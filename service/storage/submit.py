@@ -118,7 +118,7 @@ class Submissions:
             except IntegrityError:
                 if idempotency is None:
                     raise
-        key = idempotency.key if idempotency is not None else ""
+        key = idempotency.key.partition(":")[2] if idempotency is not None else ""
         raise Conflict(f"the idempotency key {key!r} is being used by another request right now")
 
 
@@ -128,6 +128,7 @@ def _earlier(conn: Connection, idempotency: Idempotency, column: str) -> int | N
     if row is None:
         return None
     if row[0] != idempotency.request_hash or row[1] is None:
-        raise Conflict(f"the idempotency key {idempotency.key!r} was used for a different request; "
-                       "use a new key for a new submission")
+        shown = idempotency.key.partition(":")[2]  # as the caller wrote it, without its "run:"/"task:" scope
+        raise Conflict(f"the idempotency key {shown!r} was already used with a different request (another "
+                       "body); use a new key for a new submission")
     return int(row[1])

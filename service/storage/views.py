@@ -63,6 +63,7 @@ class TaskView:
     label: str | None = None  # what a person calls it (None for simulations)
     timeout_s: float | None = None
     memory_limit_mb: int | None = None
+    output: str | None = None  # the end of its latest attempt's output (read for a run's page only)
 
     @property
     def terminal(self) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+JSON = {"Content-Type": "application/json"}  # what the API reads (urllib would say it sends a form)
 
 
 def tenure(
@@ -35,8 +36,8 @@ def free_port() -> int:
 class Server:
     """`tenure serve` as a subprocess that can be killed and started again on the same port."""
 
-    def __init__(self, db: Path, log: Path, env: dict[str, str] | None = None) -> None:
-        self.db, self.log, self.port, self.env = db, log, free_port(), env or {}
+    def __init__(self, db: Path, log: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        self.db, self.log, self.port, self.env, self.args = db, log, free_port(), env or {}, args
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -44,7 +45,7 @@ class Server:
         env = {**os.environ, "TENURE_HEARTBEAT_S": "0.25", "TENURE_LEASE_TTL_S": "30", **self.env}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "web", "serve", "--db", str(self.db), "--port", str(self.port)],
+                [sys.executable, "-m", "web", "serve", "--db", str(self.db), "--port", str(self.port), *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         if wait:
             wait_for(self._answers, 20, "tenure serve to answer")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import service
-from tests.acceptance.procs import Server
+from tests.acceptance.procs import JSON, Server
 from tests.conftest import report, wait_for
 
 pytestmark = pytest.mark.acceptance
@@ -26,7 +26,7 @@ HOLD_S = 5.0
 def call(url: str, body: dict | None = None) -> tuple[int, float]:
     start = time.monotonic()
     data = json.dumps(body).encode() if body is not None else None
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST" if data else "GET"),
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST" if data else "GET", headers=JSON),
                                 timeout=30) as r:
         r.read()
         return r.status, time.monotonic() - start

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import service
-from tests.acceptance.procs import Server, start_worker, tenure
+from tests.acceptance.procs import JSON, Server, start_worker, tenure
 from tests.conftest import report, wait_for
 
 pytestmark = pytest.mark.acceptance
@@ -57,7 +57,8 @@ def kill_storm(tmp_path: Path, rng: random.Random, *, tasks: int, kills: int, mi
     server.start()
     body = json.dumps({"tasks": tasks, "min_seconds": min_s, "max_seconds": max_s, "failure_rate": 0,
                        "transient_rate": transient, "seed": rng.randrange(10**6)}).encode()
-    with urllib.request.urlopen(urllib.request.Request(server.url + "/api/runs", data=body, method="POST")) as r:
+    request = urllib.request.Request(server.url + "/api/runs", data=body, method="POST", headers=JSON)
+    with urllib.request.urlopen(request) as r:
         run_id = json.load(r)["id"]
     interrupted: set[tuple[int, int]] = set()
     for i in range(kills):

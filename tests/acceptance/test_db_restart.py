@@ -22,7 +22,7 @@ import pytest
 
 import service
 from tests.acceptance import pgcluster
-from tests.acceptance.procs import REPO, free_port, stop_all
+from tests.acceptance.procs import JSON, REPO, free_port, stop_all
 from tests.conftest import report, wait_for
 
 WHY_NOT = pgcluster.available()
@@ -62,7 +62,8 @@ def test_the_database_restarts_mid_run(tmp_path: Path) -> None:
         wait_for(lambda: get(base + "/healthz")[0] == 200, 20, "tenure serve")
         body = json.dumps({"tasks": 20, "min_seconds": 3, "max_seconds": 6, "failure_rate": 0,
                            "transient_rate": 0}).encode()
-        with urllib.request.urlopen(urllib.request.Request(base + "/api/runs", data=body, method="POST")) as r:
+        request = urllib.request.Request(base + "/api/runs", data=body, method="POST", headers=JSON)
+        with urllib.request.urlopen(request) as r:
             run_id = json.load(r)["id"]
         wait_for(lambda: json.loads(get(f"{base}/api/runs/{run_id}")[1])["counts"]["running"] == 20, 20, "all running")
         cluster.stop("fast")

@@ -73,8 +73,10 @@ def test_kill_9_mid_run_then_restart_loses_and_doubles_nothing(tmp_path: Path) -
     assert max(delays) < 1.0, delays
     assert first_stopped is not None
     # The checkpoint survived the crash: interrupted tasks resumed, not restarted from zero.
-    resumed = [task.result["resumed_from_s"] for task in tasks if task.id in interrupted]
-    assert all(r > 0.2 for r in resumed), resumed
+    # Those 30 % or more done at the kill (of 1 s or more) had checkpointed at least 0.25 s.
+    well_under_way = {task.id for task in at_kill if task.status == "running" and task.progress >= 0.3}
+    resumed = [task.result["resumed_from_s"] for task in tasks if task.id in well_under_way]
+    assert len(resumed) >= 5 and all(r >= 0.25 for r in resumed), sorted(resumed)
     t.close()
 
 

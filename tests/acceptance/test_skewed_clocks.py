@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import service
-from tests.acceptance.procs import REPO, free_port, stop_all
+from tests.acceptance.procs import JSON, REPO, free_port, stop_all
 from tests.conftest import report, wait_for
 
 pytestmark = [pytest.mark.acceptance,
@@ -74,7 +74,7 @@ def test_clocks_two_hours_apart_on_one_host_share_a_run(backend: str, request: p
         submitted = time.monotonic()
         wait_for(lambda: _answers(port), 20, "the skewed web process")
         body = json.dumps({"tasks": 6, "min_seconds": 0.2, "max_seconds": 0.5, "failure_rate": 0}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/runs", data=body, method="POST")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/runs", data=body, method="POST", headers=JSON)
         with urllib.request.urlopen(req, timeout=10) as r:
             from_web = json.load(r)["id"]
         run = t.wait_run(run_id, 40)

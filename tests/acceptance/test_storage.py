@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import service
-from tests.acceptance.procs import Server
+from tests.acceptance.procs import JSON, Server
 from tests.acceptance.test_crashes import integrity
 
 pytestmark = pytest.mark.acceptance
@@ -39,7 +39,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=JSON)
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
             return r.status, json.load(r)

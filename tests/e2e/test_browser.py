@@ -33,16 +33,16 @@ def test_fifty_tasks_from_the_form_survive_a_server_restart(browser: Any, server
     bar = page.locator("[role=progressbar]")
     # Tiles show progress as heartbeats write it; a reader's focus and open tile survive polls.
     page.wait_for_function("document.querySelectorAll('.tile.st-running').length > 0")
-    page.focus("#tile-d-0 > summary")
-    page.click("#tile-d-7 > summary")
-    page.wait_for_function("document.querySelector('#tile-d-3 .mini > span').style.width !== '0%'")
-    assert page.evaluate("document.activeElement.parentElement.id") == "tile-d-7"
-    page.focus("#tile-d-0 > summary")
-    start_width = page.evaluate("document.querySelector('#tile-d-0 .mini > span').style.width")
-    page.wait_for_function(
-        f"document.querySelector('#tile-d-0 .mini > span').style.width !== '{start_width}'")
-    assert page.evaluate("document.activeElement.parentElement.id") == "tile-d-0", "focus lost in a poll"
-    assert page.get_attribute("#tile-d-7", "open") is not None, "an open tile closed in a poll"
+    page.focus("#tile-d-1 > summary")
+    page.click("#tile-d-8 > summary")
+    page.wait_for_function("document.querySelector('#tile-d-4 .mini > span').style.width !== '0%'")
+    assert page.evaluate("document.activeElement.parentElement.id") == "tile-d-8"
+    page.focus("#tile-d-1 > summary")
+    # Then a poll that changes the grid (any running task's progress; tile 1's own may be done by now).
+    page.evaluate("window.gridBefore = document.getElementById('grid').innerHTML")
+    page.wait_for_function("document.getElementById('grid').innerHTML !== window.gridBefore")
+    assert page.evaluate("document.activeElement.parentElement.id") == "tile-d-1", "focus lost in a poll"
+    assert page.get_attribute("#tile-d-8", "open") is not None, "an open tile closed in a poll"
     assert "✓" in page.title() and "tenure" in page.title()
 
     # Some tasks done, the rest running: kill -9 the server.
@@ -75,4 +75,47 @@ def test_fifty_tasks_from_the_form_survive_a_server_restart(browser: Any, server
     assert sum(run["counts"].values()) == 50 and run["counts"]["running"] == 0
     assert run["counts"]["succeeded"] + run["counts"]["failed"] == 50
     assert "browser <run>" in page.inner_text("h1")  # shown as text, not markup
+    page.close()
+
+
+@pytest.fixture
+def chatty_server(tmp_path: Any) -> Any:
+    s = Server(tmp_path / "tenure.db", tmp_path / "serve.log", env={"TENURE_IMPORT": "tests.kinds_for_tests"})
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_a_run_of_your_own_tasks_shows_labels_logs_and_a_page_per_task(browser: Any, chatty_server: Server) -> None:
+    tasks = [{"args": {"seconds": 0.3}, "label": "report-2026-11.csv"},
+             {"args": {"seconds": 0.5, "fail": True}, "label": "broken.csv", "max_attempts": 1},
+             *({"seconds": 0.2 * i, "lines": i} for i in range(1, 5))]
+    made = browser.new_context().request.post(
+        chatty_server.url + "/api/runs", data={"kind": "t_chatty", "name": "convert", "tasks": tasks},
+        headers={"Content-Type": "application/json"})
+    assert made.status == 201, made.text()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    page.goto(made.json()["url"])
+    assert page.locator(".tile").count() == 6
+    assert page.locator("#tile-1 .name").inner_text() == "report-2026-11.csv"
+    assert page.locator("#tile-3 .name").inner_text() == "seconds=0.2, lines=1"  # a short form of its args, in their order
+    page.locator("#summary").wait_for(state="visible")
+    page.click("#tile-d-2 > summary")
+    output = page.locator("#tile-d-2 pre.logs")
+    output.wait_for(state="visible")
+    assert "hello from logging, attempt 1" in output.inner_text() and "hello from a subprocess" in output.inner_text()
+    assert "the chatty task failed on purpose" in page.locator("#tile-d-2 .err").inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "run-own-tasks.png"), full_page=True)
+
+    page.click("#tile-d-2 a")  # the task's own page: every attempt, its output, the traceback collapsed
+    page.wait_for_url("**/tasks/*")
+    assert "broken.csv" in page.inner_text("h1")
+    assert "hello from print" in page.locator("pre.output").first.inner_text()
+    traceback = page.locator("details.traceback")
+    assert traceback.get_attribute("open") is None and not traceback.locator("pre").is_visible()
+    traceback.locator("summary").click()
+    assert "raise ValueError" in traceback.locator("pre").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "task-page.png"), full_page=True)
     page.close()

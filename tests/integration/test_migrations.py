@@ -149,3 +149,33 @@ def test_a_table_rebuilt_by_a_migration_does_not_cascade_into_its_children(tmp_p
         assert conn.execute(text("SELECT count(*) FROM child")).scalar() == 1
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again
     engine.dispose()
+
+
+def test_0004_strips_the_progress_from_old_errors_so_they_group(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = schema.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    old = ["upstream service answered 503 Service Unavailable (at 72%)",
+           "upstream service answered 503 Service Unavailable (at 5%)",
+           "connection reset while working (at 40%); a retry resumes",
+           "ValueError: a value (at 5%) of its own, mid-sentence is kept"]
+    with engine.begin() as conn:
+        for i, error in enumerate(old, start=1):
+            conn.execute(text("INSERT INTO tasks (id, position, kind, args, status, attempts, max_attempts, progress, "
+                              "created_at, error) VALUES (:i, :i, 'sleep', '{}', 'failed', 1, 3, 0, '2026-01-01', :e)"),
+                         {"i": i, "e": error})
+            conn.execute(text("INSERT INTO task_attempts (task_id, attempt, started_at, outcome, error) "
+                              "VALUES (:i, 1, '2026-01-01', 'failed', :e)"), {"i": i, "e": error})
+    schema.migrate(engine)
+    with engine.connect() as conn:
+        groups = conn.execute(text("SELECT error, count(*) FROM tasks GROUP BY error ORDER BY 2 DESC, 1")).all()
+        attempts = conn.execute(text("SELECT error FROM task_attempts ORDER BY task_id")).scalars().all()
+    engine.dispose()
+    assert [tuple(g) for g in groups] == [
+        ("upstream service answered 503 Service Unavailable", 2),
+        ("ValueError: a value (at 5%) of its own, mid-sentence is kept", 1),
+        ("connection reset while working; a retry resumes", 1),
+    ]
+    assert attempts[0] == "upstream service answered 503 Service Unavailable"

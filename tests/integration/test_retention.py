@@ -1,0 +1,119 @@
+"""Retention: what ended long ago goes, in small batches; a run in progress is never touched."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text, update
+
+import service
+from service.storage.models import Run, SupervisorRow, Task
+from tests.conftest import wait_for
+from tests.integration.test_supervisor import FAST
+
+DAY_S = 86_400.0
+
+
+@pytest.fixture
+def t(open_tenure) -> service.Tenure:  # type: ignore[no-untyped-def]
+    return open_tenure()
+
+
+def age(t: service.Tenure, days: float) -> None:
+    """Make everything that has ended look as if it ended ``days`` ago (and its supervisors stopped then)."""
+    back = timedelta(days=days)
+    with t.engine.begin() as conn:
+        ended = ((Run, Run.finished_at), (Task, Task.finished_at), (SupervisorRow, SupervisorRow.stopped_at))
+        for table, column in ended:
+            for row_id, at in conn.execute(select(table.id, column).where(column.is_not(None))).all():
+                conn.execute(update(table).where(table.id == row_id).values({column.key: at - back}))
+
+
+def counts(t: service.Tenure) -> dict[str, int]:
+    with t.engine.connect() as conn:
+        return {table: int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+                for table in ("runs", "tasks", "task_attempts", "supervisors", "idempotency_keys")}
+
+
+def test_prune_deletes_what_ended_long_ago_and_never_a_run_in_progress(t: service.Tenure) -> None:
+    old = t.submit_run("t_blocking", [{"value": i} for i in range(25)], idempotency_key="old", on_complete="echo")
+    lone = t.submit_task("t_blocking", {"value": 1}, idempotency_key="lone")
+    sup = t.start_supervisor(**FAST)
+    try:
+        t.wait_run(old, 10)
+        wait_for(lambda: t.task(lone).status == "succeeded", 10, "the single task")
+        wait_for(lambda: t.run(old).hook_task_id is not None and t.task(t.run(old).hook_task_id).terminal, 10,
+                 "the completion hook")
+    finally:
+        assert sup.stop(grace_s=0.0, timeout_s=5)
+    live = t.submit_run("t_blocking", [{"value": i} for i in range(5)])  # queued: in progress, never pruned
+    recent = t.submit_task("echo", {"x": 1})
+    age(t, 40)
+    before = counts(t)
+    assert before["runs"] == 2 and before["tasks"] == 25 + 1 + 1 + 5 + 1 and before["supervisors"] == 1
+
+    report = t.prune(30 * DAY_S, batch=10)
+
+    assert (report.runs, report.tasks, report.supervisors) == (1, 25 + 1 + 1, 1)
+    assert report.attempts == 27 and report.batches >= 4  # 25 tasks in batches of 10, then the hook, then the rest
+    assert 0 < report.longest_batch_s < 1.0
+    after = counts(t)
+    assert after == {"runs": 1, "tasks": 6, "task_attempts": 0, "supervisors": 0, "idempotency_keys": 0}
+    assert t.run(live).status == "running" and t.task(recent).status == "queued"
+    with pytest.raises(service.NotFound):
+        t.run(old)
+    # The keys went with what they made: the same key makes a new run now.
+    assert t.submit_run("t_blocking", [{"value": 0}], idempotency_key="old") != old
+
+
+def test_prune_keeps_what_ended_within_the_window(t: service.Tenure) -> None:
+    run = t.submit_run("echo", [{"i": 1}])
+    t.cancel_run(run)
+    age(t, 10)
+    report = t.prune(30 * DAY_S)
+    assert (report.runs, report.tasks) == (0, 0) and t.run(run).status == "cancelled"
+    report = t.prune(5 * DAY_S)
+    assert (report.runs, report.tasks) == (1, 1)
+
+
+def test_prune_can_be_stopped_between_batches(t: service.Tenure) -> None:
+    run = t.submit_run("echo", [{"i": i} for i in range(30)])
+    t.cancel_run(run)
+    age(t, 40)
+    stop = threading.Event()
+    report = t.prune(DAY_S, batch=10, stop=stop, progress=lambda r: stop.set())
+    assert report.batches == 1 and report.tasks == 10
+    assert t.prune(DAY_S, batch=10).tasks == 20
+
+
+def test_a_supervisor_prunes_on_its_own_only_when_asked(t: service.Tenure) -> None:
+    run = t.submit_run("echo", [{"i": i} for i in range(3)])
+    t.cancel_run(run)
+    age(t, 40)
+    plain = t.start_supervisor(**FAST)  # retention is off by default
+    assert plain.stop(grace_s=0.0, timeout_s=5)
+    assert t.run(run).status == "cancelled"
+    pruning = t.start_supervisor(**FAST, prune_after_s=30 * DAY_S)
+    try:
+        def gone() -> bool:
+            try:
+                t.run(run)
+            except service.NotFound:
+                return True
+            return False
+        wait_for(gone, 10, "the supervisor to prune the old run")
+    finally:
+        assert pruning.stop(grace_s=0.0, timeout_s=5)
+    assert counts(t)["tasks"] == 0
+
+
+def test_prune_after_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENURE_PRUNE_AFTER", "30d")
+    assert service.Settings.from_env().prune_after_s == 30 * DAY_S
+    monkeypatch.setenv("TENURE_PRUNE_AFTER", "later")
+    with pytest.raises(service.InvalidInput, match="TENURE_PRUNE_AFTER 'later' is not a duration"):
+        service.Settings.from_env()
+    monkeypatch.delenv("TENURE_PRUNE_AFTER")
+    assert service.Settings.from_env().prune_after_s is None
