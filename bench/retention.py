@@ -69,7 +69,8 @@ def fill(url: str, n: int) -> None:
         first = conn.execute(text("SELECT coalesce(max(id), 0) FROM runs")).scalar_one()
         conn.execute(text(
             "INSERT INTO runs (id, status, kind, total, params, created_at, finished_at) "
-            f"SELECT :first + 1 + i, 'completed', 'echo', {RUN_SIZE}, '{{}}', '{old}', '{old}' FROM ({series(':runs')}) g"),
+            f"SELECT :first + 1 + i, 'completed', 'echo', {RUN_SIZE}, '{{}}', '{old}', '{old}' "
+            f"FROM ({series(':runs')}) g"),
             {"first": first, "runs": runs})
         conn.execute(text(
             "INSERT INTO tasks (run_id, position, kind, args, status, attempts, max_attempts, charged, lost, isolated, "

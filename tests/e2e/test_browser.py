@@ -99,7 +99,8 @@ def test_a_run_of_your_own_tasks_shows_labels_logs_and_a_page_per_task(browser: 
     page.goto(made.json()["url"])
     assert page.locator(".tile").count() == 6
     assert page.locator("#tile-1 .name").inner_text() == "report-2026-11.csv"
-    assert page.locator("#tile-3 .name").inner_text() == "seconds=0.2, lines=1"  # a short form of its args, in their order
+    # No label: a short form of its args, in their order.
+    assert page.locator("#tile-3 .name").inner_text() == "seconds=0.2, lines=1"
     page.locator("#summary").wait_for(state="visible")
     page.click("#tile-d-2 > summary")
     output = page.locator("#tile-d-2 pre.logs")

@@ -101,7 +101,8 @@ def test_submit_a_run_of_your_own_tasks_from_a_jsonl_file_or_stdin(
 
     db = tmp_path / "t.db"
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text('{"path": "/data/a.csv"}\n\n{"args": {"path": "/data/b.csv"}, "label": "big", "max_attempts": 5}\n')
+    tasks.write_text('{"path": "/data/a.csv"}\n\n'
+                     '{"args": {"path": "/data/b.csv"}, "label": "big", "max_attempts": 5}\n')
     code, out, err = run_cli(capsys, "submit", "--db", str(db), "--kind", "echo", "--tasks-file", str(tasks),
                              "--name", "convert", "--idempotency-key", "convert-1")
     assert (code, err) == (0, "") and out.splitlines() == ["submitted run 1: 2 echo tasks", "1"]
