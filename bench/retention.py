@@ -138,13 +138,13 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
         bench("SQLite", f"sqlite:///{tmp}/bench.db", n, Path(tmp))
-    admin = make_engine(PG_ADMIN)
+    admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     name = f"tenure_bench_{uuid.uuid4().hex[:8]}"
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except Exception as exc:  # noqa: BLE001 - no server: say so and stop
-        print(f"PostgreSQL: skipped ({exc.__class__.__name__})")
+        print(f"PostgreSQL: skipped ({exc.__class__.__name__}: {str(exc).splitlines()[0]})")
         return
     try:
         with tempfile.TemporaryDirectory() as tmp:

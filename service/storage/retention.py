@@ -4,8 +4,10 @@ What goes: runs that ended (completed or cancelled) before the cutoff, with thei
 attempts, logs, idempotency keys and completion hook; single tasks that ended before it; and
 supervisors stopped before it that no remaining row refers to. A run in progress is never
 touched: each batch re-checks, under the run's lock, that it has still ended. Each batch is one
-transaction of at most ``batch`` tasks, so the write lock is held for milliseconds; between
-batches the lock is left free for a moment, so waiting writers get their turn.
+transaction, sized to take about :data:`TARGET_BATCH_S` (it starts at ``batch`` tasks and
+grows or shrinks by what the last one took), so the write lock is held for milliseconds
+whatever the disk; between batches the lock is left free for a moment, so waiting writers get
+their turn.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from service.storage.models import (
 from service.storage.runs import lock_tasks
 
 PAUSE_S = 0.002  # between batches: other writers take the lock meanwhile
+TARGET_BATCH_S = 0.005  # what one batch (one write transaction) should take
+MIN_BATCH, MAX_BATCH = 5, 1000  # tasks a batch deletes, whatever the last one took
 TERMINAL = tuple(s.value for s in TERMINAL_TASK_STATUSES)
 
 
@@ -51,7 +55,7 @@ class Retention:
 
     @translated
     def prune(
-        self, older_than_s: float, *, batch: int = 200, stop: threading.Event | None = None,
+        self, older_than_s: float, *, batch: int = 50, stop: threading.Event | None = None,
         progress: Callable[[PruneReport], None] | None = None,
     ) -> PruneReport:
         """Delete what ended more than ``older_than_s`` ago (by the database's clock); see the module.
@@ -61,14 +65,16 @@ class Retention:
         """
         report = PruneReport()
         started = time.monotonic()
+        size = max(MIN_BATCH, min(MAX_BATCH, batch))
         for step in (self._prune_run_batch, self._prune_single_batch, self._prune_supervisors_batch):
             while not (stop is not None and stop.is_set()):
                 began = time.monotonic()
                 with write_tx(self.engine) as conn:
-                    did = step(conn, older_than_s, batch, report)
+                    did = step(conn, older_than_s, size, report)
                 took = time.monotonic() - began
                 if not did:
                     break
+                size = _next_size(size, took)
                 report.batches += 1
                 report.batch_times.append(took)
                 report.longest_batch_s = max(report.longest_batch_s, took)
@@ -124,6 +130,12 @@ class Retention:
         conn.execute(delete(SupervisorRow).where(SupervisorRow.id.in_(ids)))
         report.supervisors += len(ids)
         return True
+
+
+def _next_size(size: int, took: float) -> int:
+    """The next batch's size: toward :data:`TARGET_BATCH_S`, at most twice or half this one's."""
+    wanted = int(size * TARGET_BATCH_S / max(took, 1e-6))
+    return max(MIN_BATCH, min(MAX_BATCH, 2 * size, max(size // 2, wanted)))
 
 
 def _delete_tasks(conn: Connection, ids: list[int], report: PruneReport) -> None:
