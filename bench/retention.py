@@ -1,6 +1,6 @@
 """Submitting a run of 10,000 explicit tasks from a JSONL file, and pruning 1,000,000 tasks.
 
-    .venv/bin/python bench/retention.py [TASKS_TO_PRUNE]
+    .venv/bin/python bench/retention.py [TASKS_TO_PRUNE [sqlite,postgresql]]
 
 For SQLite and PostgreSQL:
 
@@ -136,8 +136,12 @@ def bench(label: str, url: str, n: int, workdir: Path) -> None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    with tempfile.TemporaryDirectory() as tmp:
-        bench("SQLite", f"sqlite:///{tmp}/bench.db", n, Path(tmp))
+    backends = sys.argv[2].split(",") if len(sys.argv) > 2 else ["sqlite", "postgresql"]
+    if "sqlite" in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench("SQLite", f"sqlite:///{tmp}/bench.db", n, Path(tmp))
+    if "postgresql" not in backends:
+        return
     admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     name = f"tenure_bench_{uuid.uuid4().hex[:8]}"
     try:

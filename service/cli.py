@@ -129,7 +129,7 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("prune", parents=[db], help="delete runs and single tasks that ended long ago")
     p.add_argument("--older-than", required=True, metavar="AGE", help="like 30d, 12h or 90m")
     p.add_argument("--batch", type=int, default=50,
-                   help="tasks the first transaction deletes; later ones are sized to take about 5 ms (default 50)")
+                   help="tasks the first transaction deletes; later ones are sized to take about 20 ms (default 50)")
     p.set_defaults(command="prune", handler=cmd_prune)
 
     p = sub.add_parser("runs", parents=[db], help="run history, latest first")

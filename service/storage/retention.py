@@ -6,8 +6,8 @@ supervisors stopped before it that no remaining row refers to. A run in progress
 touched: each batch re-checks, under the run's lock, that it has still ended. Each batch is one
 transaction, sized to take about :data:`TARGET_BATCH_S` (it starts at ``batch`` tasks and
 grows or shrinks by what the last one took), so the write lock is held for milliseconds
-whatever the disk; between batches the lock is left free for a moment, so waiting writers get
-their turn.
+whatever the disk; between batches the lock is left free as long as the batch held it,
+so writers waiting meanwhile (claims, heartbeats, finishes, submits) get their turn.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from service.storage.models import (
 )
 from service.storage.runs import lock_tasks
 
-PAUSE_S = 0.002  # between batches: other writers take the lock meanwhile
-TARGET_BATCH_S = 0.005  # what one batch (one write transaction) should take
+PAUSE_S = 0.002  # at least, between batches: other writers take the lock meanwhile
+TARGET_BATCH_S = 0.02  # what one batch (one write transaction, its commit included) should take
 MIN_BATCH, MAX_BATCH = 5, 1000  # tasks a batch deletes, whatever the last one took
 TERMINAL = tuple(s.value for s in TERMINAL_TASK_STATUSES)
 
@@ -80,7 +80,10 @@ class Retention:
                 report.longest_batch_s = max(report.longest_batch_s, took)
                 if progress is not None:
                     progress(report)
-                threading.Event().wait(PAUSE_S)
+                # The lock is left free as long as it was held: SQLite has no queue of waiting
+                # writers (each sleeps and tries again, up to 100 ms apart), so with a short
+                # pause a writer might miss every chance for seconds.
+                threading.Event().wait(max(PAUSE_S, took))
         report.seconds = time.monotonic() - started
         return report
 

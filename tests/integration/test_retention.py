@@ -122,8 +122,9 @@ def test_prune_after_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
 def test_batches_are_sized_toward_a_few_milliseconds() -> None:
     from service.storage.retention import MAX_BATCH, MIN_BATCH, _next_size
 
-    assert _next_size(100, 0.010) == 50  # took twice the target: half as many
-    assert _next_size(100, 0.0025) == 200  # half: twice as many, never more at once
+    assert _next_size(100, 0.040) == 50  # took twice the target: half as many
+    assert _next_size(100, 0.010) == 200  # half: twice as many, never more at once
+    assert _next_size(100, 0.025) == 80
     assert _next_size(100, 0.0001) == 200
     assert _next_size(100, 1.0) == 50  # never below half at once
     assert _next_size(MIN_BATCH, 1.0) == MIN_BATCH and _next_size(MAX_BATCH, 0.0) == MAX_BATCH
