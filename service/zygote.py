@@ -169,10 +169,16 @@ class Zygote:
                 os.kill(pid, signal.SIGKILL)
 
 
+TASK_NICE = 5  # added to the supervisor's niceness for task processes
+
+
 def main(argv: list[str]) -> None:
     """``argv[1]``: the control socket's fd. The caller has set ``sys.path`` to the supervisor's."""
     # Terminal signals are the supervisor's to handle: it stops its tasks itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Task processes (its forks) yield the CPU to their supervisor: heartbeats, claims and the
+    # web pages stay on time however hard task code computes.
+    os.nice(TASK_NICE)
     ctl = socket.socket(fileno=int(argv[1]))
     # What every host needs, imported once here so that forks share it.
     import service.host

@@ -354,12 +354,22 @@ class Mixed:
         return {"position": self.ctx.position}
 
 
+class Nice:
+    """Returns the niceness its process runs at."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        pass
+
+    def run(self) -> int:
+        return os.nice(0)
+
+
 for _name, _cls in {
     "t_blocking": Blocking, "t_polling": Polling, "t_hang": Hang, "t_spin": Spin, "t_regex": Regex,
     "t_gil": GilHog, "t_flaky": Flaky, "t_doomed": Doomed, "t_hook": Hook, "t_long": LongSleep,
     "t_poison": Poison, "t_unprintable": RaisesUnprintable, "t_flaky_check": FlakyCheck,
     "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid, "t_mixed": Mixed, "t_spawner": Spawner,
     "t_zygote_killer": ZygoteKiller, "t_slow_check": SlowCheck, "t_big_checkpoint": BigCheckpoint,
-    "t_chatty": Chatty,
+    "t_chatty": Chatty, "t_nice": Nice,
 }.items():
     register(_name)(_cls)

@@ -6,6 +6,7 @@ Real processes and real signals, with tiny durations; an embedded supervisor on 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,3 +277,11 @@ def test_hundreds_of_task_processes_at_once_do_not_jam_the_zygote(t: service.Ten
     run_id = t.submit_run(700, "t_blocking", {"seconds": 0.5})
     supervise(concurrency=700, memory_limit_mb=None)
     assert t.wait_run(run_id, 60).counts["succeeded"] == 700
+
+
+def test_task_processes_yield_the_cpu_to_their_supervisor(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+    from service.zygote import TASK_NICE
+
+    task = t.submit_task("t_nice")
+    supervise()
+    assert t.wait_task(task, 10).result == os.nice(0) + TASK_NICE
