@@ -125,6 +125,9 @@ class Zygote:
                         os.close(pidfd)
                 from service import host
 
+                # Task code yields the CPU to its supervisor: heartbeats, claims and pages stay
+                # on time however hard it computes. (Not the zygote: forks stay quick under load.)
+                os.nice(TASK_NICE)
                 host.main(socket.socket(fileno=fd), zygote_pid=me,
                           memory_limit_mb=message.get("memory_limit_mb"))
             finally:
@@ -176,9 +179,6 @@ def main(argv: list[str]) -> None:
     """``argv[1]``: the control socket's fd. The caller has set ``sys.path`` to the supervisor's."""
     # Terminal signals are the supervisor's to handle: it stops its tasks itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Task processes (its forks) yield the CPU to their supervisor: heartbeats, claims and the
-    # web pages stay on time however hard task code computes.
-    os.nice(TASK_NICE)
     ctl = socket.socket(fileno=int(argv[1]))
     # What every host needs, imported once here so that forks share it.
     import service.host
