@@ -63,24 +63,17 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def run_id(request: Request) -> int:
-    """The ``{run_id:int}`` path parameter.
-
-    Raises:
-        NotFound: the id is larger than any row id can be.
-    """
-    value = int(request.path_params["run_id"])
-    if value > MAX_ID:
-        raise NotFound(f"there is no run {value}")
-    return value
+    """The ``{run_id:int}`` path parameter. Raises NotFound past any row id."""
+    return _row_id(request, "run")
 
 
 def task_id(request: Request) -> int:
-    """The ``{task_id:int}`` path parameter.
+    """The ``{task_id:int}`` path parameter. Raises NotFound past any row id."""
+    return _row_id(request, "task")
 
-    Raises:
-        NotFound: the id is larger than any row id can be.
-    """
-    value = int(request.path_params["task_id"])
+
+def _row_id(request: Request, what: str) -> int:
+    value = int(request.path_params[f"{what}_id"])
     if value > MAX_ID:
-        raise NotFound(f"there is no task {value}")
+        raise NotFound(f"there is no {what} {value}")
     return value
