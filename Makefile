@@ -5,13 +5,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Schemathesis checks the API from outside (tests/web/test_schemathesis.py), in a virtualenv of its own.
 ST_VENV ?= .venv-schemathesis
+# bench/peers.py measures tenure beside Huey and RQ, installed only in a virtualenv of their own.
+BENCH_VENV ?= .venv-bench
 
-.PHONY: run worker test lint bench clean
+.PHONY: run worker test lint bench bench-peers clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
+	touch $@
+
+$(BENCH_VENV)/bin/.installed: bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
 $(ST_VENV)/bin/.installed: tests/schemathesis.txt
@@ -39,6 +47,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/retention.py
+
+# Needs Redis on 127.0.0.1:6379 (db 13 is flushed; BENCH_REDIS picks another). About 6 min; ARGS=--quick: under 1.
+bench-peers: $(BIN)/.installed $(BENCH_VENV)/bin/.installed
+	$(BENCH_VENV)/bin/python bench/peers.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(ST_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
