@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.config import Settings
 from service.storage.leases import Lease
 
 MAX_CHECK_ERRORS = 3  # consecutive check_output() errors before the attempt fails
@@ -88,6 +89,17 @@ class Execution:
         limit = self.deadline_mono - self.started_mono
         return ("ran past its timeout", Failure(f"TimeoutError: the task ran past its timeout of {limit:g} s; "
                                                 "its process was stopped", permanent=True), True)
+
+    def schedule_check(self, settings: Settings, now: float) -> None:
+        """Wait before the next check_output(): as the task asked, else backing off by the settings."""
+        if self.asked_interval_s is not None:
+            self.poll_interval_s = self.asked_interval_s
+        elif self.poll_interval_s == 0.0:
+            self.poll_interval_s = settings.poll_first_s
+        else:
+            self.poll_interval_s = min(settings.poll_max_s, self.poll_interval_s * settings.poll_factor)
+        self.phase = "wait"
+        self.next_check_mono = now + self.poll_interval_s
 
     def restart_clock(self, now: float) -> None:
         """Its task process is up: its timeout counts from now."""

@@ -14,7 +14,7 @@ Threads:
 * the **listener** (PostgreSQL only): wakes the loop when new work is announced.
 
 Side loops are supervised: if the heartbeat thread dies, the supervisor stops (releasing its
-leases) rather than run on without them; an error inside one iteration is logged, and it goes on.
+leases); an error inside one iteration is logged, and it goes on.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 
 from service import liveness, upkeep, wire
 from service.clock import Clock, SystemClock
+from service.commits import GroupCommit
 from service.config import Settings
 from service.errors import TenureError, describe
 from service.executor import MAX_CHECK_ERRORS, Execution, Failure
@@ -80,6 +81,7 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self.upkeep = Upkeep(self.leases, self.settings, self.clock)
         self._claim_now = False  # a slot came free or work was announced: claim at once
+        self._commits = GroupCommit()  # ended attempts waiting for their group commit
         self._idle_s = self.settings.idle_poll_s
         self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
@@ -159,7 +161,8 @@ class Supervisor:
     # -- the loop -------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        mono = self.clock.monotonic
+        mono, supervisor_id = self.clock.monotonic, self.supervisor_id
+        assert supervisor_id is not None
         next_claim = next_reclaim = next_scan = next_check = mono()
         stop_deadline: float | None = None
         while True:
@@ -173,6 +176,8 @@ class Supervisor:
                     break
             self._drain_events()
             self._service_inflight(now)
+            if self._commits.due(now, others_running=len(self._inflight) > len(self._commits)):
+                self._flush_finishes()
             if self._claim_now:
                 self._claim_now = False
                 next_claim = now
@@ -187,11 +192,12 @@ class Supervisor:
                 self._guard("lease_check", self._check_leases)
             if now >= next_reclaim:
                 next_reclaim = now + self.settings.reclaim_every_s
-                self._guard("reclaim", self._reclaim_silent)
+                self._guard("reclaim", lambda: self.upkeep.reclaim_silent(supervisor_id))
             if now >= next_scan:
                 next_scan = now + SCAN_HOST_EVERY_S
                 self._guard("scan", self._recover_dead_on_host)
             wake_at = min(next_claim, next_reclaim, next_scan, self._next_deadline(), self.pool.next_deadline(),
+                          self._commits.deadline,
                           next_check if self._inflight else float("inf"),
                           stop_deadline if stop_deadline is not None else float("inf"))
             self.loop_turns += 1
@@ -244,22 +250,11 @@ class Supervisor:
                                 ex.key[0], ex.key[1], event.failure.message)
                 else:
                     ex.check_errors = 0
-                self._schedule_check(ex)
+                ex.schedule_check(self.settings, self.clock.monotonic())
         elif event.kind == "crashed":
             self._fail(ex, Failure(f"crashed: {event.reason}"), outcome=Outcome.CRASHED)
         elif event.kind == "lost":
             self._lose(ex, event.reason, isolate=event.isolate)
-
-    def _schedule_check(self, ex: Execution) -> None:
-        s = self.settings
-        if ex.asked_interval_s is not None:
-            ex.poll_interval_s = ex.asked_interval_s
-        elif ex.poll_interval_s == 0.0:
-            ex.poll_interval_s = s.poll_first_s
-        else:
-            ex.poll_interval_s = min(s.poll_max_s, ex.poll_interval_s * s.poll_factor)
-        ex.phase = "wait"
-        ex.next_check_mono = self.clock.monotonic() + ex.poll_interval_s
 
     def _service_inflight(self, now: float) -> None:
         """Timeouts, due polls, finish writes to try again."""
@@ -332,25 +327,23 @@ class Supervisor:
         self._write_finish(ex, outcome=outcome, error=failure.message, retry_in_s=retry_in_s,
                            progress=progress, checkpoint=saved, record=ex.record(failure.traceback))
 
-    def _write_finish(self, ex: Execution, **kwargs: Any) -> bool:
-        """Write the attempt's end; on a storage error keep the lease and try again later."""
+    def _write_finish(self, ex: Execution, **kwargs: Any) -> None:
+        """Queue the attempt's end for the next group commit (see :mod:`service.commits`)."""
+        self._commits.add(ex, self.clock.monotonic(), **kwargs)
+
+    def _flush_finishes(self) -> None:
+        """Write the queued ends in one transaction; on a storage error they are tried again later."""
         assert self.supervisor_id is not None
         try:
-            applied = self.leases.finish(ex.lease, self.supervisor_id, **kwargs)
+            written = self._commits.write(self.leases, self.supervisor_id, self.clock.monotonic() + FINISH_RETRY_S)
         except TenureError as exc:
-            if ex.pending is None:
-                log.info("finish.deferred task=%s attempt=%s error=%s (retrying every %s s)",
-                         ex.key[0], ex.key[1], exc, FINISH_RETRY_S)
-                self._warn_once("finish.deferred", exc)
-            ex.phase, ex.pending = "finishing", kwargs
-            ex.next_check_mono = self.clock.monotonic() + FINISH_RETRY_S
-            return False
-        outcome = kwargs["outcome"]
-        if applied:
-            log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", outcome.value, ex.key[0], ex.key[1],
-                     self.supervisor_id, f" error={kwargs.get('error')!r}" if kwargs.get("error") else "")
-        self._forget(ex)
-        return True
+            self._warn_once("finish.deferred", exc)
+            return
+        for ex, end, applied in written:
+            if applied:
+                log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", end.outcome.value, ex.key[0], ex.key[1],
+                         self.supervisor_id, f" error={end.error!r}" if end.error else "")
+            self._forget(ex)
 
     def _lose(self, ex: Execution, reason: str, *, isolate: bool) -> None:
         """The attempt's process died for someone else's sake: hand the task back, uncharged."""
@@ -404,10 +397,6 @@ class Supervisor:
         for key in self.upkeep.check_leases(self.supervisor_id, active, set(self._inflight)):
             self._lease_lost(self._inflight[key])
 
-    def _reclaim_silent(self) -> None:
-        assert self.supervisor_id is not None
-        self.upkeep.reclaim_silent(self.supervisor_id)
-
     def _recover_dead_on_host(self) -> None:
         assert self.supervisor_id is not None
         self.upkeep.recover_dead_on_host(self.supervisor_id, self.host)
@@ -424,6 +413,8 @@ class Supervisor:
             log.exception("%s.crashed supervisor=%s", what, self.supervisor_id)
 
     def _shutdown(self) -> None:
+        if len(self._commits):
+            self._guard("finish", self._flush_finishes)  # ended attempts are written, not handed back
         with self._inflight_lock:
             remaining = list(self._inflight.values())
             self._inflight.clear()

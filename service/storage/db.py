@@ -179,9 +179,12 @@ class db_now(FunctionElement[Any]):
     type = DateTime()
     inherit_cache = True
 
-    def __init__(self, offset_s: float | None = None) -> None:
-        self.offset_s = None if offset_s is None else float(offset_s)
-        offset = bindparam("db_now_offset_s", self.offset_s, unique=True, type_=Float())
+    def __init__(self, offset_s: float | ColumnElement[Any] | None = None) -> None:
+        if isinstance(offset_s, ColumnElement):  # e.g. a bindparam of an executemany
+            super().__init__(offset_s)
+            return
+        offset = bindparam("db_now_offset_s", None if offset_s is None else float(offset_s), unique=True,
+                           type_=Float())
         super().__init__(*(() if offset_s is None else (offset,)))
 
 

@@ -20,9 +20,9 @@ from sqlalchemy import Boolean, Engine, bindparam, case, exists, func, insert, s
 from service.storage import notify
 from service.storage.db import db_now, read_tx, status_is, write_tx
 from service.storage.errors import translated
+from service.storage.finishes import Finish, finish_many
 from service.storage.losses import MAX_LOST, Losses, fence
 from service.storage.models import (
-    CHARGED_OUTCOMES,
     DUE_TASK_STATUSES,
     Outcome,
     SupervisorRow,
@@ -30,7 +30,7 @@ from service.storage.models import (
     TaskAttempt,
     TaskStatus,
 )
-from service.storage.runs import close_attempt, lock_runs, settle_run
+from service.storage.runs import close_attempt
 
 log = logging.getLogger("tenure.leases")
 
@@ -271,53 +271,31 @@ class Leases(Losses):
         checkpoint: Any = None,
         record: dict[str, Any] | None = None,
     ) -> bool:
-        """Record how an attempt ended, fenced by (task, supervisor, attempt).
+        """Record how one attempt ended, fenced by (task, supervisor, attempt); see :class:`Finish`.
 
-        ``record`` holds what the attempt's row keeps: its ``logs``, ``logs_cut`` and
-        ``traceback``.
-
-        ``outcome`` SUCCEEDED stores ``result``; FAILED, TIMED_OUT or CRASHED store ``error``,
-        charge the attempt (``tasks.charged`` + 1) and either schedule a retry ``retry_in_s``
-        seconds from now by the database's clock (status ``retrying``) or, when it is None,
-        fail the task. A finish that ends the task locks its run first (the lock order), so
-        the run's completion (and its hook task) happen in this same transaction. Returns
-        False, writing nothing, when the lease was lost.
+        A finish that ends the task locks its run first (the lock order), so the run's
+        completion (and its hook task) happen in this same transaction. Returns False, writing
+        nothing, when the lease was lost.
         """
-        succeeded = outcome is Outcome.SUCCEEDED
-        charged = outcome in CHARGED_OUTCOMES
-        if succeeded:
-            status = TaskStatus.SUCCEEDED
-        else:
-            status = TaskStatus.RETRYING if retry_in_s is not None else TaskStatus.FAILED
-        terminal = status is not TaskStatus.RETRYING
-        values: dict[str, Any] = {
-            "status": status.value, "error": error, "supervisor_id": None,
-            "next_attempt_at": db_now(retry_in_s) if retry_in_s is not None else None,
-        }
-        if charged:
-            values["charged"] = Task.charged + 1
-        if succeeded:
-            values.update(result=result, progress=1.0, finished_at=db_now())
-        elif terminal:
-            values.update(finished_at=db_now())
-        if progress is not None and not succeeded:
-            values["progress"] = progress
-        if checkpoint is not None:
-            values["checkpoint"] = checkpoint
+        end = Finish(task_id=lease.task_id, attempt=lease.attempt, run_id=lease.run_id, outcome=outcome,
+                     result=result, error=error, retry_in_s=retry_in_s, progress=progress,
+                     checkpoint=checkpoint, record=record or {})
+        return bool(self.finish_batch(supervisor_id, [end]))
+
+    @translated
+    def finish_batch(self, supervisor_id: int, finishes: Sequence[Finish]) -> set[Key]:
+        """Record many attempts' ends in one transaction (a group commit); returns those applied.
+
+        Each is fenced as :meth:`finish` is: one whose lease was lost writes nothing and is
+        missing from the result. Atomic: on an error nothing of the batch is written.
+        """
         with write_tx(self.engine) as conn:
-            if terminal:
-                lock_runs(conn, [lease.run_id])
-            changed = conn.execute(
-                update(Task).where(fence(lease.task_id, supervisor_id, lease.attempt)).values(**values)
-            ).rowcount
-            if changed != 1:
+            applied = finish_many(conn, supervisor_id, finishes)
+        for f in finishes:
+            if f.key not in applied:
                 log.warning("finish.fenced task=%s attempt=%s supervisor=%s outcome=%s: lease lost, write dropped",
-                            lease.task_id, lease.attempt, supervisor_id, outcome.value)
-                return False
-            close_attempt(conn, lease.task_id, lease.attempt, outcome, error, charged=charged, record=record)
-            if terminal and lease.run_id is not None:
-                settle_run(conn, lease.run_id)
-        return True
+                            f.task_id, f.attempt, supervisor_id, f.outcome.value)
+        return applied
 
     @translated
     def release(
@@ -365,4 +343,4 @@ def _coalesce_now(column: Any) -> Any:
 
 
 
-__all__ = ["MAX_LOST", "Key", "Lease", "Leases", "LiveSupervisor"]
+__all__ = ["MAX_LOST", "Finish", "Key", "Lease", "Leases", "LiveSupervisor"]

@@ -19,7 +19,6 @@ from service.storage.db import db_now, status_is, write_tx
 from service.storage.errors import translated
 from service.storage.models import (
     DUE_TASK_STATUSES,
-    TERMINAL_TASK_STATUSES,
     Outcome,
     Run,
     RunStatus,
@@ -213,7 +212,7 @@ def settle_run(conn: Connection, run_id: int) -> bool:
         return False
     open_tasks = (
         select(Task.id)
-        .where(Task.run_id == run_id, Task.status.not_in([s.value for s in TERMINAL_TASK_STATUSES]))
+        .where(Task.run_id == run_id, status_is(Task.status, *OPEN_TASK_STATUSES))  # seeks ix_tasks_run_status
         .exists()
     )
     changed = conn.execute(
