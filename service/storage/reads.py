@@ -8,18 +8,29 @@ run's size, each using its index as sent.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Row, func, null, select, union_all
 from sqlalchemy.orm import aliased
 
-from service.errors import NotFound
-from service.storage.db import db_now, read_tx, text_tail
+from service.errors import InvalidInput, NotFound
+from service.storage.db import db_now, read_tx, status_is, text_tail
 from service.storage.errors import translated
-from service.storage.models import Run, RunStatus, Task, TaskAttempt
-from service.storage.views import AttemptView, RunStatusView, RunView, TaskDetail, TaskView, zero_counts
+from service.storage.models import Run, RunStatus, Task, TaskAttempt, TaskStatus
+from service.storage.views import (
+    CELL,
+    AttemptView,
+    CompactStatus,
+    RunStatusView,
+    RunView,
+    TaskDetail,
+    TaskView,
+    TilePage,
+    zero_counts,
+)
 
 TILE_OUTPUT_CHARS = 600  # of the latest attempt's output, shown in a run page's tile
 
@@ -53,7 +64,7 @@ class Reads:
             return _run(conn, run_id)
 
     @translated
-    def run_status(self, run_id: int, etag: str | None = None) -> RunStatusView:
+    def run_status(self, run_id: int, etag: str | None = None, *, page: TilePage | None = None) -> RunStatusView:
         """Everything a run's page shows, from one snapshot, and its ETag.
 
         Three statements compute the ETag: the run row with the database's clock, one grouped
@@ -61,6 +72,10 @@ class Reads:
         status. When ``etag`` matches, that is all (``changed`` is False). Otherwise two more
         read the tasks in position order and the attempt outcomes (``retried``: charged
         attempts another attempt followed). Raises NotFound for an unknown id.
+
+        With ``page``, a run of more than ``page.over`` tasks is read compactly instead (see
+        :func:`_compact_status`): a fixed number of statements, none of which reads every task
+        whole. Raises InvalidInput for a page of an unknown status.
         """
         with read_tx(self.engine) as conn:
             row = conn.execute(select(*_RUN_COLUMNS, db_now().label("db_now")).where(Run.id == run_id)).one_or_none()
@@ -68,6 +83,8 @@ class Reads:
                 raise NotFound(f"there is no run {run_id}")
             values = dict(row._mapping)
             now = values.pop("db_now")
+            if page is not None and row.total > page.over:
+                return _compact_status(conn, values, now, etag, page)
             groups = conn.execute(
                 select(
                     Task.status, func.count(), func.sum(Task.attempts), func.sum(func.round(Task.progress * 100)),
@@ -151,6 +168,16 @@ class Reads:
         return TaskView(*row)
 
     @translated
+    def task_at(self, run_id: int, position: int) -> TaskView:
+        """The task at ``position`` (from 0) of a run: one seek on ix_tasks_run_position. Raises NotFound."""
+        with read_tx(self.engine) as conn:
+            query = select(*_TASK_COLUMNS).where(Task.run_id == run_id, Task.position == position)
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            raise NotFound(f"there is no task {position + 1} in run {run_id}")
+        return TaskView(*row)
+
+    @translated
     def attempts(self, task_id: int) -> list[AttemptView]:
         """A task's attempts in order, with their logs; [] for a task never claimed (or an unknown id)."""
         with read_tx(self.engine) as conn:
@@ -187,6 +214,85 @@ class Reads:
         with read_tx(self.engine) as conn:
             value: datetime = conn.execute(select(db_now())).scalar_one()
             return value
+
+
+def _compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag: str | None,
+                    page: TilePage) -> RunStatusView:
+    """A big run's status: its ETag from indexes alone, then one page of tiles and every task's letter.
+
+    The ETag's statement is one ``UNION ALL`` of two grouped reads: the count of each status
+    (a covering scan of ix_tasks_run_status, no table row read) and, for the running and
+    retrying tasks only (a seek on that index), the figures that move while a task stays in its
+    status (progress, output, attempts, the sum of their ids for who is in it). A queued or
+    finished task changes only by changing status, or with the run's own row (a retry of a
+    finished run), so the counts and the run row stand for them. Then, when the ETag changed:
+    every task's (position, status), the running tasks, one page of tiles (``page.status``,
+    in position order, ``page.limit`` from ``page.offset``; [] past the end) with their latest
+    output, the hook task; once the run is over, also the attempt outcomes, the failed
+    tasks' errors grouped, and the slowest successes.
+    """
+    if page.status is not None and page.status not in CELL:
+        raise InvalidInput(f"there is no task status {page.status!r}; expected one of {', '.join(CELL)}")
+    run_id = values["id"]
+    per_status = select(Task.status, func.count(), *([null()] * 9)).where(Task.run_id == run_id).group_by(Task.status)
+    moving = select(
+        Task.status, func.count(), func.sum(Task.id), func.sum(Task.attempts),
+        func.sum(func.round(Task.progress * 100)), func.max(Task.next_attempt_at), func.count(Task.error),
+        func.sum(Task.charged), func.sum(Task.lost), func.sum(Task.output_chars), func.max(Task.started_at),
+    ).where(Task.run_id == run_id, status_is(Task.status, TaskStatus.RUNNING, TaskStatus.RETRYING))
+    rows: Sequence[Any] = conn.execute(union_all(per_status, moving.group_by(Task.status))).all()
+    groups: list[tuple[Any, ...]] = sorted((tuple(g) for g in rows), key=repr)
+    hook_status = None
+    if values["hook_task_id"] is not None:
+        hook_status = conn.execute(select(Task.status).where(Task.id == values["hook_task_id"])).scalar()
+    counts = zero_counts()
+    for group in groups:
+        if group[2] is None:  # the per-status count, not the running tasks' figures
+            counts[group[0]] = int(group[1])
+    run = RunView(**values, counts=counts)
+    fingerprint = repr(("compact", run.status, run.finished_at, run.hook_task_id, hook_status, groups))
+    tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
+    if etag == tag:
+        return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status)
+    cells = bytearray(CELL[TaskStatus.QUEUED].encode() * run.total)
+    letters = {status: ord(letter) for status, letter in CELL.items()}
+    for position, status in conn.execute(select(Task.position, Task.status).where(Task.run_id == run_id)).all():
+        if position >= len(cells):
+            cells.extend(b"q" * (position + 1 - len(cells)))
+        cells[position] = letters.get(status, ord("?"))
+    running = conn.execute(select(Task.progress, Task.started_at)
+                           .where(Task.run_id == run_id, status_is(Task.status, TaskStatus.RUNNING))).all()
+    latest = (TaskAttempt.task_id == Task.id) & (TaskAttempt.attempt == Task.attempts)
+    tiles = select(*_TASK_COLUMNS, text_tail(TaskAttempt.logs, TILE_OUTPUT_CHARS)).outerjoin(TaskAttempt, latest)
+    tiles = tiles.where(Task.run_id == run_id)
+    if page.status is not None:
+        tiles = tiles.where(Task.status == page.status)
+    shown = conn.execute(tiles.order_by(Task.position).limit(page.limit).offset(page.offset)).all()
+    hook = None
+    if values["hook_task_id"] is not None:
+        found = conn.execute(select(*_TASK_COLUMNS).where(Task.id == values["hook_task_id"])).one_or_none()
+        hook = TaskView(*found) if found is not None else None
+    outcomes: dict[str, int] = {}
+    errors: list[tuple[str | None, int]] = []
+    slowest: list[tuple[int, float]] = []
+    if not run.live:
+        outcomes = _outcomes(conn, run_id)
+        errors = [(e, int(n)) for e, n in conn.execute(
+            select(Task.error, func.count()).where(Task.run_id == run_id, status_is(Task.status, TaskStatus.FAILED))
+            .group_by(Task.error))]
+        slowest = _slowest(conn.execute(
+            select(Task.position, Task.started_at, Task.finished_at)
+            .where(Task.run_id == run_id, status_is(Task.status, TaskStatus.SUCCEEDED))).all())
+    compact = CompactStatus(cells=cells.decode(), running=[(p, started) for p, started in running], errors=errors,
+                            slowest=slowest)
+    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, tasks=[TaskView(*t) for t in shown],
+                         outcomes=outcomes, hook=hook, compact=compact)
+
+
+def _slowest(rows: Sequence[Row[int, datetime | None, datetime | None]]) -> list[tuple[int, float]]:
+    timed = ((position + 1, (finished - started).total_seconds()) for position, started, finished in rows
+             if started is not None and finished is not None)
+    return heapq.nlargest(3, timed, key=lambda pair: pair[1])
 
 
 def _run(conn: Connection, run_id: int) -> RunView:

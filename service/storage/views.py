@@ -9,6 +9,11 @@ from typing import Any
 from service.storage.models import TERMINAL_TASK_STATUSES, RunStatus, TaskStatus
 
 COUNT_KEYS = tuple(s.value for s in TaskStatus)
+# A big run's compact status, one character per task: the letter of each status (see CompactStatus).
+CELL = {
+    TaskStatus.QUEUED.value: "q", TaskStatus.RUNNING.value: "r", TaskStatus.RETRYING.value: "y",
+    TaskStatus.SUCCEEDED.value: "s", TaskStatus.FAILED.value: "f", TaskStatus.CANCELLED.value: "c",
+}
 
 
 def zero_counts() -> dict[str, int]:
@@ -94,11 +99,35 @@ class TaskDetail:
 
 
 @dataclass(frozen=True)
+class TilePage:
+    """How a run page reads a run bigger than ``over`` tasks: one page of its tiles, not all.
+
+    Smaller runs are read whole, as :meth:`Reads.run_status` always reads them.
+    """
+
+    over: int  # runs of more tasks than this are read compactly
+    status: str | None = None  # the tiles' status, or None for tasks of every status
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class CompactStatus:
+    """What a page shows of a big run besides its page of tiles, read without reading every task whole."""
+
+    cells: str  # one character per task in position order, its status's letter in CELL
+    running: list[tuple[float, datetime | None]]  # (progress, started_at) of every running task
+    errors: list[tuple[str | None, int]]  # failed tasks' errors and how many have each; [] while live
+    slowest: list[tuple[int, float]]  # (task number from 1, seconds) of the 3 slowest successes; [] while live
+
+
+@dataclass(frozen=True)
 class RunStatusView:
     """A run's status as one snapshot saw it: what the run page and its ETag are made of.
 
     ``tasks``, ``outcomes`` and ``hook`` are None when the caller's ETag still matched (nothing
-    a page shows has changed, so nothing more was read).
+    a page shows has changed, so nothing more was read). For a run read by :class:`TilePage`,
+    ``tasks`` is one page of tiles and ``compact`` holds the rest.
     """
 
     etag: str
@@ -108,6 +137,7 @@ class RunStatusView:
     tasks: list[TaskView] | None = None
     outcomes: dict[str, int] | None = None  # attempt outcomes, plus "retried" (see Reads.run_status)
     hook: TaskView | None = None
+    compact: CompactStatus | None = None
 
     @property
     def changed(self) -> bool:
