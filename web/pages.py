@@ -3,7 +3,7 @@
 Each handler parses its input, calls the engine, renders one template. The fragment answers
 ``304`` when the run's fingerprint (two cheap queries) matches the browser's ``ETag``; otherwise
 it reads the run, its tiles and its attempt outcomes (a fixed number of queries, whatever the
-run's size) and renders.
+run's size) and renders. A big run's page shows a map and one page of tiles (see :mod:`web.board`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from service import summary
-from service.errors import InvalidInput, TenureError
+from service.errors import InvalidInput, NotFound, TenureError
 from service.protocol import kinds
-from service.storage.views import RunStatusView, RunView, TaskView
+from service.storage.views import RunView, TaskView
 from web import forms
-from web.http import BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of
+from web.board import STATUS, BadView, attempts_used, pages_of, parse_view, status_context, tile
+from web.http import MAX_ID, BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -33,14 +34,6 @@ templates.env.filters["duration"] = summary.format_seconds
 HISTORY_PAGE = 15
 MAX_FORM_BYTES = 16 * 1024
 
-STATUS = {  # status → (icon, label); colour comes from CSS, never alone
-    "queued": ("·", "queued"),
-    "running": ("▶", "running"),
-    "retrying": ("↻", "retrying"),
-    "succeeded": ("✓", "succeeded"),
-    "failed": ("✗", "failed"),
-    "cancelled": ("⊘", "cancelled"),
-}
 templates.env.globals["STATUS"] = STATUS
 
 
@@ -102,85 +95,59 @@ async def create_run(request: Request) -> Response:
 
 
 async def run_page(request: Request) -> Response:
+    """The run's page; ``?status=failed&page=2`` picks a big run's tiles (400 or 404 for none such)."""
     t = tenure_of(request)
     try:
-        status = await run_in_threadpool(t.run_status, run_id(request))
+        view = parse_view(request.query_params)
+        status = await run_in_threadpool(lambda: t.store.run_status(run_id(request), page=view.tile_page()))
+        pages = pages_of(status, view)
+        if view.page > pages:
+            what = f"{view.status} tasks" if view.status else "tasks"
+            raise BadView(f"there is no page {view.page} of run {status.run.id}'s {what}: "
+                          f"there {'is' if pages == 1 else 'are'} {pages} (page 1 to {pages})", 404)
+    except BadView as exc:
+        return error_page(request, str(exc), exc.status)
     except TenureError as exc:
         return error_page(request, str(exc), status_for(exc))
-    return templates.TemplateResponse(request, "run.html", status_context(request, status))
+    return templates.TemplateResponse(request, "run.html", status_context(request, status, view))
 
 
 async def status_fragment(request: Request) -> Response:
     """The bar, the grid and the summary, or 304 when the browser's copy is current.
 
-    One read of one snapshot computes the ETag and, only when it changed, everything else.
+    One read of one snapshot computes the ETag and, only when it changed, everything else. The
+    view (``?status=…&page=…``) is checked as the run page checks it, except that a page past
+    the end answers an empty page: while the page polls, the tasks of a status may dwindle.
     """
     t = tenure_of(request)
     sent = [tag.strip().removeprefix("W/").strip('"') for tag in request.headers.get("if-none-match", "").split(",")]
     try:
+        view = parse_view(request.query_params)
         rid = run_id(request)
-        status = await run_in_threadpool(t.run_status, rid, sent[0] if len(sent) == 1 and sent[0] else None)
+        etag = sent[0] if len(sent) == 1 and sent[0] else None
+        status = await run_in_threadpool(lambda: t.store.run_status(rid, etag, page=view.tile_page()))
+    except BadView as exc:
+        return Response(str(exc), status_code=exc.status, media_type="text/plain")
     except TenureError as exc:
         return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
     headers = {"ETag": f'W/"{status.etag}"', "Cache-Control": "no-cache", "Vary": "HX-Request"}
     if not status.changed or status.etag in sent:
         return Response(status_code=304, headers=headers)
-    return templates.TemplateResponse(request, "_status.html", status_context(request, status), headers=headers)
+    return templates.TemplateResponse(request, "_status.html", status_context(request, status, view), headers=headers)
 
 
-def status_context(request: Request, status: RunStatusView) -> dict[str, Any]:
-    """Everything the bar, the grid and the summary show, from one snapshot."""
-    run, tasks, now = status.run, status.tasks or [], status.now
-    progress = summary.progress(run, tasks, now)
-    ended = None
-    if not run.live:
-        ended = summary.summarize(run, tasks, status.outcomes or {})
-    counts = run.counts
-    total = max(run.total, 1)
-    running_share = sum(task.progress for task in tasks if task.status == "running")
-    shares = {
-        "succeeded": 100 * counts["succeeded"] / total,
-        "failed": 100 * (counts["failed"] + counts["cancelled"]) / total,
-        "running": 100 * running_share / total,
-    }
-    return {
-        "run": run, "tasks": [tile(task, now) for task in tasks], "progress": progress, "shares": shares,
-        "summary": ended, "hook": status.hook, "title": page_title(run), "final": status.final,
-        "status_url": request.url_for("status_fragment", run_id=run.id),
-    }
-
-
-def page_title(run: RunView) -> str:
-    c = run.counts
-    label = run.name or f"run {run.id}"
-    state = "" if run.live else f" · {run.status}"
-    return f"{c['succeeded']}/{run.total} ✓ {c['failed']} ✗{state} · {label} · tenure"
-
-
-def tile(task: TaskView, now: datetime) -> dict[str, Any]:
-    icon, label = STATUS.get(task.status, ("?", task.status))
-    duration = None
-    if task.started_at is not None:
-        duration = ((task.finished_at or now) - task.started_at).total_seconds()
-    waiting = None
-    if task.status == "retrying" and task.next_attempt_at is not None:
-        waiting = max(0.0, (task.next_attempt_at - now).total_seconds())
-    return {"t": task, "icon": icon, "label": label, "pct": round(100 * task.progress), "number": task.position + 1,
-            "name": task.label or f"task {task.position + 1}",
-            "duration": duration, "retry_in": waiting, "used": attempts_used(task),
-            # Retries of a failing task: charged attempts that another attempt followed.
-            "retries": max(0, task.charged - (1 if task.status == "failed" else 0))}
-
-
-def attempts_used(task: TaskView) -> str:
-    """"attempt 2 of 3, re-run 1× after a crash (not counted)": crash re-runs are not attempts used."""
-    if task.attempts == 0:
-        return f"not started yet, {task.max_attempts} attempts allowed"
-    ended_charged = task.status == "failed" and task.charged > 0
-    text = f"attempt {task.charged + (0 if ended_charged else 1)} of {task.max_attempts}"
-    if task.lost:
-        text += f", re-run {task.lost}× after a crash (not counted)"
-    return text
+async def run_task(request: Request) -> Response:
+    """``/runs/{id}/tasks/{number}``: the page of a run's task by its number (from 1), as a big run's map links."""
+    t = tenure_of(request)
+    number = int(request.path_params["number"])
+    try:
+        rid = run_id(request)
+        if not 1 <= number <= MAX_ID:
+            raise NotFound(f"there is no task {number} in run {rid}: tasks are numbered from 1")
+        found = await run_in_threadpool(t.store.task_at, rid, number - 1)
+    except TenureError as exc:
+        return error_page(request, str(exc), status_for(exc))
+    return RedirectResponse(request.url_for("task_page", task_id=found.id), status_code=303)
 
 
 async def cancel(request: Request) -> Response:
@@ -248,6 +215,7 @@ routes = [
     Route("/runs", create_run, methods=["POST"], name="create_run"),
     Route("/runs/{run_id:int}", run_page, methods=["GET"], name="run_page"),
     Route("/runs/{run_id:int}/status", status_fragment, methods=["GET"], name="status_fragment"),
+    Route("/runs/{run_id:int}/tasks/{number:int}", run_task, methods=["GET"], name="run_task"),
     Route("/runs/{run_id:int}/cancel", cancel, methods=["POST"], name="cancel_run"),
     Route("/runs/{run_id:int}/retry", retry, methods=["POST"], name="retry_run"),
 ]

@@ -1,5 +1,6 @@
 // tenure's page behaviour: poll backoff with a visible notice, the live title, a ticking clock,
-// and keeping a tile's details open across polls. Everything shown comes from the server.
+// keeping a tile's details open across polls, and painting a big run's map. Everything shown
+// comes from the server.
 (function () {
   "use strict";
   var MAX_BACKOFF_MS = 15000;
@@ -61,6 +62,96 @@
     return sec + "s";
   }
 
+  // A big run's map: one cell per task, painted from the server's string of one letter per task
+  // (data-cells; data-codes names each letter's status). Status by colour and by shape: succeeded
+  // solid, failed solid with a white cross, running a frame half filled, retrying a frame with a
+  // dot, queued a pale square, cancelled a solid triangle. The legend's swatches use the same.
+  function colour(status) {
+    return getComputedStyle(document.documentElement).getPropertyValue("--st-" + status).trim() || "#999";
+  }
+
+  function drawCell(ctx, status, x, y, s, fill) {
+    var line = Math.max(1, Math.floor(s / 5));
+    ctx.fillStyle = fill;
+    if (status === "succeeded") { ctx.fillRect(x, y, s, s); return; }
+    if (status === "queued") { ctx.globalAlpha = 0.3; ctx.fillRect(x, y, s, s); ctx.globalAlpha = 1; return; }
+    if (status === "cancelled") {
+      ctx.beginPath(); ctx.moveTo(x, y); ctx.lineTo(x + s, y + s); ctx.lineTo(x, y + s); ctx.closePath(); ctx.fill();
+      return;
+    }
+    if (status === "failed") {
+      ctx.fillRect(x, y, s, s);
+      if (s >= 4) {
+        ctx.strokeStyle = "#fff"; ctx.lineWidth = line; ctx.beginPath();
+        ctx.moveTo(x + 1, y + 1); ctx.lineTo(x + s - 1, y + s - 1); ctx.moveTo(x + s - 1, y + 1); ctx.lineTo(x + 1, y + s - 1);
+        ctx.stroke();
+      }
+      return;
+    }
+    // running and retrying: a frame
+    ctx.fillRect(x, y, s, line); ctx.fillRect(x, y + s - line, s, line);
+    ctx.fillRect(x, y, line, s); ctx.fillRect(x + s - line, y, line, s);
+    if (status === "running") { ctx.fillRect(x, y + Math.floor(s / 2), s, Math.ceil(s / 2)); }
+    else { var d = Math.max(1, Math.floor(s / 3)); ctx.fillRect(x + (s - d) / 2, y + (s - d) / 2, d, d); }
+  }
+
+  function mapGeometry(canvas, total) {
+    var width = Math.max(120, Math.floor(canvas.parentElement.clientWidth || 600));
+    var pitch = total > 40000 ? 4 : total > 10000 ? 6 : 8; // cell plus a gap, in CSS pixels
+    var columns = Math.max(1, Math.floor(width / pitch));
+    return { pitch: pitch, size: pitch - (pitch > 4 ? 2 : 1), columns: columns,
+             width: columns * pitch, height: Math.ceil(total / columns) * pitch };
+  }
+
+  function paintMap() {
+    var canvas = document.getElementById("map");
+    if (!canvas || !canvas.getContext) { return; }
+    var cells = canvas.getAttribute("data-cells") || "";
+    var codes = JSON.parse(canvas.getAttribute("data-codes") || "{}");
+    var g = mapGeometry(canvas, cells.length), ratio = window.devicePixelRatio || 1;
+    var w = Math.round(g.width * ratio), h = Math.round(g.height * ratio);
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    canvas.style.width = g.width + "px";
+    canvas.style.height = g.height + "px";
+    var ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, g.width, g.height);
+    var fills = {};
+    Object.keys(codes).forEach(function (letter) { fills[letter] = colour(codes[letter]); });
+    for (var i = 0; i < cells.length; i++) {
+      var letter = cells.charAt(i);
+      drawCell(ctx, codes[letter] || "queued", (i % g.columns) * g.pitch, Math.floor(i / g.columns) * g.pitch,
+               g.size, fills[letter] || "#999");
+    }
+    canvas.tenureMap = { geometry: g, cells: cells, codes: codes };
+    var swatches = document.querySelectorAll("canvas.swatch[data-status]");
+    for (var k = 0; k < swatches.length; k++) {
+      var sw = swatches[k], sctx = sw.getContext("2d"), name = sw.getAttribute("data-status");
+      sctx.clearRect(0, 0, sw.width, sw.height);
+      drawCell(sctx, name, 1, 1, sw.width - 2, colour(name));
+    }
+  }
+
+  // Which task a point of the map is: its number from 1, or 0 off the cells.
+  function cellAt(canvas, evt) {
+    var m = canvas.tenureMap;
+    if (!m) { return 0; }
+    var box = canvas.getBoundingClientRect();
+    var col = Math.floor((evt.clientX - box.left) / m.geometry.pitch), row = Math.floor((evt.clientY - box.top) / m.geometry.pitch);
+    var i = row * m.geometry.columns + col;
+    return col >= 0 && col < m.geometry.columns && i >= 0 && i < m.cells.length ? i + 1 : 0;
+  }
+
+  function onMap(evt, open) {
+    var canvas = evt.target;
+    if (!canvas || canvas.id !== "map") { return; }
+    var n = cellAt(canvas, evt);
+    if (!n) { canvas.removeAttribute("title"); return; }
+    if (open) { window.location.href = canvas.getAttribute("data-task-url").replace(/0$/, String(n)); return; }
+    var m = canvas.tenureMap;
+    canvas.title = "Task " + n + ": " + (m.codes[m.cells.charAt(n - 1)] || "?");
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     if (window.htmx) {
       htmx.config.timeout = 5000; // a server that vanished mid-request counts as a failure
@@ -77,7 +168,11 @@
       // A tile the reader opened stays open: the server never renders "open", so morphing
       // must not remove it.
       var callbacks = Idiomorph.defaults.callbacks;
+      // Nor does it touch a canvas's size, which the page sets: the map is repainted, not blanked.
       callbacks.beforeAttributeUpdated = function (name, node) {
+        if (node.tagName === "CANVAS" && (name === "width" || name === "height" || name === "style" || name === "title")) {
+          return false;
+        }
         return !(name === "open" && node.tagName === "DETAILS");
       };
     }
@@ -93,9 +188,14 @@
         poll.answered();
       }
     });
+    document.body.addEventListener("htmx:afterSwap", paintMap);
     document.body.addEventListener("htmx:afterSettle", function () { syncTitle(); tick(); });
+    document.body.addEventListener("mousemove", function (evt) { onMap(evt, false); });
+    document.body.addEventListener("click", function (evt) { onMap(evt, true); });
+    window.addEventListener("resize", paintMap);
     syncTitle();
     tick();
+    paintMap();
     setInterval(tick, 1000);
   });
 })();
