@@ -46,6 +46,7 @@ log = logging.getLogger("tenure.supervisor")
 FINISH_RETRY_S = 0.5  # a finish write the database refused is tried again this often
 SCAN_HOST_EVERY_S = 5.0  # how often to look for dead supervisors on this host
 IDLE_POLL_LISTENING_S = 2.0  # with LISTEN/NOTIFY (PostgreSQL), an idle supervisor polls only this often
+IDLE_POLL_DOORBELL_S = 1.0  # with a doorbell (SQLite), for work that becomes due by the clock
 
 Key = tuple[int, int]
 
@@ -106,10 +107,13 @@ class Supervisor:
         loops = [(self._loop, "loop"), (self._heartbeat_loop, "heartbeat")]
         if self.settings.prune_after_s is not None:
             loops.append((lambda: upkeep.prune_loop(self.leases, self.settings, self._halt), "prune"))
-        if notify.supported(self.leases.engine):
-            listener = notify.Listener(self.leases.engine, lambda: self._post(("work",)), self._halt)
-            loops.append((listener.run, "listen"))
+        engine, on_work = self.leases.engine, lambda: self._post(("work",))
+        if notify.supported(engine):
+            loops.append((notify.Listener(engine, on_work, self._halt).run, "listen"))
             self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_LISTENING_S)
+        elif notify.doorbells(engine):
+            loops.append((notify.Doorbell(engine, self.supervisor_id, on_work, self._halt).run, "doorbell"))
+            self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_DOORBELL_S)
         for target, name in loops:
             thread = threading.Thread(target=self._supervised(target), name=f"tenure-{name}", daemon=True)
             self._threads.append(thread)

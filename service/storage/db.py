@@ -30,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement
 
 from service.errors import InvalidInput
+from service.storage import notify
 
 log = logging.getLogger("tenure.db")
 
@@ -146,9 +147,14 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         conn = conn.execution_options(**{_WRITE: True})
         started = time.monotonic()
-        with conn.begin():
-            WRITE_WAITS.waited(time.monotonic() - started)
-            yield conn
+        try:
+            with conn.begin():
+                WRITE_WAITS.waited(time.monotonic() - started)
+                yield conn
+        except BaseException:
+            notify.rolled_back(conn)
+            raise
+        notify.after_commit(conn)  # SQLite's doorbells ring once the work is visible
 
 
 @contextmanager

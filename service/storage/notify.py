@@ -3,32 +3,130 @@
 PostgreSQL: submitting or releasing work sends ``NOTIFY tenure_tasks`` in the same transaction
 (delivered on commit); each supervisor LISTENs on a connection of its own and claims as soon as a
 notification arrives, so it can poll slowly (every 2 s) the rest of the time.
-SQLite: there is no cross-process notification; an idle supervisor asks every 0.2 s, a cheap
-index lookup on a local file.
+
+SQLite has no notification channel, and one SQLite database lives on one machine. Each
+supervisor binds a *doorbell*: a Unix datagram socket in Linux's abstract namespace, named after
+the database file and the supervisor's id (no file is created, none is left behind by a crash).
+A writer that made work due rings every live supervisor's doorbell right after its commit: one
+``sendto`` each, which never blocks and fails silently for a supervisor that is gone. A
+supervisor's thread sleeps in ``recv`` and costs nothing while idle; it polls once a second
+besides, for work that becomes due by the clock (retries after their backoff). Where abstract
+sockets do not exist (not Linux) the supervisor polls every 0.2 s, as it did before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import socket
+import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, select, text
+
+from service.storage.models import SupervisorRow
 
 CHANNEL = "tenure_tasks"
 LISTEN_TIMEOUT_S = 1.0  # how often the listener checks whether it should stop
+RING_FLAG = "tenure_ring"  # on a connection's info: ring the doorbells after this commit
+SUPERVISORS_TTL_S = 1.0  # how long a writer trusts its list of live supervisors
 
 log = logging.getLogger("tenure.wakeup")
 
+_supervisors: weakref.WeakKeyDictionary[Engine, tuple[float, list[int]]] = weakref.WeakKeyDictionary()
+
 
 def supported(engine: Engine | Connection) -> bool:
+    """Whether LISTEN/NOTIFY carries the news (PostgreSQL)."""
     return engine.dialect.name == "postgresql"
 
 
+def doorbells(engine: Engine) -> bool:
+    """Whether supervisors of this database are woken by doorbells (a SQLite file, on Linux)."""
+    return _bell_prefix(engine) is not None
+
+
 def notify(conn: Connection) -> None:
-    """Announce new due work; delivered when the caller's transaction commits. A no-op on SQLite."""
+    """Announce new due work; delivered when the caller's transaction commits."""
     if supported(conn):
         conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    elif doorbells(conn.engine):
+        conn.info[RING_FLAG] = _live_supervisors(conn)  # read now, inside the caller's transaction
+
+
+def after_commit(conn: Connection) -> None:
+    """Ring the doorbells if the transaction that just committed announced work (SQLite).
+
+    Sends only: the supervisors to ring were read inside that transaction, so that ringing
+    starts no transaction (on this connection one would take the write lock).
+    """
+    supervisors = conn.info.pop(RING_FLAG, None)
+    prefix = _bell_prefix(conn.engine)
+    if not supervisors or prefix is None:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        for supervisor_id in supervisors:
+            with contextlib.suppress(OSError):  # gone, or its doorbell is full: it will claim anyway
+                sock.sendto(b"!", prefix + str(supervisor_id).encode())
+
+
+def rolled_back(conn: Connection) -> None:
+    """Forget a ring the transaction asked for: its work never became visible."""
+    conn.info.pop(RING_FLAG, None)
+
+
+def _live_supervisors(conn: Connection) -> list[int]:
+    now = time.monotonic()
+    cached = _supervisors.get(conn.engine)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    ids = [int(i) for i in conn.execute(select(SupervisorRow.id).where(SupervisorRow.stopped_at.is_(None)))
+           .scalars()]
+    _supervisors[conn.engine] = (now + SUPERVISORS_TTL_S, ids)
+    return ids
+
+
+def _bell_prefix(engine: Engine) -> bytes | None:
+    if engine.dialect.name != "sqlite" or not sys.platform.startswith("linux"):
+        return None
+    database = engine.url.database
+    if database in (None, "", ":memory:"):
+        return None
+    return b"\0tenure-" + hashlib.sha1(str(database).encode()).hexdigest()[:20].encode() + b"-"
+
+
+class Doorbell:
+    """A supervisor's doorbell (SQLite): calls ``on_work`` whenever a writer rings it."""
+
+    def __init__(self, engine: Engine, supervisor_id: int, on_work: Callable[[], None],
+                 halt: threading.Event) -> None:
+        prefix = _bell_prefix(engine)
+        assert prefix is not None
+        self.on_work, self.halt = on_work, halt
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(prefix + str(supervisor_id).encode())  # bound before the first claim
+        self.sock.settimeout(LISTEN_TIMEOUT_S)
+
+    def run(self) -> None:
+        try:
+            while not self.halt.is_set():
+                try:
+                    self.sock.recv(64)
+                except TimeoutError:
+                    continue
+                self.sock.setblocking(False)  # one wake for every ring already waiting
+                with contextlib.suppress(BlockingIOError):
+                    while self.sock.recv(64):
+                        pass
+                self.sock.settimeout(LISTEN_TIMEOUT_S)
+                self.on_work()
+        finally:
+            self.sock.close()
 
 
 class Listener:
