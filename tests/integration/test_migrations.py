@@ -179,3 +179,19 @@ def test_0004_strips_the_progress_from_old_errors_so_they_group(tmp_path: Path) 
         ("connection reset while working; a retry resumes", 1),
     ]
     assert attempts[0] == "upstream service answered 503 Service Unavailable"
+
+
+def test_the_quick_head_reading_agrees_with_alembic() -> None:
+    # The worker's start-up recognises a current database without importing Alembic.
+    assert schema.quick_head() == schema.head_revision()
+
+
+def test_an_older_revision_is_not_taken_for_current(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    schema.migrate(engine)
+    cfg = schema.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    assert schema.inspect_database(engine) is schema.SchemaState.BEHIND
+    engine.dispose()
