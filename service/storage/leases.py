@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Engine, bindparam, case, exists, func, insert, select, update
+from sqlalchemy import Boolean, Engine, Integer, bindparam, case, exists, func, insert, select, update
 
 from service.storage import notify
 from service.storage.db import db_now, read_tx, status_is, write_tx
@@ -147,7 +147,7 @@ class Leases(Losses):
     def anything_due(self) -> bool:
         """Whether a claim would find a task, from a read that takes no write lock."""
         with read_tx(self.engine) as conn:
-            return bool(conn.execute(select(exists(_due_query()))).scalar())
+            return bool(conn.execute(_ANYTHING_DUE).scalar())
 
     @translated
     def claim(self, supervisor_id: int, limit: int) -> list[Lease]:
@@ -160,28 +160,12 @@ class Leases(Losses):
         """
         if limit <= 0:
             return []
-        due = _due_query().limit(limit).with_for_update(skip_locked=True)
         with write_tx(self.engine) as conn:
-            rows = conn.execute(
-                update(Task)
-                .where(Task.id.in_(due.scalar_subquery()))
-                .values(
-                    status=TaskStatus.RUNNING.value, supervisor_id=supervisor_id, attempts=Task.attempts + 1,
-                    output_chars=0, started_at=_coalesce_now(Task.started_at), next_attempt_at=None,
-                )
-                .returning(
-                    Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id,
-                    Task.position, Task.kind, Task.args, Task.checkpoint, Task.timeout_s,
-                    Task.isolated, Task.memory_limit_mb,
-                )
-            ).all()
+            rows = conn.execute(_CLAIM, {"claim_supervisor": supervisor_id, "claim_limit": limit}).all()
             if not rows:
                 return []
-            conn.execute(
-                insert(TaskAttempt).values(started_at=db_now()),
-                [{"task_id": r.id, "attempt": r.attempts, "supervisor_id": supervisor_id,
-                  "outcome": Outcome.RUNNING.value, "charged": False} for r in rows],
-            )
+            conn.execute(_OPEN_ATTEMPT, [{"task_id": r.id, "attempt": r.attempts, "supervisor_id": supervisor_id,
+                                          "outcome": Outcome.RUNNING.value, "charged": False} for r in rows])
         leases = [
             Lease(
                 task_id=r.id, attempt=r.attempts, charged=r.charged, lost=r.lost,
@@ -339,6 +323,26 @@ def _due_query() -> Any:
 
 def _coalesce_now(column: Any) -> Any:
     return func.coalesce(column, db_now())
+
+
+# Built once: building a statement per call costs more than running it.
+_ANYTHING_DUE = select(exists(_due_query()))
+_CLAIM = (
+    update(Task)
+    .where(Task.id.in_(
+        _due_query().limit(bindparam("claim_limit", type_=Integer)).with_for_update(skip_locked=True).scalar_subquery()
+    ))
+    .values(
+        status=TaskStatus.RUNNING.value, supervisor_id=bindparam("claim_supervisor", type_=Integer),
+        attempts=Task.attempts + 1, output_chars=0, started_at=_coalesce_now(Task.started_at), next_attempt_at=None,
+    )
+    .returning(
+        Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id, Task.position, Task.kind,
+        Task.args, Task.checkpoint, Task.timeout_s, Task.isolated, Task.memory_limit_mb,
+    )
+    .execution_options(synchronize_session=False)
+)
+_OPEN_ATTEMPT = insert(TaskAttempt).values(started_at=db_now())
 
 
 

@@ -88,14 +88,11 @@ class Submissions:
         Raises:
             Conflict: ``idempotency`` names a key already used for a different request.
         """
+        row = {"kind": kind, "args": args, "label": label, "max_attempts": max_attempts, "timeout_s": timeout_s,
+               "memory_limit_mb": memory_limit_mb}
+
         def make(conn: Connection) -> int:
-            return int(conn.execute(
-                insert(Task).values(
-                    run_id=None, position=0, kind=kind, args=args, label=label, status=TaskStatus.QUEUED.value,
-                    max_attempts=max_attempts, timeout_s=timeout_s, memory_limit_mb=memory_limit_mb,
-                    created_at=db_now(), next_attempt_at=db_now(),
-                ).returning(Task.id)
-            ).scalar_one())
+            return int(conn.execute(_INSERT_TASK, row).scalar_one())
 
         return self._submit(make, idempotency, "task_id")
 
@@ -120,6 +117,14 @@ class Submissions:
                     raise
         key = idempotency.key.partition(":")[2] if idempotency is not None else ""
         raise Conflict(f"the idempotency key {key!r} is being used by another request right now")
+
+
+# Built once: the values of a statement built per call cost more to hash than to run.
+_INSERT_TASK = (
+    insert(Task)
+    .values(run_id=None, position=0, status=TaskStatus.QUEUED.value, created_at=db_now(), next_attempt_at=db_now())
+    .returning(Task.id)
+)
 
 
 def _earlier(conn: Connection, idempotency: Idempotency, column: str) -> int | None:
