@@ -77,7 +77,10 @@ class Execution:
 
     def await_process(self) -> None:
         """Its run() waits for a task process to start: the wait is not counted against its
-        timeout (:meth:`restart_clock` starts that), but is bounded by :data:`PROCESS_START_S`."""
+        timeout (:meth:`restart_clock` starts that), but is bounded by :data:`PROCESS_START_S`.
+        Idempotent: a second wait (held in the pool, then placed in a host starting up) is one."""
+        if self.timeout_s is not None:
+            return
         self.timeout_s = self.deadline_mono - self.started_mono
         self.deadline_mono = self.started_mono + PROCESS_START_S
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from service import capture, protocol, wire
+from service.asynchost import AsyncSide, current, is_async
 from service.errors import InvalidInput, PermanentError, describe
 
 FLUSH_S = 0.1  # progress and checkpoints reach the supervisor at most this late
@@ -47,6 +48,7 @@ class Occupant:
     task: Any = None
     sent_version: int = 0
     checking: bool = False
+    on_loop: bool = False  # an async task: its code runs on the host's event loop
     fatal_frame: bytes = field(default=b"")
     tail: capture.Tail = field(default_factory=capture.Tail)  # what it wrote since the last send
 
@@ -62,10 +64,11 @@ class Host:
         self.occupied = threading.Event()  # set while any task is hosted here
         self.running: Occupant | None = None  # whose run() is executing on the main thread
         self.on_thread: dict[int, Occupant] = {}  # thread ident -> whose code it is running
+        self.aio = AsyncSide(self)
 
     def tail_of_thread(self) -> capture.Tail | None:
         """Where output written on this thread belongs: its attempt, else the run() executing."""
-        occupant = self.on_thread.get(threading.get_ident()) or self.running
+        occupant = current.get() or self.on_thread.get(threading.get_ident()) or self.running
         return occupant.tail if occupant is not None else None
 
     def tail_of_run(self) -> capture.Tail | None:
@@ -103,7 +106,10 @@ class Host:
     def handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "run":
-            self.calls.put(message)
+            if message.get("async"):  # an async kind's: straight to the loop, past any run() executing
+                self.aio.start(self.admit(message), message)
+            else:
+                self.calls.put(message)
             return
         if op == "exit":
             os._exit(0)
@@ -118,6 +124,11 @@ class Host:
             occupant.ctx.stop_event.set()
             with self.lock:
                 self.occupants.pop(key, None)
+            if occupant.on_loop:
+                self.aio.cancel(occupant)
+        elif op == "check" and not occupant.checking and occupant.on_loop and is_async(occupant.task.check_output):
+            occupant.checking = True
+            self.aio.check(occupant)
         elif op == "check" and not occupant.checking:
             thread = threading.Thread(target=self.check, args=(occupant,), name=f"check-{key[0]}-{key[1]}",
                                       daemon=True)
@@ -133,11 +144,14 @@ class Host:
         while True:
             self.occupied.wait()  # an idle host wakes for nothing
             tick.wait(FLUSH_S)
+            watching = self.aio.watch()
             with self.lock:
                 occupants = list(self.occupants.values())
-                if not self.occupants:
+                if not self.occupants and not watching:
                     self.occupied.clear()
             for occupant in occupants:
+                if occupant.ctx.version == occupant.sent_version and not occupant.tail.text and not occupant.tail.cut:
+                    continue  # nothing new (read without locks: a change missed now is sent next time)
                 try:
                     with self.send_lock:
                         self.flush(occupant, send=True)
@@ -170,7 +184,8 @@ class Host:
         while True:
             self.run(self.calls.get())
 
-    def run(self, message: dict[str, Any]) -> None:
+    def admit(self, message: dict[str, Any]) -> Occupant:
+        """The attempt a ``run`` message brings, registered as hosted here."""
         key = _key(message["key"])
         info = message.get("ctx") or {}
         ctx = protocol.TaskContext(task_id=key[0], attempt=key[1], run_id=info.get("run_id"),
@@ -180,25 +195,54 @@ class Host:
         with self.lock:
             self.occupants[key] = occupant
             self.occupied.set()
+        return occupant
+
+    def build(self, occupant: Occupant, message: dict[str, Any]) -> Any:
+        kind = resolve_kind(message["kind"], message.get("module"), message.get("main"))
+        return kind.build(dict(message.get("args") or {}), occupant.ctx)
+
+    def run(self, message: dict[str, Any]) -> None:
+        occupant = self.admit(message)
         self.running = occupant
         try:
-            kind = resolve_kind(message["kind"], message.get("module"), message.get("main"))
-            occupant.task = kind.build(dict(message.get("args") or {}), ctx)
+            occupant.task = self.build(occupant, message)
+            if is_async(getattr(occupant.task, "run", None)):
+                # Its run() goes to the loop; this thread takes the next one. The pool learns the kind's shape.
+                self.running = None
+                self.send({"op": "began", "key": list(occupant.key), "async": True})
+                self.aio.start(occupant, None)
+                return
+            self.send({"op": "began", "key": list(occupant.key), "async": False})
             value = occupant.task.run()
-        except MemoryError:
-            self.out_of_memory(occupant)
         except BaseException as exc:  # noqa: BLE001 - task code may raise anything; all are reported
             capture.drain(occupant.tail)
             self.running = None
-            if _caused_by_memory(exc):
-                self.out_of_memory(occupant)
-            self.report(occupant, "ran", error=exc)
+            self.failed(occupant, "ran", exc)
             return
         capture.drain(occupant.tail)  # what its subprocesses wrote and the pump has not read yet
         self.running = None
+        self.ran(occupant, value)
+
+    def decline(self, occupant: Occupant) -> None:
+        """Sent here as async, its run() is not: the pool places it again, as a blocking task."""
+        with self.lock:
+            self.occupants.pop(occupant.key, None)
+        self.send({"op": "began", "key": list(occupant.key), "async": False})
+
+    def failed(self, occupant: Occupant, op: str, exc: BaseException, *, keep: bool = False) -> None:
+        if _caused_by_memory(exc):
+            self.out_of_memory(occupant)
+        self.report(occupant, op, error=exc, keep=keep)
+
+    def ran(self, occupant: Occupant, value: Any) -> None:
+        """Its run() returned ``value``: the output, or (None, with check_output()) a polling task."""
+        key = occupant.key
         if value is None and callable(getattr(occupant.task, "check_output", None)):
             # A polling task: its object stays here between checks, holding no thread.
             parked: dict[str, Any] = {"op": "ran", "key": list(key), "polling": True}
+            if occupant.on_loop and not is_async(occupant.task.check_output):
+                occupant.on_loop = False  # its checks run on threads, which only ending the host can stop
+                parked["threads"] = True
             asked = getattr(occupant.task, "poll_interval_s", None)
             if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 < asked < 86_400:
                 parked["poll_interval_s"] = float(asked)
@@ -218,13 +262,9 @@ class Host:
     def _check(self, occupant: Occupant) -> None:
         try:
             value = occupant.task.check_output()
-        except MemoryError:
-            self.out_of_memory(occupant)
         except BaseException as exc:  # noqa: BLE001
-            if _caused_by_memory(exc):
-                self.out_of_memory(occupant)
             occupant.checking = False
-            self.report(occupant, "checked", error=exc, keep=True)
+            self.failed(occupant, "checked", exc, keep=True)
             return
         occupant.checking = False
         self.report(occupant, "checked", value=value, keep=value is None)

@@ -13,10 +13,30 @@ import selectors
 import signal
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from service import host as host_mod
 from service import wire
-from service.executor import Execution
+from service.executor import Execution, Failure
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the pool reports to the supervisor's loop.
+
+    ``kind`` is ``ran`` (run() ended: ``value``, ``failure`` or ``polling``), ``checked``
+    (check_output() answered ``value`` or ``failure``), ``crashed`` (its host died with it
+    alone inside: charged) or ``lost`` (its host died with others inside, or was stopped for
+    another task's sake: not charged; ``isolate`` when blame is unclear).
+    """
+
+    kind: str
+    ex: Execution
+    value: Any = None
+    failure: Failure | None = None
+    polling: bool = False
+    reason: str = ""
+    isolate: bool = False
 
 
 @dataclass
@@ -34,6 +54,7 @@ class Host:
     running: Execution | None = None  # its run() call is executing here
     parked: dict[tuple[int, int], Execution] = field(default_factory=dict)  # polling tasks hosted
     checks: dict[tuple[int, int], float] = field(default_factory=dict)  # checks executing: since when
+    asyncs: set[tuple[int, int]] = field(default_factory=set)  # parked ones whose code runs on its event loop
     slowest_check_s: float = 0.0
     isolated: bool = False  # hosts an isolated task: takes nobody else
     doomed: str | None = None  # stopped on purpose, and why
@@ -47,6 +68,10 @@ class Host:
     @property
     def occupants(self) -> list[Execution]:
         return ([self.running] if self.running is not None else []) + list(self.parked.values())
+
+    @property
+    def empty(self) -> bool:
+        return self.running is None and not self.parked
 
     @property
     def alive(self) -> bool:
@@ -79,6 +104,20 @@ class Host:
             with contextlib.suppress(KeyError, ValueError):
                 selector.modify(self.sock, mask, self.id)
 
+    def doom(self, why: str, kill_at: float) -> None:
+        """Stop it on purpose (SIGTERM now, SIGKILL at ``kill_at``); the first reason given stays."""
+        if self.doomed is None:
+            self.doomed = why
+        if self.kill_at is None and self.exited_mono is None and self.pid is not None:
+            self.signal(signal.SIGTERM)
+            self.kill_at = kill_at
+
+    def maybe_idle(self, now: float) -> None:
+        if self.empty:
+            self.idle_since = now
+            self.isolated = False
+            self.slowest_check_s = 0.0
+
     def signal(self, sig: int) -> None:
         """Signal the host's process group (what its task started dies too)."""
         if self.pid is None or self.exited_mono is not None:
@@ -86,6 +125,19 @@ class Host:
         for send in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 send(self.pid, sig)
+
+    def fates(self, occupants: list[Execution]) -> list[Event]:
+        """What became of the tasks that were in this host when it died (see :mod:`service.pool`, Blame)."""
+        death = self.death()
+        if self.doomed is not None:
+            reason = f"its process was stopped because {self.doomed}"
+            return [Event("lost", ex, reason=reason) for ex in occupants]
+        if len(occupants) == 1:
+            return [Event("crashed", occupants[0], reason=death)]
+        others = len(occupants) - 1
+        reason = (f"{death}, while it hosted {others} other task{'s' if others > 1 else ''}: not charged, "
+                  "and it runs alone in a process of its own from now on to tell who is at fault")
+        return [Event("lost", ex, reason=reason, isolate=True) for ex in occupants]
 
     def death(self) -> str:
         """How the host died, in plain words."""

@@ -8,7 +8,8 @@ here blocks either: messages to a host or to the zygote wait in an outbox until 
 takes them, so a stuck host or a busy zygote never stalls the loop.
 
 **Blame.** A host runs one ``run()`` at a time; polling tasks between checks stay in the host
-that ran them (*parked*), so a host may hold several tasks. When a host dies:
+that ran them (*parked*), as do async tasks, on its event loop (see :mod:`service.asynchost`),
+so a host may hold several tasks. When a host dies:
 
 * on purpose (the supervisor stopped it: a timeout, a cancel, a lost lease), the task it
   stopped is already accounted for and any other task in it is *lost*, not charged;
@@ -19,10 +20,11 @@ that ran them (*parked*), so a host may hold several tasks. When a host dies:
 When the zygote itself dies every host dies with it: their tasks are lost and isolated, as
 nobody can tell whether one of them killed it.
 
-**Placement.** A ``run()`` goes to an idle host with the same memory limit, preferring one
-that already hosts parked tasks (so waiting tasks gather in few processes) unless a check is
-executing there or its checks have been slow (they would compete for its GIL); else to a new
-host. An isolated task gets an empty host and shares it with nobody.
+**Placement** (:mod:`service.placement`). A ``run()`` goes to an idle host with the same memory
+limit, preferring one that already hosts parked tasks (so waiting tasks gather in few processes)
+unless a check is executing there or its checks have been slow (they would compete for its GIL),
+or it hosts async tasks; else to a new host. An isolated task gets an empty host and shares it
+with nobody. Async tasks gather on the event loops of few hosts.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ import logging
 import selectors
 import signal
 import socket
-from dataclasses import dataclass
 from typing import Any
 
-from service import wire
+from service import placement, wire
 from service.executor import Execution, Failure
+from service.hosts import Event as Event  # the supervisor takes it from here
 from service.hosts import Host
-from service.spawner import Spawner, kind_module, main_path
+from service.placement import Modes, choose, choose_async
+from service.spawner import Spawner
 
 log = logging.getLogger("tenure.pool")
 
@@ -46,26 +49,6 @@ EXIT_REPORT_WAIT_S = 2.0  # after a host's socket closes, how long to wait for i
 EOF_AFTER_EXIT_S = 0.5  # after a host's exit status, how long to wait for the rest of its messages
 IDLE_HOST_S = 30.0  # an idle host beyond the spares is retired after this long
 SPARE_HOSTS = 2  # idle hosts kept warm for the next claims
-SLOW_CHECK_S = 0.05  # a host whose checks take longer than this gets no run() beside them
-
-
-@dataclass(frozen=True)
-class Event:
-    """What the pool reports to the supervisor's loop.
-
-    ``kind`` is ``ran`` (run() ended: ``value``, ``failure`` or ``polling``), ``checked``
-    (check_output() answered ``value`` or ``failure``), ``crashed`` (its host died with it
-    alone inside: charged) or ``lost`` (its host died with others inside, or was stopped for
-    another task's sake: not charged; ``isolate`` when blame is unclear).
-    """
-
-    kind: str
-    ex: Execution
-    value: Any = None
-    failure: Failure | None = None
-    polling: bool = False
-    reason: str = ""
-    isolate: bool = False
 
 
 class Pool:
@@ -82,6 +65,7 @@ class Pool:
         self._wake_w.setblocking(False)
         self._wake_r.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.modes = Modes()  # kinds' shapes (async or blocking), and the executions held till known
         self.closed = False
 
     @property
@@ -123,23 +107,46 @@ class Pool:
         Raises:
             wire.FrameTooLarge: its args or checkpoint cannot be sent to a task process.
         """
+        frame = self._frame(ex)
+        self.spawner.ensure_module(ex.lease.kind)
+        if self.modes.admit(ex):
+            self._place(ex, frame)
+        else:
+            ex.await_process()  # held until its kind's shape is known: not its time either
+
+    def _frame(self, ex: Execution) -> bytes:
+        return placement.frame(ex, on_loop=self.modes.on_loop(ex))
+
+    def _place(self, ex: Execution, frame: bytes) -> None:
+        """An async kind's execution waits on a host's event loop (parked); any other runs on its main thread."""
         lease = ex.lease
-        frame = wire.encode({
-            "op": "run", "key": list(ex.key), "kind": lease.kind, "module": kind_module(lease.kind),
-            "main": main_path(), "args": lease.args,
-            "ctx": {"run_id": lease.run_id, "position": lease.position, "saved": ex.snapshot()[2]},
-        })
-        self.spawner.ensure_module(lease.kind)
         limit = lease.memory_limit_mb or self.memory_limit_mb
-        target = self._choose(limit, isolated=lease.isolated)
-        if target is None:
-            target = self._fork(limit)
-        target.running = ex
+        hosts = self.hosts.values()
+        if self.modes.on_loop(ex):
+            target = choose_async(hosts, limit) or self._fork(limit)
+            target.parked[ex.key] = ex
+            target.asyncs.add(ex.key)
+        else:
+            target = choose(hosts, limit, isolated=lease.isolated) or self._fork(limit)
+            target.running = ex
+            target.isolated = target.isolated or lease.isolated
         if not target.greeted:
             ex.await_process()
-        target.isolated = target.isolated or lease.isolated
+        else:
+            ex.restart_clock(self.clock.monotonic())  # it was held: that wait was not its time
         ex.host = target
         target.send(frame, self.selector)
+
+    def _place_ready(self) -> list[Event]:
+        """Place what the pool held until its kind's shape was known."""
+        events = []
+        for ex in self.modes.ready():
+            try:
+                self._place(ex, self._frame(ex))
+            except (wire.FrameTooLarge, TypeError, ValueError) as exc:
+                failure = Failure(f"its args or checkpoint cannot be sent to a task process: {exc}", permanent=True)
+                events.append(Event("ran", ex, failure=failure))
+        return events
 
     def check(self, ex: Execution) -> None:
         """Ask the host that holds ``ex`` for one check_output() call."""
@@ -161,6 +168,7 @@ class Pool:
         h: Host | None = ex.host
         ex.host = None
         if h is None:
+            self.modes.release(ex)  # held, not placed yet: nothing of it runs
             return
         culprit = f"task {ex.key[0]} (attempt {ex.key[1]}) {why}"
         checking = h.checks.pop(ex.key, None) is not None
@@ -169,7 +177,11 @@ class Pool:
             self._doom(h, culprit)
         elif ex.key in h.parked:
             del h.parked[ex.key]
-            if force_check and checking:  # its code runs on: only ending the process stops it
+            on_loop = ex.key in h.asyncs
+            h.asyncs.discard(ex.key)
+            # A check executing on a thread runs on: only ending the process stops it. On the event
+            # loop the host cancels it, and says "stuck" if the loop is blocked by it.
+            if force_check and checking and not on_loop:
                 self._doom(h, culprit)
             else:
                 self._send(h, {"op": "drop", "key": list(ex.key)})
@@ -201,6 +213,7 @@ class Pool:
                 if mask & selectors.EVENT_READ:
                     events.extend(self._from_host(h))
         events.extend(self.tick())
+        events.extend(self._place_ready())
         return events
 
     def tick(self) -> list[Event]:
@@ -239,7 +252,7 @@ class Pool:
 
     def _retirable(self) -> list[Host]:
         """Idle hosts beyond the spares, longest idle first: what idleness retires."""
-        idle = sorted((h for h in self.hosts.values() if h.alive and not h.occupants), key=lambda h: h.idle_since)
+        idle = sorted((h for h in self.hosts.values() if h.alive and h.empty), key=lambda h: h.idle_since)
         return idle[:max(0, len(idle) - SPARE_HOSTS)]
 
     @property
@@ -277,8 +290,8 @@ class Pool:
         if op == "hello":
             self._learn_pid(h, int(message["pid"]))
             h.greeted = True
-            if h.running is not None:  # forked for it: the wait for a process is not the task's time
-                h.running.restart_clock(self.clock.monotonic())
+            for hosted in h.occupants:  # forked for them: the wait for a process is not the tasks' time
+                hosted.restart_clock(self.clock.monotonic())
             return None
         if op == "fatal":
             h.fatal = str(message.get("reason"))
@@ -287,22 +300,32 @@ class Pool:
         if not isinstance(raw_key, list) or len(raw_key) != 2:
             return None
         key = (int(raw_key[0]), int(raw_key[1]))
+        if op == "stuck":  # a task stopped while it blocks the event loop: only ending the host stops it
+            self._doom(h, f"task {key[0]} (attempt {key[1]}) blocked its event loop past a stop request")
+            return None
         ex = h.running if h.running is not None and h.running.key == key else h.parked.get(key)
         if ex is None:
             return None  # an attempt already stopped or forgotten: its news changes nothing
+        if op == "began":
+            return self._began(h, ex, bool(message.get("async")))
         if "v" in message:
             ex.reported(int(message["v"]), message.get("progress", 0.0), message.get("checkpoint"))
         if "log" in message or "log_cut" in message:
             ex.add_logs(message.get("log"), message.get("log_cut"))
         failure = Failure.from_wire(message["error"]) if "error" in message else None
         if op == "ran":
-            h.running = None
+            if h.running is ex:
+                h.running = None
             if message.get("polling") and failure is None:
                 h.parked[key] = ex
+                if message.get("threads"):
+                    h.asyncs.discard(key)
                 asked = message.get("poll_interval_s")
                 ex.asked_interval_s = float(asked) if isinstance(asked, (int, float)) and asked > 0 else None
                 return Event("ran", ex, polling=True)
             ex.host = None
+            h.parked.pop(key, None)
+            h.asyncs.discard(key)
             self._maybe_idle(h)
             return Event("ran", ex, value=message.get("value"), failure=failure)
         if op == "checked":
@@ -311,9 +334,25 @@ class Pool:
                 h.slowest_check_s = max(h.slowest_check_s, self.clock.monotonic() - started)
             if failure is None and message.get("value") is not None:
                 h.parked.pop(key, None)
+                h.asyncs.discard(key)
                 ex.host = None
                 self._maybe_idle(h)
             return Event("checked", ex, value=message.get("value"), failure=failure)
+        return None
+
+    def _began(self, h: Host, ex: Execution, is_async: bool) -> Event | None:
+        """A host built ``ex``'s task and says whether its run() is async: the pool learns the kind's shape."""
+        self.modes.learn(ex.lease.kind, is_async)
+        if is_async and h.running is ex:  # its run() went to the host's loop: the main thread is free
+            h.running = None
+            h.parked[ex.key] = ex
+            h.asyncs.add(ex.key)
+        elif not is_async and ex.key in h.asyncs:  # sent to a loop, its run() is not async: place it anew
+            del h.parked[ex.key]
+            h.asyncs.discard(ex.key)
+            self._maybe_idle(h)
+            ex.host = None
+            self._place(ex, self._frame(ex))
         return None
 
     # -- the zygote -----------------------------------------------------------------------
@@ -340,11 +379,11 @@ class Pool:
         reason = (f"the process that forks task processes died (exit status {code}) and its task processes "
                   "with it: not charged, and it runs alone in a process of its own from now on")
         for h in list(self.hosts.values()):
-            busy = busy or bool(h.occupants)
+            busy = busy or not h.empty
             for ex in h.occupants:
                 ex.host = None
                 events.append(Event("lost", ex, reason=reason, isolate=True))
-            h.running, h.parked = None, {}
+            h.running, h.parked, h.asyncs = None, {}, set()
             if h.doomed is None:
                 h.doomed = "its zygote died"
             h.signal(signal.SIGKILL)
@@ -353,17 +392,6 @@ class Pool:
         return events
 
     # -- hosts ----------------------------------------------------------------------------
-
-    def _choose(self, limit: int | None, *, isolated: bool) -> Host | None:
-        idle = [h for h in self.hosts.values()
-                if h.alive and h.running is None and not h.isolated and h.memory_limit_mb == limit
-                and not h.checks and h.slowest_check_s <= SLOW_CHECK_S]
-        if isolated:
-            idle = [h for h in idle if not h.parked]
-        if not idle:
-            return None
-        # Gather polling tasks in few hosts; among equals take the oldest (its pages are warm).
-        return max(idle, key=lambda h: (len(h.parked), -h.id))
 
     def _fork(self, limit: int | None) -> Host:
         self._next_id += 1
@@ -391,41 +419,26 @@ class Pool:
         h.send(wire.encode(message), self.selector)
 
     def _doom(self, h: Host, why: str) -> None:
-        if h.doomed is None:
-            h.doomed = why
-        if h.kill_at is None and h.exited_mono is None and h.pid is not None:
-            h.signal(signal.SIGTERM)
-            h.kill_at = self.clock.monotonic() + self.kill_grace_s
+        h.doom(why, self.clock.monotonic() + self.kill_grace_s)
 
     def _maybe_idle(self, h: Host) -> None:
-        if not h.occupants:
-            h.idle_since = self.clock.monotonic()
-            h.isolated = False
-            h.slowest_check_s = 0.0
+        h.maybe_idle(self.clock.monotonic())
 
     def _bury(self, h: Host) -> list[Event]:
         """The host is gone: say what became of each task still in it."""
         self._drop_host(h)
         occupants = h.occupants
-        h.running, h.parked = None, {}
+        h.running, h.parked, h.asyncs = None, {}, set()
         for ex in occupants:
             ex.host = None
         if not occupants:
             if h.doomed is None:
                 log.warning("pool.host_died host=%s pid=%s %s (it was idle)", h.id, h.pid, h.death())
             return []
-        death = h.death()
-        log.warning("pool.host_died host=%s pid=%s tasks=%s %s%s", h.id, h.pid,
-                    [ex.key for ex in occupants], death, f" (stopped: {h.doomed})" if h.doomed else "")
-        if h.doomed is not None:
-            reason = f"its process was stopped because {h.doomed}"
-            return [Event("lost", ex, reason=reason) for ex in occupants]
-        if len(occupants) == 1:
-            return [Event("crashed", occupants[0], reason=death)]
-        others = len(occupants) - 1
-        reason = (f"{death}, while it hosted {others} other task{'s' if others > 1 else ''}: not charged, "
-                  "and it runs alone in a process of its own from now on to tell who is at fault")
-        return [Event("lost", ex, reason=reason, isolate=True) for ex in occupants]
+        log.warning("pool.host_died host=%s pid=%s tasks=%s%s %s%s", h.id, h.pid, [ex.key for ex in occupants[:20]],
+                    f" and {len(occupants) - 20} more" if len(occupants) > 20 else "", h.death(),
+                    f" (stopped: {h.doomed})" if h.doomed else "")
+        return h.fates(occupants)
 
     def _drop_host(self, h: Host) -> None:
         self.hosts.pop(h.id, None)

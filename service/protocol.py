@@ -92,6 +92,11 @@ class TaskContext:
         """Sleep up to ``seconds``, waking early on a stop request; True if stopped."""
         return self.stop_event.wait(max(0.0, seconds))
 
+    @property
+    def version(self) -> int:
+        """How many progress and checkpoint calls it took (read without the lock: a hint)."""
+        return self._version
+
     def snapshot(self) -> tuple[int, float, Any]:
         """(version, progress, saved state): the version changes whenever either is set."""
         with self._lock:

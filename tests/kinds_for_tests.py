@@ -364,12 +364,78 @@ class Nice:
         return os.nice(0)
 
 
+class AsyncSleep:
+    """``async def run()``: awaits ``seconds`` in ``steps``, reporting progress and a checkpoint;
+    fails if asked to; notes its cancellation (from its ``finally``)."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    async def run(self) -> Any:
+        import asyncio
+
+        note(self.args, self.ctx, "async.start")
+        steps = self.args.get("steps", 1)
+        finished = False
+        try:
+            for i in range(steps):
+                await asyncio.sleep(self.args.get("seconds", 0.01) / steps)
+                self.ctx.progress((i + 1) / steps)
+                self.ctx.checkpoint({"i": i + 1})
+            if self.args.get("fail"):
+                raise ValueError("the async task failed on purpose")
+            print("hello from an async task")
+            finished = True
+            return {"out": self.args.get("value", 0) * 2, "pid": os.getpid()}
+        finally:
+            if not finished:
+                note(self.args, self.ctx, "async.ended")
+
+
+class AsyncBlock:
+    """``async def run()`` that blocks its event loop in ``time.sleep``, as careless async code does."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    async def run(self) -> str:
+        note(self.args, self.ctx, "async.block")
+        time.sleep(self.args.get("seconds", 30))
+        return "unblocked"
+
+
+class AsyncPolling:
+    """``async def run()`` that starts and returns None; ``async def check_output()`` answers after ``seconds``."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+        self.started = 0.0
+
+    async def run(self) -> None:
+        note(self.args, self.ctx, "apoll.run")
+        self.started = time.monotonic()
+
+    async def check_output(self) -> Any:
+        note(self.args, self.ctx, "apoll.check")
+        if time.monotonic() - self.started < self.args.get("seconds", 0.05):
+            return None
+        return self.args.get("value", 0) * 2
+
+
+def shape_shifter(args: dict[str, Any], ctx: TaskContext) -> Any:
+    """One kind, two shapes: async when ``args["async"]``, else blocking."""
+    return AsyncSleep(args, ctx) if args.get("async") else Blocking(args, ctx)
+
+
+register("t_shape_shifter")(shape_shifter)
+
 for _name, _cls in {
     "t_blocking": Blocking, "t_polling": Polling, "t_hang": Hang, "t_spin": Spin, "t_regex": Regex,
     "t_gil": GilHog, "t_flaky": Flaky, "t_doomed": Doomed, "t_hook": Hook, "t_long": LongSleep,
     "t_poison": Poison, "t_unprintable": RaisesUnprintable, "t_flaky_check": FlakyCheck,
     "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid, "t_mixed": Mixed, "t_spawner": Spawner,
     "t_zygote_killer": ZygoteKiller, "t_slow_check": SlowCheck, "t_big_checkpoint": BigCheckpoint,
-    "t_chatty": Chatty, "t_nice": Nice,
+    "t_chatty": Chatty, "t_nice": Nice, "t_async": AsyncSleep, "t_async_block": AsyncBlock,
+    "t_async_poll": AsyncPolling,
 }.items():
     register(_name)(_cls)
