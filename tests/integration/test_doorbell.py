@@ -1,0 +1,63 @@
+"""SQLite's doorbells: an idle supervisor claims new work when a writer rings, not when it next polls.
+
+Each supervisor here polls only every 60 s, so a task that starts within the test's deadline was
+claimed because the submit rang the supervisor's doorbell.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import service
+from service.storage import notify
+from service.storage.leases import Leases
+from tests.acceptance.procs import REPO
+from tests.conftest import wait_for
+
+SLOW_POLL = {"heartbeat_s": 0.05, "lease_ttl_s": 5.0, "idle_poll_s": 60.0}
+
+
+@pytest.fixture
+def t(sqlite_url: str):  # type: ignore[no-untyped-def]
+    tenure = service.open(sqlite_url)
+    yield tenure
+    tenure.close()
+
+
+def test_a_submit_from_another_process_wakes_an_idle_supervisor(t: service.Tenure, sqlite_url: str) -> None:
+    assert notify.doorbells(t.engine)
+    sup = t.start_supervisor(**SLOW_POLL)
+    try:
+        wait_for(lambda: sup.loop_turns > 0, 5, "the supervisor to go idle")
+        code = (f"import service; t = service.open({sqlite_url!r}, migrate=False); "
+                "print(t.submit_task('echo', {'from': 'elsewhere'}))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+        task_id = int(out.stdout.strip())
+        wait_for(lambda: t.task(task_id).status == "succeeded", 10, "the rung supervisor to run the task")
+    finally:
+        assert sup.stop(grace_s=0.0, timeout_s=5)
+
+
+def test_every_live_supervisor_is_rung_once_the_work_is_committed(t: service.Tenure) -> None:
+    leases = Leases(t.engine)
+    halt = threading.Event()
+    rung: dict[int, threading.Event] = {}
+    bells = []
+    for pid in (101, 102):
+        supervisor_id = leases.register("doorbell-test", pid, None, None)
+        rung[supervisor_id] = threading.Event()
+        bells.append(notify.Doorbell(t.engine, supervisor_id, rung[supervisor_id].set, halt))
+    threads = [threading.Thread(target=bell.run, daemon=True) for bell in bells]
+    for thread in threads:
+        thread.start()
+    try:
+        t.submit_task("echo", {})
+        assert all(event.wait(5) for event in rung.values()), "each live supervisor was rung"
+    finally:
+        halt.set()
+        for thread in threads:
+            thread.join(5)
