@@ -51,8 +51,8 @@ def mid_run(t: service.Tenure, tasks: int = BIG) -> int:
                           "WHERE run_id = :r AND position >= 6064 AND position % 500 = 3"), {"r": run_id})
         conn.execute(text("UPDATE tasks SET status = 'failed', attempts = 3, charged = 3, "
                           "error = 'PermanentError: disk ' || CAST(position % 2 AS TEXT) || ' full (at 40%)', "
-                          f"started_at = created_at, finished_at = created_at WHERE run_id = :r AND position IN ({failed})"),
-                     {"r": run_id})
+                          "started_at = created_at, finished_at = created_at "
+                          f"WHERE run_id = :r AND position IN ({failed})"), {"r": run_id})
     return run_id
 
 
@@ -178,7 +178,7 @@ def test_a_map_cell_opens_its_task(idle_client: TestClient, tenure: service.Tenu
     assert found.status_code == 303
     task = idle_client.get(found.headers["location"])
     assert task.status_code == 200 and "PermanentError: disk" in task.text
-    assert 'data-task-url="http://testserver/runs/{}/tasks/0"'.format(run_id) in idle_client.get(f"/runs/{run_id}").text
+    assert f'data-task-url="http://testserver/runs/{run_id}/tasks/0"' in idle_client.get(f"/runs/{run_id}").text
     for number in (0, BIG + 1, 2**70):
         missing = idle_client.get(f"/runs/{run_id}/tasks/{number}")
         assert missing.status_code == 404 and "there is no task" in missing.text
@@ -220,16 +220,17 @@ def test_a_finished_big_run_sums_up_as_a_small_one_would(open_tenure: Callable[.
         conn.execute(text("UPDATE tasks SET status = 'succeeded', finished_at = created_at, started_at = created_at "
                           "WHERE run_id = :r AND status NOT IN ('failed', 'cancelled')"), {"r": run_id})
         for position, seconds in ((10, 7), (1500, 9), (30, 8), (40, 1)):
-            conn.execute(text(f"UPDATE tasks SET started_at = created_at - INTERVAL '{seconds} seconds' "
-                              "WHERE run_id = :r AND position = :p") if t.engine.dialect.name == "postgresql" else
-                         text(f"UPDATE tasks SET started_at = strftime('%Y-%m-%d %H:%M:%f000', created_at, "
-                              f"'-{seconds} seconds') WHERE run_id = :r AND position = :p"), {"r": run_id, "p": position})
+            earlier = (f"created_at - INTERVAL '{seconds} seconds'" if t.engine.dialect.name == "postgresql" else
+                       f"strftime('%Y-%m-%d %H:%M:%f000', created_at, '-{seconds} seconds')")
+            conn.execute(text(f"UPDATE tasks SET started_at = {earlier} WHERE run_id = :r AND position = :p"),
+                         {"r": run_id, "p": position})
         conn.execute(text("UPDATE runs SET status = 'failed', finished_at = created_at WHERE id = :r"), {"r": run_id})
     whole = t.store.run_status(run_id)
     compact = t.store.run_status(run_id, page=TilePage(over=TILES_UP_TO, status="failed"))
     assert compact.compact is not None and whole.tasks is not None
     expected = summary.summarize(whole.run, whole.tasks, whole.outcomes or {})
-    got = summary.summarize_grouped(compact.run, compact.compact.errors, compact.compact.slowest, compact.outcomes or {})
+    got = summary.summarize_grouped(compact.run, compact.compact.errors, compact.compact.slowest,
+                                    compact.outcomes or {})
     assert got == expected
     assert expected.failures == [("PermanentError: disk 1 full", 2), ("PermanentError: disk 0 full", 1)]
     assert [n for n, _ in got.slowest] == [1501, 31, 11]
