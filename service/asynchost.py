@@ -51,6 +51,7 @@ class AsyncSide:
         self.tasks: dict[tuple[int, int], asyncio.Task[None]] = {}  # loop thread only
         self.stops: dict[tuple[int, int], tuple[float, Occupant]] = {}  # stop requests the loop has not taken
         self.lock = threading.Lock()
+        self._arrivals: list[tuple[Occupant, dict[str, Any] | None]] = []  # to begin, in one loop turn
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
         with self.lock:
@@ -71,7 +72,11 @@ class AsyncSide:
     def start(self, occupant: Occupant, message: dict[str, Any] | None) -> None:
         """Run the occupant's ``run()`` on the loop; with ``message``, build its task there first."""
         occupant.on_loop = True
-        self._ensure().call_soon_threadsafe(self._begin, occupant, message)
+        with self.lock:
+            first = not self._arrivals
+            self._arrivals.append((occupant, message))
+        if first:  # a burst of arrivals costs the loop one wake-up, not one each
+            self._ensure().call_soon_threadsafe(self._begin)
 
     def check(self, occupant: Occupant) -> None:
         """One ``async def`` ``check_output()`` call, on the loop."""
@@ -112,10 +117,12 @@ class AsyncSide:
 
     # -- on the loop ----------------------------------------------------------------------
 
-    def _begin(self, occupant: Occupant, message: dict[str, Any] | None) -> None:
-        if occupant.key not in self.host.occupants:
-            return  # dropped before it began
-        self._spawn(occupant, self._drive(occupant, message))
+    def _begin(self) -> None:
+        with self.lock:
+            arrivals, self._arrivals = self._arrivals, []
+        for occupant, message in arrivals:
+            if occupant.key in self.host.occupants:  # else dropped before it began
+                self._spawn(occupant, self._drive(occupant, message))
 
     def _spawn(self, occupant: Occupant, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)

@@ -93,12 +93,11 @@ class Host:
 
     def read_loop(self) -> None:
         """Takes the supervisor's messages; its closing the socket ends this process."""
+        reader = wire.Reader()
         try:
-            while True:
-                message = wire.recv(self.sock)
-                if message is None:
-                    break
-                self.handle(message)
+            while data := self.sock.recv(1 << 20):  # a burst of messages in one read
+                for message in reader.feed(data):
+                    self.handle(message)
         except (OSError, wire.ProtocolError):
             pass
         os._exit(0)
@@ -191,9 +190,11 @@ class Host:
         ctx = protocol.TaskContext(task_id=key[0], attempt=key[1], run_id=info.get("run_id"),
                                    position=info.get("position", 0), saved=info.get("saved"))
         occupant = Occupant(key=key, ctx=ctx)
-        occupant.fatal_frame = wire.encode({"op": "fatal", "key": list(key), "reason": "memory"})
+        body = b'{"op":"fatal","key":[%d,%d],"reason":"memory"}' % key  # ready before memory runs out
+        occupant.fatal_frame = wire.HEADER.pack(len(body)) + body
         with self.lock:
             self.occupants[key] = occupant
+        if not self.occupied.is_set():
             self.occupied.set()
         return occupant
 

@@ -49,6 +49,7 @@ class Host:
     born_mono: float
     reader: wire.Reader = field(default_factory=wire.Reader)
     outbox: bytearray = field(default_factory=bytearray)  # frames its socket has not taken yet
+    mask: int = selectors.EVENT_READ  # what the selector watches its socket for
     pid: int | None = None
     greeted: bool = False  # it said hello: it is up and reading
     running: Execution | None = None  # its run() call is executing here
@@ -99,10 +100,11 @@ class Host:
                 self.outbox.clear()  # its death is handled when its socket reads EOF
                 break
             del self.outbox[:sent]
-        if self.eof_mono is None:
-            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+        mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+        if self.eof_mono is None and mask != self.mask:  # a syscall only when it changes
             with contextlib.suppress(KeyError, ValueError):
                 selector.modify(self.sock, mask, self.id)
+                self.mask = mask
 
     def doom(self, why: str, kill_at: float) -> None:
         """Stop it on purpose (SIGTERM now, SIGKILL at ``kill_at``); the first reason given stays."""

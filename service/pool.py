@@ -105,14 +105,14 @@ class Pool:
         """Start ``ex``'s run() in a host (at once, or as soon as the zygote has forked one).
 
         Raises:
-            wire.FrameTooLarge: its args or checkpoint cannot be sent to a task process.
+            wire.FrameTooLarge: its args or checkpoint cannot be sent to a task process (one held
+                till its kind's shape is known fails later, as a ``ran`` event).
         """
-        frame = self._frame(ex)
         self.spawner.ensure_module(ex.lease.kind)
         if self.modes.admit(ex):
-            self._place(ex, frame)
-        else:
-            ex.await_process()  # held until its kind's shape is known: not its time either
+            self._place(ex, self._frame(ex))
+        else:  # held until its kind's shape is known (not its time either); a frame too large fails it then
+            ex.await_process()
 
     def _frame(self, ex: Execution) -> bytes:
         return placement.frame(ex, on_loop=self.modes.on_loop(ex))
