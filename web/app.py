@@ -31,12 +31,15 @@ def create_app(
     settings: Settings | None = None,
     allowed_hosts: Iterable[str] = (),
     allowed_origins: Iterable[str] = (),
+    fragment_ttl_s: float = 0.0,
 ) -> Starlette:
     """The web app over the database ``db`` (URL or path; default TENURE_DB, then ./tenure.db).
 
     With ``supervise`` an embedded supervisor runs tasks in this process, started and stopped
     by the lifespan; without it the app only shows what separate ``tenure worker``s do.
     ``allowed_hosts`` and ``allowed_origins`` add to the defaults of :mod:`web.guard`.
+    ``fragment_ttl_s`` shares one status answer among everyone polling a run (:mod:`web.shared`);
+    ``tenure serve`` sets 0.25 s, the default 0 shows every poll the database as it is.
     """
     hosts = [*guard.DEFAULT_HOSTS, *guard.from_env("TENURE_ALLOWED_HOSTS"), *allowed_hosts]
     origins = [*guard.from_env("TENURE_ALLOWED_ORIGINS"), *allowed_origins]
@@ -58,10 +61,12 @@ def create_app(
         *api.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     middleware=[Middleware(guard.Guard, hosts=hosts, origins=origins),
-                                 Middleware(GZipMiddleware, minimum_size=1024)],
-                     exception_handlers={HTTPException: http_error, 500: server_error})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(guard.Guard, hosts=hosts, origins=origins),
+                                Middleware(GZipMiddleware, minimum_size=1024)],
+                    exception_handlers={HTTPException: http_error, 500: server_error})
+    app.state.fragment_ttl_s = fragment_ttl_s
+    return app
 
 
 def wants_json(path: str) -> bool:

@@ -18,6 +18,7 @@ from service import cli, client
 from service.errors import InvalidInput
 
 DEFAULT_PORT = 8000
+DEFAULT_FRAGMENT_TTL_S = 0.25
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +38,18 @@ def add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(command="serve", handler=cmd_serve)
 
 
+def fragment_ttl() -> float:
+    """``TENURE_FRAGMENT_TTL_S``: how long one status answer is shared by everyone polling (see web.shared)."""
+    raw = os.environ.get("TENURE_FRAGMENT_TTL_S", str(DEFAULT_FRAGMENT_TTL_S))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10:
+        raise InvalidInput(f"TENURE_FRAGMENT_TTL_S must be seconds from 0 to 10, got {raw!r}")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     cli.setup_logging(args.log_level)
     port = resolve_port(args.port)
@@ -50,7 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     client.open(url).close()  # migrate (or refuse a foreign database) before serving anything
     app = create_app(url, supervise=not args.no_worker, settings=settings,
-                     allowed_hosts=[args.host] if args.host not in ("0.0.0.0", "::") else [])
+                     allowed_hosts=[args.host] if args.host not in ("0.0.0.0", "::") else [],
+                     fragment_ttl_s=fragment_ttl())
     print(f"tenure: serving http://{args.host}:{port}/ on {url}", file=sys.stderr, flush=True)
     # uvicorn turns SIGTERM/SIGINT into a graceful lifespan shutdown, which stops the supervisor.
     uvicorn.run(app, host=args.host, port=port, log_level=args.log_level.lower(),

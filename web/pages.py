@@ -8,6 +8,7 @@ run's size) and renders. A big run's page shows a map and one page of tiles (see
 
 from __future__ import annotations
 
+import gzip
 import math
 from datetime import datetime
 from pathlib import Path
@@ -23,10 +24,11 @@ from starlette.templating import Jinja2Templates
 from service import summary
 from service.errors import InvalidInput, NotFound, TenureError
 from service.protocol import kinds
-from service.storage.views import RunView, TaskView
+from service.storage.views import RunStatusView, RunView, TaskView
 from web import forms
 from web.board import STATUS, BadView, attempts_used, pages_of, parse_view, status_context, tile
 from web.http import MAX_ID, BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of
+from web.shared import Answer, kept_for
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -124,16 +126,48 @@ async def status_fragment(request: Request) -> Response:
     try:
         view = parse_view(request.query_params)
         rid = run_id(request)
-        etag = sent[0] if len(sent) == 1 and sent[0] else None
-        status = await run_in_threadpool(lambda: t.store.run_status(rid, etag, page=view.tile_page()))
     except BadView as exc:
         return Response(str(exc), status_code=exc.status, media_type="text/plain")
     except TenureError as exc:
         return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
-    headers = {"ETag": f'W/"{status.etag}"', "Cache-Control": "no-cache", "Vary": "HX-Request"}
-    if not status.changed or status.etag in sent:
+    shared = kept_for(request.app.state)
+    key = (rid, view, str(request.base_url))
+
+    def read(etag: str | None) -> RunStatusView:
+        return t.store.run_status(rid, etag, page=view.tile_page())
+
+    def render(status: RunStatusView) -> Answer:
+        response = templates.TemplateResponse(request, "_status.html", status_context(request, status, view))
+        body = bytes(response.body)
+        return Answer(status.etag, response.status_code, body, "text/html; charset=utf-8",
+                      gzip.compress(body, compresslevel=6, mtime=0))
+
+    async def compute() -> Answer:
+        return await run_in_threadpool(lambda: render(read(None)))
+
+    try:
+        answer = shared.fresh(key)
+        etag = sent[0] if len(sent) == 1 and sent[0] else None
+        if answer is None and etag is not None and shared.ttl_s == 0:
+            status = await run_in_threadpool(read, etag)  # unshared: the cheap check first, two statements
+            if not status.changed:
+                return Response(status_code=304, headers=_fragment_headers(status.etag))
+            answer = shared.put(key, await run_in_threadpool(render, status))
+        elif answer is None:
+            answer = await shared.get(key, compute)  # shared with whoever asks meanwhile
+    except TenureError as exc:
+        return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
+    headers = _fragment_headers(answer.etag)
+    if answer.etag in sent:
         return Response(status_code=304, headers=headers)
-    return templates.TemplateResponse(request, "_status.html", status_context(request, status, view), headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", "") and len(answer.body) >= 1024:
+        headers.update({"Content-Encoding": "gzip", "Vary": "HX-Request, Accept-Encoding"})
+        return Response(answer.gzipped, status_code=answer.status_code, headers=headers, media_type=answer.media_type)
+    return Response(answer.body, status_code=answer.status_code, headers=headers, media_type=answer.media_type)
+
+
+def _fragment_headers(etag: str) -> dict[str, str]:
+    return {"ETag": f'W/"{etag}"', "Cache-Control": "no-cache", "Vary": "HX-Request"}
 
 
 async def run_task(request: Request) -> Response:
