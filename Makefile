@@ -8,7 +8,7 @@ ST_VENV ?= .venv-schemathesis
 # bench/peers.py measures tenure beside Huey and RQ, installed only in a virtualenv of their own.
 BENCH_VENV ?= .venv-bench
 
-.PHONY: run worker test lint bench bench-peers clean
+.PHONY: run worker test lint bench bench-peers bench-sweep clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,17 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/retention.py
+	$(BIN)/python bench/pickup.py
+	$(BIN)/python bench/pollers.py
+	$(BIN)/python bench/async_tasks.py
 
 # Needs Redis on 127.0.0.1:6379 (db 13 is flushed; BENCH_REDIS picks another). About 6 min; ARGS=--quick: under 1.
 bench-peers: $(BIN)/.installed $(BENCH_VENV)/bin/.installed
 	$(BENCH_VENV)/bin/python bench/peers.py $(ARGS)
 
+# The size and concurrency sweep: figures from tenure's venv, the plot from matplotlib in the bench venv.
+bench-sweep: $(BIN)/.installed $(BENCH_VENV)/bin/.installed
+	TENURE_PYTHON=$(abspath $(BIN))/python $(BENCH_VENV)/bin/python bench/sweep.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) $(ST_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(ST_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
 
 from web.shared import Answer, SharedAnswers
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on a thread of its own: the browser tests' Playwright may own this thread's loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class Clock:
@@ -38,7 +49,7 @@ def test_requests_that_arrive_while_a_read_runs_share_it() -> None:
         release.set()
         return await asyncio.gather(*waiting)
 
-    answers = asyncio.run(main())
+    answers = run(main())
     assert calls == 1 and {a.etag for a in answers} == {"v1"}
     assert shared.fresh("run") is None, "a TTL of 0 keeps nothing once the read is done"
 
@@ -51,13 +62,13 @@ def test_an_answer_is_kept_for_the_ttl_then_computed_again() -> None:
     async def compute() -> Answer:
         return answer(next(versions))
 
-    assert asyncio.run(shared.get("run", compute)).etag == "v1"
+    assert run(shared.get("run", compute)).etag == "v1"
     clock.now += 0.2
-    assert asyncio.run(shared.get("run", compute)).etag == "v1"
+    assert run(shared.get("run", compute)).etag == "v1"
     assert shared.fresh("other") is None, "kept per key"
     clock.now += 0.1
     assert shared.fresh("run") is None
-    assert asyncio.run(shared.get("run", compute)).etag == "v2"
+    assert run(shared.get("run", compute)).etag == "v2"
     assert shared.computed == 2
 
 
@@ -75,11 +86,11 @@ def test_a_failed_read_reaches_everyone_waiting_and_is_not_kept() -> None:
         release.set()
         return await asyncio.gather(*waiting, return_exceptions=True)
 
-    results = asyncio.run(main())
+    results = run(main())
     assert all(isinstance(r, RuntimeError) for r in results)
     assert shared.fresh("run") is None
     with pytest.raises(RuntimeError):
-        asyncio.run(shared.get("run", compute_fails))
+        run(shared.get("run", compute_fails))
 
 
 async def compute_fails() -> Answer:
