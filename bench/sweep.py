@@ -8,7 +8,7 @@ On SQLite, one `tenure worker` per measurement on a fresh database:
   to an idle, warmed-up worker. Figures: submit time, throughput (tasks / (run finished_at -
   created_at)), the time of one status-fragment poll (a full 200 render, in-process through the
   Starlette app, sampled every 0.5 s while the run drains, and after it ends), and the peak
-  memory of the worker with its zygote and task processes (summed RSS, sampled every 0.2 s);
+  memory of the worker with its zygote and task processes (summed PSS, sampled every 0.2 s);
 * concurrency sweep: 5,000 `echo` tasks at each `--concurrency`.
 
 Writes bench/results/sweep.json and bench/results/sweep.png (matplotlib: run it with the
@@ -35,10 +35,10 @@ RESULTS = REPO / "bench" / "results"
 TENURE_PY = os.environ.get("TENURE_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Summed RSS of ``pid`` and all its descendants, in MB."""
+def tree_pss_mb(pid: int) -> float:
+    """Summed PSS (shared pages counted once, split among their sharers) of ``pid`` and all its
+    descendants, in MB: forked task processes share most of their pages with the zygote."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -48,20 +48,23 @@ def tree_rss_mb(pid: int) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry))
-        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [pid]
+    total_kb, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total_kb += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            pass
         todo.extend(children.get(p, []))
-    return total / 1e6
+    return total_kb / 1000
 
 
 def measure(tmp: Path, tasks: int, concurrency: int) -> dict[str, Any]:
     """One run of ``tasks`` echo tasks on a fresh database; runs inside tenure's own venv."""
-    import service
     from starlette.testclient import TestClient
 
+    import service
     from web.app import create_app
 
     db = tmp / f"sweep-{tasks}-{concurrency}.db"
@@ -73,7 +76,7 @@ def measure(tmp: Path, tasks: int, concurrency: int) -> dict[str, Any]:
 
     def sample() -> None:
         while not done.wait(0.2):
-            peak[0] = max(peak[0], tree_rss_mb(worker.pid))
+            peak[0] = max(peak[0], tree_pss_mb(worker.pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     try:
@@ -82,7 +85,7 @@ def measure(tmp: Path, tasks: int, concurrency: int) -> dict[str, Any]:
         started = time.perf_counter()
         run_id = t.submit_run("echo", [{}] * tasks)
         submit_s = time.perf_counter() - started
-        with TestClient(create_app(str(db), supervise=False)) as client:
+        with TestClient(create_app(str(db), supervise=False, allowed_hosts=["testserver"])) as client:
             def poll() -> float:
                 begun = time.perf_counter()
                 assert client.get(f"/runs/{run_id}/status").status_code == 200
@@ -125,7 +128,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     axes[1].set(xscale="log", xlabel="tasks in the run", ylabel="ms", title="one status poll (200)")
     axes[1].legend()
     axes[2].plot(x, [r["peak_mb"] for r in sizes], "o-", label="worker + its processes, peak")
-    axes[2].set(xscale="log", xlabel="tasks in the run", ylabel="MB (summed RSS)", title="memory")
+    axes[2].set(xscale="log", xlabel="tasks in the run", ylabel="MB (summed PSS)", title="memory")
     axes[3].plot([r["concurrency"] for r in conc], [r["tasks_per_s"] for r in conc], "o-")
     axes[3].set(xscale="log", xlabel="concurrency (5,000 tasks)", ylabel="tasks/s", title="throughput by concurrency")
     for ax in axes:

@@ -7,7 +7,8 @@ notification arrives, so it can poll slowly (every 2 s) the rest of the time.
 SQLite has no notification channel, and one SQLite database lives on one machine. Each
 supervisor binds a *doorbell*: a Unix datagram socket in Linux's abstract namespace, named after
 the database file and the supervisor's id (no file is created, none is left behind by a crash).
-A writer that made work due rings every live supervisor's doorbell right after its commit: one
+A writer that made work due rings every live supervisor's doorbell right after its commit (it
+reads who is live inside its own transaction): one
 ``sendto`` each, which never blocks and fails silently for a supervisor that is gone. A
 supervisor's thread sleeps in ``recv`` and costs nothing while idle; it polls once a second
 besides, for work that becomes due by the clock (retries after their backoff). Where abstract
@@ -22,8 +23,6 @@ import logging
 import socket
 import sys
 import threading
-import time
-import weakref
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, select, text
@@ -33,11 +32,10 @@ from service.storage.models import SupervisorRow
 CHANNEL = "tenure_tasks"
 LISTEN_TIMEOUT_S = 1.0  # how often the listener checks whether it should stop
 RING_FLAG = "tenure_ring"  # on a connection's info: ring the doorbells after this commit
-SUPERVISORS_TTL_S = 1.0  # how long a writer trusts its list of live supervisors
 
 log = logging.getLogger("tenure.wakeup")
 
-_supervisors: weakref.WeakKeyDictionary[Engine, tuple[float, list[int]]] = weakref.WeakKeyDictionary()
+_LIVE = select(SupervisorRow.id).where(SupervisorRow.stopped_at.is_(None))
 
 
 def supported(engine: Engine | Connection) -> bool:
@@ -81,14 +79,9 @@ def rolled_back(conn: Connection) -> None:
 
 
 def _live_supervisors(conn: Connection) -> list[int]:
-    now = time.monotonic()
-    cached = _supervisors.get(conn.engine)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    ids = [int(i) for i in conn.execute(select(SupervisorRow.id).where(SupervisorRow.stopped_at.is_(None)))
-           .scalars()]
-    _supervisors[conn.engine] = (now + SUPERVISORS_TTL_S, ids)
-    return ids
+    # Read every time, never cached: a supervisor that registered since a cached read would miss
+    # the ring and wait for its next poll (a second).
+    return [int(i) for i in conn.execute(_LIVE).scalars()]
 
 
 def _bell_prefix(engine: Engine) -> bytes | None:

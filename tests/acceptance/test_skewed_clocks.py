@@ -10,6 +10,7 @@ about 10 s per backend; skipped with the reason where faketime is missing (CI in
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -39,11 +40,19 @@ def skewed(offset: str, *args: str, log: Path, env: dict[str, str] | None = None
     too (faketime's default) breaks every timed wait in the process, which is not the fault
     being tested.
     """
-    prefix = ["faketime", "-f", offset] if offset else []
+    # libfaketime preloaded into python itself, not the `faketime` wrapper: the wrapper does not
+    # pass SIGTERM on, so stopping it left the python process running after the test.
+    fake = {"LD_PRELOAD": _libfaketime(), "FAKETIME": offset} if offset else {}
     with open(log, "ab") as out:
-        return subprocess.Popen([*prefix, sys.executable, "-m", module, *args],
+        return subprocess.Popen([sys.executable, "-m", module, *args],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1", **(env or {})})
+                                env={**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1", **fake, **(env or {})})
+
+
+def _libfaketime() -> str:
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    assert found, "Debian's faketime package puts libfaketime.so.1 under /usr/lib/<arch>/faketime/"
+    return found[0]
 
 
 def _answers(port: int) -> bool:

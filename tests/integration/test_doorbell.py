@@ -61,3 +61,15 @@ def test_every_live_supervisor_is_rung_once_the_work_is_committed(t: service.Ten
         halt.set()
         for thread in threads:
             thread.join(5)
+
+
+def test_a_supervisor_that_registered_after_a_writer_last_looked_is_rung_too(t: service.Tenure) -> None:
+    before = t.submit_task("echo", {})  # this writer reads who is live: nobody yet
+    sup = t.start_supervisor(**SLOW_POLL)
+    try:
+        wait_for(lambda: t.task(before).status == "succeeded", 10, "the first claim")
+        wait_for(lambda: sup.inflight == 0, 5, "the supervisor to go idle")
+        after = t.submit_task("echo", {})  # at once: a list cached from the first submit would miss it
+        wait_for(lambda: t.task(after).status == "succeeded", 10, "the new supervisor to be rung")
+    finally:
+        assert sup.stop(grace_s=0.0, timeout_s=5)
