@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from service import client, requests, summary
+from service import client, logs, requests, summary
 from service.config import Settings, parse_duration, parse_memory
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
 from service.storage import schema
@@ -115,7 +115,7 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 5)")
     p.add_argument("--grace", type=float, help="seconds a graceful stop waits for running tasks (default 5)")
     memory_flag(p)
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    log_flags(p)
     p.set_defaults(command="worker", handler=cmd_worker)
 
     if extend is not None:
@@ -235,7 +235,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     settings = settings_from(args, concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
                          heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
     t = client.open(db_url(args))
@@ -353,10 +353,12 @@ def _open_existing(args: argparse.Namespace) -> client.Tenure:
     return client.open(url, migrate=False)
 
 
-def setup_logging(level: str) -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise InvalidInput(f"--log-level {level!r} is not one of DEBUG, INFO, WARNING, ERROR")
-    logging.basicConfig(level=numeric, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def log_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument("--log-format", help="text (default) or json: one JSON object per line "
+                   "with the run, task and attempt ids (also TENURE_LOG_FORMAT)")
+
+
+def setup_logging(level: str, log_format: str | None = None) -> None:
+    """Logs to stderr as text or JSON lines (:mod:`service.logs`). Raises InvalidInput."""
+    logs.configure(level, log_format)

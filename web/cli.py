@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service import cli, client
+from service import cli, client, logs
 from service.errors import InvalidInput
 
 DEFAULT_PORT = 8000
@@ -34,7 +35,7 @@ def add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-worker", action="store_true",
                    help="serve pages and API only; separate `tenure worker`s run the tasks")
     cli.memory_flag(p)
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    cli.log_flags(p)
     p.set_defaults(command="serve", handler=cmd_serve)
 
 
@@ -51,7 +52,8 @@ def fragment_ttl() -> float:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    cli.setup_logging(args.log_level)
+    cli.setup_logging(args.log_level, args.log_format)
+    json_logs = logs.chosen_format(args.log_format) == "json"
     port = resolve_port(args.port)
     url = cli.db_url(args)
     settings = cli.settings_from(args, concurrency=args.concurrency)
@@ -65,10 +67,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(url, supervise=not args.no_worker, settings=settings,
                      allowed_hosts=[args.host] if args.host not in ("0.0.0.0", "::") else [],
                      fragment_ttl_s=fragment_ttl())
-    print(f"tenure: serving http://{args.host}:{port}/ on {url}", file=sys.stderr, flush=True)
+    if json_logs:  # every line JSON, for the pipeline that reads them
+        logging.getLogger("tenure.web").info("web.serving url=%s db=%s", f"http://{args.host}:{port}/", url)
+    else:
+        print(f"tenure: serving http://{args.host}:{port}/ on {url}", file=sys.stderr, flush=True)
     # uvicorn turns SIGTERM/SIGINT into a graceful lifespan shutdown, which stops the supervisor.
+    # With JSON logs uvicorn keeps no logging config of its own: its lines go through the JSON formatter.
+    log_config = None if json_logs else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(app, host=args.host, port=port, log_level=args.log_level.lower(),
-                timeout_graceful_shutdown=10, access_log=False)
+                timeout_graceful_shutdown=10, access_log=False, log_config=log_config)
     return 0
 
 
