@@ -149,3 +149,25 @@ def test_a_progress_change_alone_turns_the_next_poll_into_a_200(idle_client: Tes
     moved = idle_client.get(f"/runs/{run_id}/status", headers={"If-None-Match": etag})
     assert moved.status_code == 200 and moved.headers["etag"] != etag
     assert "42%" in moved.text
+
+
+def test_the_kind_select_names_kinds_and_describes_the_chosen_one_and_one_page_has_no_pager(
+        client: TestClient) -> None:
+    page = client.get("/").text
+    options = re.findall(r'<option value="([^"]+)"[^>]*>([^<]*)</option>', page)
+    assert options and all(value == text for value, text in options), "an option shows its name, not a sentence"
+    help_text = re.search(r'<small id="kind-help">([^<]*)</small>', page)
+    assert help_text and help_text.group(1).strip(), "the chosen kind (sleep) is described below the select"
+    run_id = start(client)
+    wait_for(lambda: client.get(f"/api/runs/{run_id}").json()["status"] == "completed", 10, "the run to end")
+    history = client.get("/").text
+    assert f"/runs/{run_id}" in history and "page 1 of 1" not in history
+
+
+def test_history_of_more_than_one_page_has_a_pager(client: TestClient) -> None:
+    ids = [start(client, tasks="1") for _ in range(16)]  # one more than a page of history holds
+    wait_for(lambda: all(client.get(f"/api/runs/{i}").json()["status"] == "completed" for i in ids), 20,
+             "the runs to end")
+    first = client.get("/").text
+    assert "page 1 of 2" in first and 'href="?page=2"' in first
+    assert "page 2 of 2" in client.get("/?page=2").text

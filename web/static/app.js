@@ -197,5 +197,12 @@
     tick();
     paintMap();
     setInterval(tick, 1000);
+    // The start form: the chosen kind's description below its select (options show names only).
+    var kind = document.querySelector("select[name=kind]"), help = document.getElementById("kind-help");
+    if (kind && help) {
+      kind.addEventListener("change", function () {
+        help.textContent = kind.options[kind.selectedIndex].getAttribute("data-description") || "";
+      });
+    }
   });
 })();
