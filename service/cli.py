@@ -185,7 +185,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     finally:
         t.close()
     already = "" if created.new else " (made earlier with this idempotency key)"
-    print(f"submitted run {created.id}: {plan.total} {args.kind} tasks{already}")
+    print(f"submitted run {created.id}: {summary.counted(plan.total, f'{args.kind} task')}{already}")
     print(created.id)
     return 0
 
@@ -228,9 +228,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         report = t.prune(older_than, batch=args.batch)
     finally:
         t.close()
-    print(f"pruned {report.runs} runs, {report.tasks} tasks, {report.attempts} attempts and "
-          f"{report.supervisors} supervisors that ended over {args.older_than} ago, in {report.seconds:.1f} s "
-          f"({report.batches} batches; the longest held the write lock {report.longest_batch_s * 1000:.0f} ms)")
+    n = summary.counted
+    print(f"pruned {n(report.runs, 'run')}, {n(report.tasks, 'task')}, {n(report.attempts, 'attempt')} and "
+          f"{n(report.supervisors, 'supervisor')} that ended over {args.older_than} ago, in {report.seconds:.1f} s "
+          f"({n(report.batches, 'batch')}; the longest held the write lock {report.longest_batch_s * 1000:.0f} ms)")
     return 0
 
 
@@ -300,12 +301,13 @@ def _print_summary(console: Any, run: RunView, s: summary.Summary) -> None:
     console.print(f"run {run.id} {run.status} in {summary.format_seconds(s.duration_s)}: "
                   f"{s.succeeded} succeeded, {s.failed} failed, {s.cancelled} cancelled")
     extras = []
+    # The same facts in the same words as the page's summary (web/templates/_summary.html).
     if s.retries:
-        extras.append(f"{s.retries} {'retry' if s.retries == 1 else 'retries'} after a failure")
+        extras.append(f"{summary.counted(s.retries, 'retry')} after a failure")
     if s.recovered:
-        extras.append(f"{s.recovered} attempt{'s' if s.recovered > 1 else ''} re-run after a crash, none charged")
+        extras.append(f"{summary.counted(s.recovered, 'attempt')} re-run after a crash, none charged")
     if s.released:
-        extras.append(f"{s.released} handed over at a restart")
+        extras.append(f"{s.released} handed over at a restart, none charged")
     if extras:
         console.print("  " + "; ".join(extras))
     for why, n in s.failures:

@@ -110,6 +110,24 @@ def summarize_grouped(run: RunView, errors: list[tuple[str | None, int]], slowes
     )
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 retry``, ``2 retries``, ``0 tasks``: a count with its noun in the right number.
+
+    Without ``plural``, English's regular rules: ``retry`` → ``retries``, ``batch`` → ``batches``,
+    else an ``s``; pass ``plural`` for any other.
+    """
+    if n == 1:
+        return f"{n} {noun}"
+    if plural is None:
+        if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
+            plural = noun[:-1] + "ies"
+        elif noun.endswith(("s", "x", "ch", "sh")):
+            plural = noun + "es"
+        else:
+            plural = noun + "s"
+    return f"{n} {plural}"
+
+
 def format_seconds(seconds: float | None) -> str:
     """``1h 02m``, ``3m 05s``, ``42s``, ``0.4s``; an em dash for None."""
     if seconds is None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from service import summary
 from service.cli import main
 
 
@@ -161,3 +163,30 @@ def test_prune_reports_what_it_deleted(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 0 and out.startswith("pruned 0 runs, 0 tasks, 0 attempts and 0 supervisors that ended over 30d ago")
     code, _, err = run_cli(capsys, "prune", "--db", db, "--older-than", "soon")
     assert code == 2 and err == "tenure: error: --older-than 'soon' is not a duration; write it like 30d, 12h or 90m\n"
+
+
+def test_counts_of_one_are_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from service.cli import _print_summary
+    from service.storage.views import RunView
+
+    db = str(tmp_path / "t.db")
+    code, out, _ = run_cli(capsys, "submit", "--db", db, "--tasks", "1", "--kind", "echo")
+    assert code == 0 and out.splitlines()[0] == "submitted run 1: 1 echo task"
+
+    def printed(ended: summary.Summary) -> list[str]:
+        console = Console(file=io.StringIO(), width=200)
+        now = datetime.now(UTC)
+        _print_summary(console, RunView(1, None, "completed", "echo", 1, {}, None, None, now, now), ended)
+        return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+
+    ended = summary.Summary(succeeded=1, failed=0, cancelled=0, failures=[], retries=1, recovered=1, released=1,
+                            crashed=0, duration_s=3.0, slowest=[])
+    assert printed(ended)[1] == ("  1 retry after a failure; 1 attempt re-run after a crash, none charged; "
+                                 "1 handed over at a restart, none charged")
+    assert printed(dataclasses.replace(ended, retries=2, recovered=2))[1].startswith(
+        "  2 retries after a failure; 2 attempts re-run after a crash")
