@@ -283,11 +283,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 status = t.run_status(args.run)
                 run, tasks = status.run, status.tasks or []
                 p = summary.progress(run, tasks, status.now)
-                c = run.counts
-                detail = (f"✓ {c['succeeded']}  ✗ {c['failed']}  ▶ {c['running']}  ↻ {c['retrying']}"
-                          f"  · {summary.format_seconds(p.elapsed_s)} elapsed"
-                          f"  · {summary.format_seconds(p.eta_s)} left")
-                bar.update(row, completed=run.done, detail=detail)
+                bar.update(row, completed=run.done, detail=watch_detail(run, p))
                 if not run.live:
                     break
                 time.sleep(args.interval)  # a terminal refresh pace, not a synchronization
@@ -295,6 +291,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     finally:
         t.close()
     return 0
+
+
+def watch_detail(run: RunView, p: summary.Progress) -> str:
+    """The text beside the bar: counts, then the time so far and the time left if there is an
+    estimate; once the run has ended, how long it took (as the page's bar says it)."""
+    c = run.counts
+    counts = f"✓ {c.get('succeeded', 0)}  ✗ {c.get('failed', 0)}  ▶ {c.get('running', 0)}  ↻ {c.get('retrying', 0)}"
+    if not run.live:
+        return f"{counts}  · {run.status} in {summary.format_seconds(p.elapsed_s)}"
+    left = "" if p.eta_s is None else f"  · about {summary.format_seconds(p.eta_s)} left"
+    return f"{counts}  · {summary.format_seconds(p.elapsed_s)} elapsed{left}"
 
 
 def _print_summary(console: Any, run: RunView, s: summary.Summary) -> None:

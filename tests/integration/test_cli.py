@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from service import summary
 from service.cli import main
+from service.storage.views import RunView
+from tests.conftest import wait_for
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -167,12 +170,10 @@ def test_prune_reports_what_it_deleted(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_counts_of_one_are_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import io
-    from datetime import UTC, datetime
 
     from rich.console import Console
 
     from service.cli import _print_summary
-    from service.storage.views import RunView
 
     db = str(tmp_path / "t.db")
     code, out, _ = run_cli(capsys, "submit", "--db", db, "--tasks", "1", "--kind", "echo")
@@ -190,3 +191,45 @@ def test_counts_of_one_are_singular(tmp_path: Path, capsys: pytest.CaptureFixtur
                                  "1 handed over at a restart, none charged")
     assert printed(dataclasses.replace(ended, retries=2, recovered=2))[1].startswith(
         "  2 retries after a failure; 2 attempts re-run after a crash")
+
+
+def _run_view(status: str, counts: dict[str, int], seconds: float) -> RunView:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    finished = created + timedelta(seconds=seconds) if status != "running" else None
+    return RunView(7, None, status, "gen_task", sum(counts.values()), {}, None, None, created, finished, counts)
+
+
+def test_watch_says_time_left_only_when_it_has_an_estimate() -> None:
+    from service.cli import watch_detail
+
+    live = _run_view("running", {"succeeded": 1, "failed": 0, "running": 1, "retrying": 0, "queued": 2}, 0)
+    now = live.created_at + timedelta(seconds=20)
+    estimated = summary.progress_of(live, [(0.5, live.created_at)], now)
+    assert estimated.eta_s is not None
+    assert watch_detail(live, estimated) == "✓ 1  ✗ 0  ▶ 1  ↻ 0  · 20s elapsed  · about 33s left"
+    # All that is left is running, and its task has said nothing of its progress (gen_task): no estimate.
+    last = _run_view("running", {"succeeded": 1, "failed": 0, "running": 1, "retrying": 0, "queued": 0}, 0)
+    unknown = summary.progress_of(last, [(0.0, last.created_at)], now)
+    assert unknown.eta_s is None
+    assert watch_detail(last, unknown) == "✓ 1  ✗ 0  ▶ 1  ↻ 0  · 20s elapsed"
+
+    ended = _run_view("completed", {"succeeded": 3, "failed": 1}, 42)
+    assert watch_detail(ended, summary.progress_of(ended, [], now + timedelta(hours=1))) == (
+        "✓ 3  ✗ 1  ▶ 0  ↻ 0  · completed in 42s")
+
+
+def test_watch_of_a_finished_run_shows_its_time_and_no_dash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import service
+
+    db = str(tmp_path / "t.db")
+    assert run_cli(capsys, "submit", "--db", db, "--tasks", "2", "--kind", "echo")[0] == 0
+    t = service.open(db, migrate=False)
+    sup = t.start_supervisor(heartbeat_s=0.05, lease_ttl_s=5.0)
+    try:
+        wait_for(lambda: not t.run(1).live, 10, "the run to end")
+    finally:
+        assert sup.stop(grace_s=0.0, timeout_s=5)
+        t.close()
+    code, out, _ = run_cli(capsys, "watch", "1", "--db", db)
+    assert code == 0 and "completed in" in out and "run 1 completed in" in out
+    assert "—" not in out and "left" not in out
