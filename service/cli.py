@@ -29,6 +29,7 @@ from service.supervisor import Supervisor
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
 
 log = logging.getLogger("tenure.cli")
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int
         print(f"tenure: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def load_plugins(modules: Sequence[str]) -> None:
@@ -277,16 +278,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
         run = t.run(args.run)
         columns = (TextColumn("run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[detail]}"))
-        with Progress(*columns, console=console, transient=False) as bar:
-            row = bar.add_task("run", total=run.total, run=run.id, detail="")
-            while True:
-                status = t.run_status(args.run)
-                run, tasks = status.run, status.tasks or []
-                p = summary.progress(run, tasks, status.now)
-                bar.update(row, completed=run.done, detail=watch_detail(run, p))
-                if not run.live:
-                    break
-                time.sleep(args.interval)  # a terminal refresh pace, not a synchronization
+        try:
+            with Progress(*columns, console=console, transient=False) as bar:
+                row = bar.add_task("run", total=run.total, run=run.id, detail="")
+                while True:
+                    status = t.run_status(args.run)
+                    run, tasks = status.run, status.tasks or []
+                    p = summary.progress(run, tasks, status.now)
+                    bar.update(row, completed=run.done, detail=watch_detail(run, p))
+                    if not run.live:
+                        break
+                    time.sleep(args.interval)  # a terminal refresh pace, not a synchronization
+        except KeyboardInterrupt:
+            # Watching only reads: the run goes on in its workers, so say so rather than exit silently.
+            print(f"stopped watching; run {run.id} carries on (tenure watch {run.id} to look again)", file=sys.stderr)
+            return EXIT_INTERRUPTED
         _print_summary(console, run, summary.summarize(run, tasks, status.outcomes or {}))
     finally:
         t.close()

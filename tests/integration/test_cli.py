@@ -233,3 +233,19 @@ def test_watch_of_a_finished_run_shows_its_time_and_no_dash(tmp_path: Path, caps
     code, out, _ = run_cli(capsys, "watch", "1", "--db", db)
     assert code == 0 and "completed in" in out and "run 1 completed in" in out
     assert "—" not in out and "left" not in out
+
+
+def test_ctrl_c_in_watch_says_the_run_carries_on(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    db = str(tmp_path / "t.db")
+    assert run_cli(capsys, "submit", "--db", db, "--tasks", "2", "--kind", "echo")[0] == 0  # no worker: it stays live
+
+    def ctrl_c(_seconds: float) -> None:
+        raise KeyboardInterrupt  # what Ctrl-C raises in the main thread, here in watch's pause between refreshes
+
+    monkeypatch.setattr("service.cli.time", types.SimpleNamespace(sleep=ctrl_c))
+    code, _, err = run_cli(capsys, "watch", "1", "--db", db)
+    assert code == 130
+    assert err == "stopped watching; run 1 carries on (tenure watch 1 to look again)\n"
