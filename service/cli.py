@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -30,6 +31,9 @@ from service.supervisor import Supervisor
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
+
+# `tenure runs` piped: the header line of its tab-separated output
+RUNS_COLUMNS = ("id", "name", "kind", "status", "tasks", "succeeded", "failed", "created (UTC)", "duration")
 
 log = logging.getLogger("tenure.cli")
 
@@ -330,26 +334,39 @@ def _print_summary(console: Any, run: RunView, s: summary.Summary) -> None:
         console.print(f"  slowest: {slow}")
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+_ONE_FIELD = str.maketrans("\t\r\n", "   ")  # a name's tabs and line breaks would split its line
 
+
+def cmd_runs(args: argparse.Namespace) -> int:
     t = _open_existing(args)
     try:
         runs = t.runs(limit=max(1, args.limit))
     finally:
         t.close()
+    rows = [(str(r.id), r.name or "", r.kind, r.status, str(r.total), str(r.counts["succeeded"]),
+             str(r.counts["failed"]), r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+             summary.format_seconds((r.finished_at - r.created_at).total_seconds()) if r.finished_at else "")
+            for r in runs]
+    hint = "no runs yet: `tenure submit` starts one"
+    if not sys.stdout.isatty():
+        # Piped or redirected: one line per run, tab-separated and never cut, for cut, awk and sort.
+        print("\t".join(RUNS_COLUMNS))
+        for row in rows:
+            print("\t".join(cell.translate(_ONE_FIELD) for cell in row))
+        if not runs:
+            print(hint, file=sys.stderr)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="tenure runs, latest first")
     for column in ("id", "name", "kind", "status", "tasks", "✓", "✗", "created (UTC)", "duration"):
         table.add_column(column)
-    for r in runs:
-        duration = (r.finished_at - r.created_at).total_seconds() if r.finished_at else None
-        table.add_row(str(r.id), r.name or "", r.kind, r.status, str(r.total),
-                      str(r.counts["succeeded"]), str(r.counts["failed"]),
-                      r.created_at.strftime("%Y-%m-%d %H:%M:%S"), summary.format_seconds(duration))
-    Console().print(table)
+    for row in rows:
+        table.add_row(*row[:-1], row[-1] or summary.format_seconds(None))
+    Console(width=shutil.get_terminal_size().columns).print(table)
     if not runs:
-        print("no runs yet: `tenure submit` starts one")
+        print(hint)
     return 0
 
 

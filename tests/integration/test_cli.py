@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service import summary
-from service.cli import main
+from service.cli import RUNS_COLUMNS, main
 from service.storage.views import RunView
 from tests.conftest import wait_for
 
@@ -249,3 +249,38 @@ def test_ctrl_c_in_watch_says_the_run_carries_on(tmp_path: Path, capsys: pytest.
     code, _, err = run_cli(capsys, "watch", "1", "--db", db)
     assert code == 130
     assert err == "stopped watching; run 1 carries on (tenure watch 1 to look again)\n"
+
+
+LONG_NAME = "nightly-reindex-of-the-customer-archive-" * 3  # 120 characters: past 80 columns on its own
+
+
+def test_runs_piped_is_one_tab_separated_line_per_run_never_cut(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "t.db")
+    assert run_cli(capsys, "migrate", "--db", db)[0] == 0
+    code, out, err = run_cli(capsys, "runs", "--db", db)
+    assert (code, out.splitlines(), err) == (0, ["\t".join(RUNS_COLUMNS)], "no runs yet: `tenure submit` starts one\n")
+    assert run_cli(capsys, "submit", "--db", db, "--tasks", "2", "--kind", "echo", "--name", LONG_NAME)[0] == 0
+    assert run_cli(capsys, "submit", "--db", db, "--tasks", "1", "--kind", "echo", "--name", "two\tparts")[0] == 0
+    code, out, _ = run_cli(capsys, "runs", "--db", db)
+    header, *lines = out.splitlines()
+    assert code == 0 and header.split("\t") == list(RUNS_COLUMNS) and len(lines) == 2
+    latest, first = (line.split("\t") for line in lines)
+    assert latest[:7] == ["2", "two parts", "echo", "running", "1", "0", "0"] and latest[8] == ""
+    assert first[:5] == ["1", LONG_NAME, "echo", "running", "2"]
+    datetime.strptime(first[7], "%Y-%m-%d %H:%M:%S")
+
+
+def test_runs_on_a_terminal_is_a_table_as_wide_as_the_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import shutil
+    import sys
+
+    db = str(tmp_path / "t.db")
+    assert run_cli(capsys, "submit", "--db", db, "--tasks", "2", "--kind", "echo", "--name", LONG_NAME)[0] == 0
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size((220, 50)))
+    code, out, _ = run_cli(capsys, "runs", "--db", db)
+    assert code == 0 and "tenure runs, latest first" in out
+    assert any(LONG_NAME in line and "running" in line for line in out.splitlines()), out
