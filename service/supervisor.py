@@ -438,6 +438,7 @@ class Supervisor:
             log.warning("supervisor.release_failed supervisor=%s error=%s (leases expire in %s s)",
                         self.supervisor_id, exc, self.settings.lease_ttl_s)
         self._halt.set()
+        notify.ring(self.leases.engine, [self.supervisor_id])  # its doorbell ends now, not at its 1 s poll
         for thread in self._threads:  # the listener closes its connection within a second
             if thread is not threading.current_thread():
                 thread.join(timeout=2.0)

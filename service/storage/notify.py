@@ -23,7 +23,7 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import Connection, Engine, select, text
 
@@ -63,8 +63,18 @@ def after_commit(conn: Connection) -> None:
     starts no transaction (on this connection one would take the write lock).
     """
     supervisors = conn.info.pop(RING_FLAG, None)
-    prefix = _bell_prefix(conn.engine)
-    if not supervisors or prefix is None:
+    if supervisors:
+        ring(conn.engine, supervisors)
+
+
+def ring(engine: Engine, supervisors: Iterable[int]) -> None:
+    """Ring these supervisors' doorbells: one ``sendto`` each, which never blocks and never raises.
+
+    Does nothing where there are no doorbells (PostgreSQL, or not Linux). A supervisor rings its
+    own as it stops, so that its doorbell thread sees the halt at once, not at its next poll.
+    """
+    prefix = _bell_prefix(engine)
+    if prefix is None:
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)

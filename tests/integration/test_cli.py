@@ -284,3 +284,35 @@ def test_runs_on_a_terminal_is_a_table_as_wide_as_the_terminal(tmp_path: Path, c
     code, out, _ = run_cli(capsys, "runs", "--db", db)
     assert code == 0 and "tenure runs, latest first" in out
     assert any(LONG_NAME in line and "running" in line for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_an_idle_worker_stops_at_once_not_after_its_grace(tmp_path: Path, how: str) -> None:
+    """With nothing running, a graceful stop has nothing to wait for: the worker exits well
+    before its grace (30 s here) would have run out, with code 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.acceptance.procs import REPO
+
+    db, log = tmp_path / "t.db", tmp_path / "worker.log"
+    assert main(["migrate", "--db", str(db)]) == 0
+    with open(log, "wb") as out:  # a session of its own: Ctrl-C reaches its whole process group, as in a terminal
+        proc = subprocess.Popen([sys.executable, "-m", "service", "worker", "--db", str(db), "--grace", "30"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    try:
+        wait_for(lambda: b"supervisor.started" in log.read_bytes() or proc.poll() is not None, 20, "the worker")
+        assert proc.poll() is None, log.read_text()
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        wait_for(lambda: proc.poll() is not None, 3, "the idle worker to exit, well within its 30 s grace")
+        assert proc.returncode == 0, log.read_text()
+        assert "supervisor.stopped" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -73,3 +73,16 @@ def test_a_supervisor_that_registered_after_a_writer_last_looked_is_rung_too(t: 
         wait_for(lambda: t.task(after).status == "succeeded", 10, "the new supervisor to be rung")
     finally:
         assert sup.stop(grace_s=0.0, timeout_s=5)
+
+
+def test_a_stopping_supervisor_ends_its_doorbell_at_once(t: service.Tenure, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle stop is over when the supervisor says so: its doorbell thread does not sleep on in
+    ``recv`` until its poll timeout (60 s here), past the 2 s the stop waits for each thread."""
+    monkeypatch.setattr(notify, "LISTEN_TIMEOUT_S", 60.0)
+    others = set(threading.enumerate())
+    sup = t.start_supervisor(**SLOW_POLL, shutdown_grace_s=30.0)
+    bells = [th for th in threading.enumerate() if th.name == "tenure-doorbell" and th not in others]
+    assert len(bells) == 1
+    wait_for(lambda: sup.loop_turns > 0, 5, "the supervisor to go idle")
+    assert sup.stop(timeout_s=10)  # the default grace, 30 s: nothing runs, so nothing to wait for
+    assert not bells[0].is_alive(), "the doorbell thread outlived its supervisor's stop"
