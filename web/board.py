@@ -111,7 +111,8 @@ def status_context(request: Request, status: RunStatusView, view: View | None = 
     running_share = sum(done for done, _ in running)
     shares = {
         "succeeded": 100 * counts["succeeded"] / total,
-        "failed": 100 * (counts["failed"] + counts["cancelled"]) / total,
+        "failed": 100 * counts["failed"] / total,
+        "cancelled": 100 * counts["cancelled"] / total,  # its own colour: a person stopped them, nothing broke
         "running": 100 * running_share / total,
     }
     status_url = request.url_for("status_fragment", run_id=run.id).include_query_params(**view.query())

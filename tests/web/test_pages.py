@@ -171,3 +171,14 @@ def test_history_of_more_than_one_page_has_a_pager(client: TestClient) -> None:
     first = client.get("/").text
     assert "page 1 of 2" in first and 'href="?page=2"' in first
     assert "page 2 of 2" in client.get("/?page=2").text
+
+
+def test_cancelled_tasks_have_their_own_share_of_the_bar_not_the_failures(idle_client: TestClient) -> None:
+    run_id = start(idle_client)  # 4 tasks, none runs: the app has no supervisor
+    assert idle_client.post(f"/runs/{run_id}/cancel", headers={"Origin": "http://testserver"},
+                            follow_redirects=False).status_code in (200, 303)
+    bar = idle_client.get(f"/runs/{run_id}/status").text
+    widths = dict(re.findall(r'class="seg seg-(\w+)" style="width: ([\d.]+)%"', bar))
+    assert widths == {"succeeded": "0.00", "failed": "0.00", "cancelled": "100.00", "running": "0.00"}
+    assert "⊘ 4 cancelled" in bar and "✗ 0 failed" in bar
+    assert "0 failed, 4 cancelled, 0 running" in bar  # what a screen reader hears
