@@ -7,37 +7,13 @@ Real processes, tiny durations; an embedded supervisor on each backend.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import service
 from service.storage.leases import Leases
-from service.supervisor import Supervisor
 from tests import kinds_for_tests as k
 from tests.conftest import wait_for
-from tests.integration.test_supervisor import FAST, _alive
-
-
-@pytest.fixture
-def t(open_tenure) -> service.Tenure:  # type: ignore[no-untyped-def]
-    return open_tenure()
-
-
-@pytest.fixture
-def supervise(t: service.Tenure) -> Iterator:  # type: ignore[type-arg]
-    started: list[Supervisor] = []
-
-    def start(**overrides: object) -> Supervisor:
-        sup = t.start_supervisor(**{**FAST, **overrides})
-        started.append(sup)
-        return sup
-
-    yield start
-    for sup in started:
-        assert sup.stop(grace_s=0.0, timeout_s=5)
-        assert sup.fatal is None
+from tests.integration.test_supervisor import _alive
 
 
 def _checkpoint(t: service.Tenure, task_id: int) -> object:

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import service
 from service.storage.leases import Leases
-from service.supervisor import Supervisor
 from tests import kinds_for_tests as k
 from tests.conftest import wait_for
-from tests.integration.test_supervisor import FAST, _alive
+from tests.integration.conftest import FAST
+from tests.integration.test_supervisor import _alive
 
 POISONS = {
     "exit": "crashed: its process exited with code 70",
@@ -29,23 +28,8 @@ POISONS = {
 
 
 @pytest.fixture
-def t(open_tenure) -> service.Tenure:  # type: ignore[no-untyped-def]
-    return open_tenure()
-
-
-@pytest.fixture
-def supervise(t: service.Tenure) -> Iterator:  # type: ignore[type-arg]
-    started: list[Supervisor] = []
-
-    def start(**overrides: object) -> Supervisor:
-        sup = t.start_supervisor(**{**FAST, "memory_limit_mb": 256, **overrides})
-        started.append(sup)
-        return sup
-
-    yield start
-    for sup in started:
-        assert sup.stop(grace_s=0.0, timeout_s=5)
-        assert sup.fatal is None
+def supervisor_defaults() -> dict[str, object]:
+    return {"memory_limit_mb": 256}  # the poison tests' memory limit
 
 
 @pytest.mark.parametrize("how", sorted(POISONS))

@@ -10,7 +10,7 @@ from pathlib import Path
 import service
 from tests.acceptance.procs import REPO
 from tests.conftest import wait_for
-from tests.integration.test_supervisor import FAST
+from tests.integration.conftest import FAST
 
 TASKS = 24
 

@@ -11,14 +11,9 @@ from sqlalchemy import select, text, update
 import service
 from service.storage.models import Run, SupervisorRow, Task
 from tests.conftest import wait_for
-from tests.integration.test_supervisor import FAST
+from tests.integration.conftest import FAST
 
 DAY_S = 86_400.0
-
-
-@pytest.fixture
-def t(open_tenure) -> service.Tenure:  # type: ignore[no-untyped-def]
-    return open_tenure()
 
 
 def age(t: service.Tenure, days: float) -> None:

@@ -5,38 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import service
-from service.supervisor import Supervisor
 from tests import kinds_for_tests as k
 from tests.conftest import wait_for
-
-FAST = {"heartbeat_s": 0.05, "lease_ttl_s": 1.0, "retry_base_s": 0.01, "idle_poll_s": 0.02,
-        "poll_first_s": 0.01, "poll_max_s": 0.05}
-
-
-@pytest.fixture
-def t(open_tenure) -> service.Tenure:  # type: ignore[no-untyped-def]
-    return open_tenure()
-
-
-@pytest.fixture
-def supervise(t: service.Tenure) -> Iterator:  # type: ignore[type-arg]
-    started: list[Supervisor] = []
-
-    def start(**overrides: object) -> Supervisor:
-        sup = t.start_supervisor(**{**FAST, **overrides})
-        started.append(sup)
-        return sup
-
-    yield start
-    for sup in started:
-        assert sup.stop(grace_s=0.0, timeout_s=5)
-        assert sup.fatal is None
+from tests.integration.conftest import FAST
 
 
 def test_blocking_and_polling_tasks_both_complete(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
