@@ -17,6 +17,13 @@ from service.storage.db import make_engine
 from service.storage.models import Base
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    cfg = schema.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def test_migrations_and_models_agree(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     assert schema.migrate(engine) is schema.SchemaState.EMPTY
@@ -29,10 +36,7 @@ def test_migrations_and_models_agree(tmp_path: Path) -> None:
 def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     schema.migrate(engine)
-    cfg = schema.alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "base")
+    downgrade(engine, "base")
     assert schema.inspect_database(engine) is schema.SchemaState.BEHIND  # alembic_version remains, empty
     schema.migrate(engine)
     assert schema.inspect_database(engine) is schema.SchemaState.CURRENT
@@ -189,9 +193,6 @@ def test_the_quick_head_reading_agrees_with_alembic() -> None:
 def test_an_older_revision_is_not_taken_for_current(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     schema.migrate(engine)
-    cfg = schema.alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0003")
+    downgrade(engine, "0003")
     assert schema.inspect_database(engine) is schema.SchemaState.BEHIND
     engine.dispose()
