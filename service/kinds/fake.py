@@ -34,11 +34,17 @@ class BlockingFake:
         self.value, self.seconds, self.ctx = value, seconds, ctx
 
     def run(self) -> int:
-        if self.ctx is not None:
-            if self.ctx.wait(self.seconds):
-                raise InterruptedError("stopped by the supervisor")
-        else:
+        if self.ctx is None:
             time.sleep(self.seconds)
+            return 2 * self.value
+        # It knows its wait, so it says how far along it is: in 1 % steps, at most 0.5 s apart.
+        step = min(0.5, self.seconds / 100) or self.seconds
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < self.seconds:
+            self.ctx.progress(elapsed / self.seconds)
+            if self.ctx.wait(min(step, self.seconds - elapsed)):
+                raise InterruptedError("stopped by the supervisor")
+        self.ctx.progress(1.0)
         return 2 * self.value
 
 
@@ -59,7 +65,12 @@ class PollingFake:
                 self.ctx.checkpoint({"started_at": self.started_at, "wait_s": self.seconds})
 
     def check_output(self) -> int | None:
-        if self.started_at is None or time.time() < self.started_at + self.seconds:
+        if self.started_at is None:
+            return None
+        waited = time.time() - self.started_at
+        if self.ctx is not None:
+            self.ctx.progress(min(1.0, waited / self.seconds) if self.seconds > 0 else 1.0)
+        if waited < self.seconds:
             return None
         return 2 * self.value
 

@@ -122,3 +122,35 @@ def test_unknown_kind_is_a_clear_error() -> None:
 def test_checkpoint_must_be_json() -> None:
     with pytest.raises(TypeError):
         ctx().checkpoint({"handle": object()})
+
+
+class Recording(TaskContext):
+    """A context that keeps every progress report."""
+
+    def __init__(self, saved: object = None) -> None:
+        super().__init__(task_id=1, attempt=1, run_id=1, position=0, saved=saved)
+        self.reports: list[float] = []
+
+    def progress(self, fraction: float) -> None:
+        self.reports.append(fraction)
+        super().progress(fraction)
+
+
+def test_the_blocking_fake_reports_its_progress_as_it_waits() -> None:
+    c = Recording()
+    assert fake.BlockingFake(21, seconds=0.05, ctx=c).run() == 42
+    # 1 % steps: many reports, rising from the start to done.
+    assert len(c.reports) > 10 and c.reports == sorted(c.reports)
+    assert c.reports[0] < 0.5 and c.reports[-1] == 1.0
+
+
+def test_the_polling_fake_reports_how_much_of_its_wait_has_passed() -> None:
+    c = Recording()
+    # Started 250 s into its 1000 s wait: a check says a quarter, and no output yet.
+    f = fake.PollingFake(4, seconds=1000.0, ctx=c)
+    f.run()
+    f.started_at = f.started_at - 250 if f.started_at is not None else None
+    assert f.check_output() is None
+    assert c.reports and 0.25 <= c.reports[-1] < 0.26
+    f.started_at = (f.started_at or 0) - 750
+    assert f.check_output() == 8 and c.reports[-1] == 1.0
