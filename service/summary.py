@@ -70,6 +70,13 @@ def _eta(run: RunView, running: list[tuple[float, datetime | None]], fraction: f
     return elapsed * (1.0 - fraction) / fraction
 
 
+def waiting(ahead: int | None) -> str | None:
+    """What a live run that runs nothing waits for (see RunStatusView.ahead), or None."""
+    if ahead is None:
+        return None
+    return "waiting for a free slot: " + (f"{counted(ahead, 'task')} ahead" if ahead else "next in line")
+
+
 def reason(error: str | None) -> str:
     """An error message with its per-task details removed, so alike failures group together."""
     if not error:

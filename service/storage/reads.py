@@ -102,10 +102,11 @@ class Reads:
             for group in groups:
                 counts[group[0]] = int(group[1])
             run = RunView(**values, counts=counts)
+            ahead = _ahead(conn, run, now)
             fingerprint = repr((run.status, run.finished_at, run.hook_task_id, hook_status,
-                                [tuple(g) for g in groups]))
+                                [tuple(g) for g in groups], ahead))
             tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
-            view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status)
+            view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead)
             if etag == tag:
                 return view
             latest = (TaskAttempt.task_id == Task.id) & (TaskAttempt.attempt == Task.attempts)
@@ -117,7 +118,7 @@ class Reads:
             if row.hook_task_id is not None:
                 found = conn.execute(select(*_TASK_COLUMNS).where(Task.id == row.hook_task_id)).one_or_none()
                 hook = TaskView(*found) if found is not None else None
-            return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status,
+            return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead,
                                  tasks=[TaskView(*t) for t in tasks], outcomes=_outcomes(conn, run_id), hook=hook)
 
     @translated
@@ -216,6 +217,29 @@ class Reads:
             return value
 
 
+def _ahead(conn: Connection, run: RunView, now: datetime) -> int | None:
+    """How many due tasks will be claimed before this run's first, when it waits for a free slot.
+
+    None unless the run is live, runs nothing and has a task due now: then one statement finds
+    its first due task in claim order (next due, then id) and counts along ix_tasks_due before it.
+    """
+    due = (TaskStatus.QUEUED, TaskStatus.RETRYING)
+    if not run.live or run.counts.get(TaskStatus.RUNNING.value, 0):
+        return None
+    if not sum(run.counts.get(s.value, 0) for s in due):
+        return None
+    first = (
+        select(Task.next_attempt_at.label("at"), Task.id.label("id"))
+        .where(Task.run_id == run.id, status_is(Task.status, *due), Task.next_attempt_at <= now)
+        .order_by(Task.next_attempt_at, Task.id).limit(1).subquery("first")
+    )
+    other = aliased(Task)
+    before = (other.next_attempt_at < first.c.at) | ((other.next_attempt_at == first.c.at) & (other.id < first.c.id))
+    count = select(func.count()).select_from(other).where(status_is(other.status, *due), before).scalar_subquery()
+    found = conn.execute(select(first.c.id, count)).one_or_none()
+    return None if found is None else int(found[1])  # None: its tasks wait out a backoff, not a slot
+
+
 def _compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag: str | None,
                     page: TilePage) -> RunStatusView:
     """A big run's status: its ETag from indexes alone, then one page of tiles and every task's letter.
@@ -250,10 +274,11 @@ def _compact_status(conn: Connection, values: dict[str, Any], now: datetime, eta
         if group[2] is None:  # the per-status count, not the running tasks' figures
             counts[group[0]] = int(group[1])
     run = RunView(**values, counts=counts)
-    fingerprint = repr(("compact", run.status, run.finished_at, run.hook_task_id, hook_status, groups))
+    ahead = _ahead(conn, run, now)
+    fingerprint = repr(("compact", run.status, run.finished_at, run.hook_task_id, hook_status, groups, ahead))
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     if etag == tag:
-        return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status)
+        return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead)
     cells = bytearray(CELL[TaskStatus.QUEUED].encode() * run.total)
     letters = {status: ord(letter) for status, letter in CELL.items()}
     for position, status in conn.execute(select(Task.position, Task.status).where(Task.run_id == run_id)).all():
@@ -285,8 +310,8 @@ def _compact_status(conn: Connection, values: dict[str, Any], now: datetime, eta
             .where(Task.run_id == run_id, status_is(Task.status, TaskStatus.SUCCEEDED))).all())
     compact = CompactStatus(cells=cells.decode(), running=[(p, started) for p, started in running], errors=errors,
                             slowest=slowest)
-    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, tasks=[TaskView(*t) for t in shown],
-                         outcomes=outcomes, hook=hook, compact=compact)
+    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead,
+                         tasks=[TaskView(*t) for t in shown], outcomes=outcomes, hook=hook, compact=compact)
 
 
 def _slowest(rows: Sequence[Row[int, datetime | None, datetime | None]]) -> list[tuple[int, float]]:

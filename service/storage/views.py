@@ -138,6 +138,9 @@ class RunStatusView:
     outcomes: dict[str, int] | None = None  # attempt outcomes, plus "retried" (see Reads.run_status)
     hook: TaskView | None = None
     compact: CompactStatus | None = None
+    # While it is live but runs nothing and has a task due: the due tasks to be claimed before its
+    # first (it waits for a free slot). None otherwise.
+    ahead: int | None = None
 
     @property
     def changed(self) -> bool:

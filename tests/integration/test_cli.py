@@ -212,6 +212,12 @@ def test_watch_says_time_left_only_when_it_has_an_estimate() -> None:
     unknown = summary.progress_of(last, [(0.0, last.created_at)], now)
     assert unknown.eta_s is None
     assert watch_detail(last, unknown) == "✓ 1  ✗ 0  ▶ 1  ↻ 0  · 20s elapsed"
+    # Nothing of it runs: it says what it waits for instead of an estimate.
+    queued = _run_view("running", {"succeeded": 0, "failed": 0, "running": 0, "retrying": 0, "queued": 4}, 0)
+    waiting = summary.progress_of(queued, [], now)
+    assert watch_detail(queued, waiting, 7) == ("✓ 0  ✗ 0  ▶ 0  ↻ 0  · 20s elapsed"
+                                                "  · waiting for a free slot: 7 tasks ahead")
+    assert watch_detail(queued, waiting, 0).endswith("· waiting for a free slot: next in line")
 
     ended = _run_view("completed", {"succeeded": 3, "failed": 1}, 42)
     assert watch_detail(ended, summary.progress_of(ended, [], now + timedelta(hours=1))) == (

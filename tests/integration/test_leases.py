@@ -286,3 +286,17 @@ def test_retry_requeues_failed_tasks_with_a_fresh_budget(env) -> None:  # type: 
     assert again.task_id == second.task_id and again.attempt == 2
     with pytest.raises(service.NotFound):
         t.retry_run(999)
+
+
+def test_a_waiting_run_counts_the_due_tasks_claimed_before_its_first(env) -> None:  # type: ignore[no-untyped-def]
+    t, leases, a, _ = env
+    t.submit_task("echo", {})
+    first = t.submit_run(3, "echo")
+    second = t.submit_run(2, "echo")
+    assert t.run_status(first).ahead == 1  # the single task came first
+    assert t.run_status(second).ahead == 4
+    got = leases.claim(a, 2)  # the single task and the first run's first task
+    assert t.run_status(first).ahead is None  # it runs: it waits for nothing
+    assert t.run_status(second).ahead == 2
+    leases.claim(a, 2)
+    assert len(got) == 2 and t.run_status(second).ahead == 0  # next in line
