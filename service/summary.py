@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.storage.views import RunView, TaskView
+from service.storage.views import MAX_AHEAD, RunView, TaskView
 
 _AT_PERCENT = re.compile(r"\s*\(at \d+%\)")
 
@@ -74,7 +74,10 @@ def waiting(ahead: int | None) -> str | None:
     """What a live run that runs nothing waits for (see RunStatusView.ahead), or None."""
     if ahead is None:
         return None
-    return "waiting for a free slot: " + (f"{counted(ahead, 'task')} ahead" if ahead else "next in line")
+    if not ahead:
+        return "waiting for a free slot: next in line"
+    many = f"{MAX_AHEAD:,} or more tasks" if ahead >= MAX_AHEAD else counted(ahead, "task")
+    return f"waiting for a free slot: {many} ahead"
 
 
 def reason(error: str | None) -> str:

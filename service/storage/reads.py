@@ -22,6 +22,7 @@ from service.storage.errors import translated
 from service.storage.models import Run, RunStatus, Task, TaskAttempt, TaskStatus
 from service.storage.views import (
     CELL,
+    MAX_AHEAD,
     AttemptView,
     CompactStatus,
     RunStatusView,
@@ -221,7 +222,8 @@ def _ahead(conn: Connection, run: RunView, now: datetime) -> int | None:
     """How many due tasks will be claimed before this run's first, when it waits for a free slot.
 
     None unless the run is live, runs nothing and has a task due now: then one statement finds
-    its first due task in claim order (next due, then id) and counts along ix_tasks_due before it.
+    its first due task in claim order (next due, then id) and counts along ix_tasks_due before
+    it, up to MAX_AHEAD (a poll of a run behind 100,000 others stays a few milliseconds).
     """
     due = (TaskStatus.QUEUED, TaskStatus.RETRYING)
     if not run.live or run.counts.get(TaskStatus.RUNNING.value, 0):
@@ -229,15 +231,17 @@ def _ahead(conn: Connection, run: RunView, now: datetime) -> int | None:
     if not sum(run.counts.get(s.value, 0) for s in due):
         return None
     first = (
-        select(Task.next_attempt_at.label("at"), Task.id.label("id"))
+        select(Task.next_attempt_at, Task.id)
         .where(Task.run_id == run.id, status_is(Task.status, *due), Task.next_attempt_at <= now)
-        .order_by(Task.next_attempt_at, Task.id).limit(1).subquery("first")
+        .order_by(Task.next_attempt_at, Task.id).limit(1)
     )
+    at = first.with_only_columns(Task.next_attempt_at).scalar_subquery()
+    first_id = first.with_only_columns(Task.id).scalar_subquery()
     other = aliased(Task)
-    before = (other.next_attempt_at < first.c.at) | ((other.next_attempt_at == first.c.at) & (other.id < first.c.id))
-    count = select(func.count()).select_from(other).where(status_is(other.status, *due), before).scalar_subquery()
-    found = conn.execute(select(first.c.id, count)).one_or_none()
-    return None if found is None else int(found[1])  # None: its tasks wait out a backoff, not a slot
+    before = (other.next_attempt_at < at) | ((other.next_attempt_at == at) & (other.id < first_id))
+    ahead = select(other.id).where(status_is(other.status, *due), before).limit(MAX_AHEAD).subquery()
+    found = conn.execute(select(first_id, select(func.count()).select_from(ahead).scalar_subquery())).one()
+    return None if found[0] is None else int(found[1])  # None: its tasks wait out a backoff, not a slot
 
 
 def _compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag: str | None,

@@ -9,6 +9,7 @@ from typing import Any
 from service.storage.models import TERMINAL_TASK_STATUSES, RunStatus, TaskStatus
 
 COUNT_KEYS = tuple(s.value for s in TaskStatus)
+MAX_AHEAD = 10_000  # tasks ahead of a waiting run counted at most (RunStatusView.ahead)
 # A big run's compact status, one character per task: the letter of each status (see CompactStatus).
 CELL = {
     TaskStatus.QUEUED.value: "q", TaskStatus.RUNNING.value: "r", TaskStatus.RETRYING.value: "y",

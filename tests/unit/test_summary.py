@@ -29,3 +29,12 @@ def test_a_count_takes_its_noun_in_the_right_number(n: int, noun: str, text: str
 def test_an_irregular_plural_is_given() -> None:
     assert summary.counted(2, "child", "children") == "2 children"
     assert summary.counted(1, "child", "children") == "1 child"
+
+
+def test_waiting_says_what_a_run_that_runs_nothing_waits_for() -> None:
+    from service.storage.views import MAX_AHEAD
+
+    assert summary.waiting(None) is None
+    assert summary.waiting(0) == "waiting for a free slot: next in line"
+    assert summary.waiting(1) == "waiting for a free slot: 1 task ahead"
+    assert summary.waiting(MAX_AHEAD) == "waiting for a free slot: 10,000 or more tasks ahead"
