@@ -80,7 +80,9 @@ class Supervisor:
         self._grace_s = self.settings.shutdown_grace_s
         self._halt = threading.Event()  # side loops end
         self._threads: list[threading.Thread] = []
-        self.upkeep = Upkeep(self.leases, self.settings, self.clock)
+        from service.metrics import SupervisorMetrics  # prometheus_client takes ~20 ms: only where one runs
+        self.metrics = SupervisorMetrics(self.clock.monotonic, lambda: len(self._inflight), self.settings.concurrency)
+        self.upkeep = Upkeep(self.leases, self.settings, self.clock, self.metrics)
         self._claim_now = False  # a slot came free or work was announced: claim at once
         self._commits = GroupCommit()  # ended attempts waiting for their group commit
         self._idle_s = self.settings.idle_poll_s
@@ -310,6 +312,7 @@ class Supervisor:
         ex = Execution(lease=lease, started_mono=now, deadline_mono=now + timeout)
         with self._inflight_lock:
             self._inflight[ex.key] = ex
+        self.metrics.started(lease.kind, lease.waited_s)
         log.info("attempt.started task=%s attempt=%s run=%s position=%s kind=%s supervisor=%s",
                  lease.task_id, lease.attempt, lease.run_id, lease.position, lease.kind, self.supervisor_id)
         try:
@@ -347,6 +350,7 @@ class Supervisor:
             if applied:
                 log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", end.outcome.value, ex.key[0], ex.key[1],
                          self.supervisor_id, f" error={end.error!r}" if end.error else "")
+                self.metrics.ended(ex.lease.kind, end.outcome, self.clock.monotonic() - ex.started_mono)
             self._forget(ex)
 
     def _lose(self, ex: Execution, reason: str, *, isolate: bool) -> None:
@@ -365,6 +369,7 @@ class Supervisor:
             return
         log.info("attempt.lost task=%s attempt=%s supervisor=%s isolate=%s reason=%r",
                  ex.key[0], ex.key[1], self.supervisor_id, isolate, reason)
+        self.metrics.ended(ex.lease.kind, Outcome.LOST, self.clock.monotonic() - ex.started_mono)
         self._forget(ex)
         self._claim_now = True  # it is due again at once; we may as well take it
 
@@ -373,6 +378,7 @@ class Supervisor:
         log.warning("attempt.lease_lost task=%s attempt=%s supervisor=%s: stopping it", ex.key[0], ex.key[1],
                     self.supervisor_id)
         self.pool.stop(ex, "lost its lease (cancelled, or reclaimed by another supervisor)")
+        self.metrics.lease_lost(ex.lease.kind)
         self._forget(ex)
 
     def _forget(self, ex: Execution) -> None:
@@ -426,13 +432,7 @@ class Supervisor:
         self.pool.close()
         assert self.supervisor_id is not None
         try:
-            if remaining:
-                handed = []
-                for ex in remaining:
-                    _, progress, saved = ex.snapshot()
-                    handed.append((ex.lease, progress, saved, ex.record()))
-                released = self.leases.release(self.supervisor_id, handed)
-                log.info("supervisor.released supervisor=%s tasks=%s", self.supervisor_id, released)
+            self.upkeep.release(self.supervisor_id, remaining)  # uncharged, with their checkpoints
             self.leases.stop_supervisor(self.supervisor_id)
         except TenureError as exc:
             log.warning("supervisor.release_failed supervisor=%s error=%s (leases expire in %s s)",

@@ -8,13 +8,17 @@
   every ``prune_every_s``, on a thread of its own, in the small batches of ``tenure prune``.
 * **Storage trouble**: claims, heartbeats and finishes fail together when the database is
   away; they share one episode in the log (unavailable, still unavailable, recovered).
+* **Release** at a graceful stop: what still runs is handed back, uncharged.
+
+What it does is counted in the supervisor's metrics (:mod:`service.metrics`): leases reaped,
+heartbeats and their lag, attempts released.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service import liveness
 from service.config import Settings
@@ -23,6 +27,10 @@ from service.executor import Execution
 from service.liveness import HeartbeatWatch
 from service.storage import Store
 from service.storage.leases import Key, Leases
+from service.storage.models import Outcome
+
+if TYPE_CHECKING:
+    from service.metrics import SupervisorMetrics
 
 log = logging.getLogger("tenure.supervisor")
 
@@ -30,8 +38,14 @@ QUIET_S = 30.0  # while the database stays away, a reminder at most this often
 
 
 class Upkeep:
-    def __init__(self, leases: Leases, settings: Settings, clock: Any) -> None:
+    def __init__(self, leases: Leases, settings: Settings, clock: Any,
+                 metrics: SupervisorMetrics | None = None) -> None:
         self.leases, self.settings, self.clock = leases, settings, clock
+        if metrics is None:
+            from service.metrics import SupervisorMetrics
+
+            metrics = SupervisorMetrics(clock.monotonic, lambda: 0, settings.concurrency)
+        self.metrics = metrics
         self._watch: HeartbeatWatch | None = None
         self._trouble_since: float | None = None  # when the database became unreachable (monotonic)
         self._trouble_logged = 0.0
@@ -41,6 +55,7 @@ class Upkeep:
         # Blind after missing two looks or more (a database outage): far above the look interval.
         blind = max(2.5 * self.settings.reclaim_every_s, self.settings.lease_ttl_s / 2)
         self._watch = HeartbeatWatch(self.settings.lease_ttl_s, supervisor_id, blind_s=blind)
+        self.metrics.registered(self.settings.heartbeat_s)  # registering wrote its first heartbeat
 
     def beat(self, supervisor_id: int, inflight: list[Execution]) -> set[Key]:
         """One heartbeat, carrying the progress and checkpoints that changed; the keys it no longer holds."""
@@ -55,6 +70,7 @@ class Upkeep:
                 logs.append((ex.key[0], ex.key[1], text, cut))
                 log_versions.append((ex, log_version))
         held = self.leases.heartbeat(supervisor_id, updates, logs)
+        self.metrics.beat()
         self.no_trouble(supervisor_id)
         for ex, version in versions:
             ex.flushed_version = version
@@ -73,8 +89,9 @@ class Upkeep:
         if orphans:
             log.error("supervisor.orphaned_leases supervisor=%s tasks=%s: handing them back", supervisor_id,
                       sorted(orphans))
-            self.leases.reclaim_keys(supervisor_id, sorted(orphans),
-                                     "its supervisor lost track of it (a bug in tenure)")
+            handed = self.leases.reclaim_keys(supervisor_id, sorted(orphans),
+                                              "its supervisor lost track of it (a bug in tenure)")
+            self.metrics.reaped("orphaned", len(handed))
         return active - held
 
     def reclaim_silent(self, supervisor_id: int) -> None:
@@ -87,6 +104,7 @@ class Upkeep:
             )
             log.warning("supervisor.reclaimed dead=%s tasks=%s supervisor=%s: no heartbeat for %s s",
                         dead, len(lost), supervisor_id, self.settings.lease_ttl_s)
+            self.metrics.reaped("silent", len(lost))
         # A due time far ahead was set by a clock that stepped back since (or by a process whose
         # clock runs ahead, on SQLite): make it due now rather than hold the task for hours.
         horizon = 2 * self.settings.retry_cap_s + 60.0
@@ -105,6 +123,22 @@ class Upkeep:
             )
             log.warning("supervisor.reclaimed dead=%s pid=%s tasks=%s supervisor=%s: its process is gone",
                         other.id, other.pid, len(lost), supervisor_id)
+            self.metrics.reaped("dead", len(lost))
+
+    def release(self, supervisor_id: int, remaining: list[Execution]) -> None:
+        """At a graceful stop, hand back the attempts still running, with their progress and checkpoint."""
+        if not remaining:
+            return
+        handed = []
+        for ex in remaining:
+            _, progress, saved = ex.snapshot()
+            handed.append((ex.lease, progress, saved, ex.record()))
+        released = self.leases.release(supervisor_id, handed)
+        log.info("supervisor.released supervisor=%s tasks=%s", supervisor_id, released)
+        if released == len(remaining):  # else another supervisor reclaimed some (it counts them)
+            now = self.clock.monotonic()
+            for ex in remaining:
+                self.metrics.ended(ex.lease.kind, Outcome.RELEASED, now - ex.started_mono)
 
     def trouble(self, supervisor_id: int | None, event: str, exc: BaseException) -> None:
         """A storage error repeats every beat and poll while it lasts: one episode, logged once.

@@ -56,6 +56,7 @@ class Lease:
     timeout_s: float | None
     isolated: bool = False  # must run alone in a process of its own
     memory_limit_mb: int | None = None  # None: the supervisor's limit
+    waited_s: float | None = None  # a first attempt: submission to this claim, by the database's clock
 
     @property
     def key(self) -> Key:
@@ -172,6 +173,7 @@ class Leases(Losses):
                 max_attempts=r.max_attempts, run_id=r.run_id, position=r.position, kind=r.kind,
                 args=r.args or {}, checkpoint=r.checkpoint, timeout_s=r.timeout_s,
                 isolated=bool(r.isolated), memory_limit_mb=r.memory_limit_mb,
+                waited_s=(r.started_at - r.created_at).total_seconds() if r.attempts == 1 else None,
             )
             for r in rows
         ]
@@ -338,7 +340,8 @@ _CLAIM = (
     )
     .returning(
         Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id, Task.position, Task.kind,
-        Task.args, Task.checkpoint, Task.timeout_s, Task.isolated, Task.memory_limit_mb,
+        Task.args, Task.checkpoint, Task.timeout_s, Task.isolated, Task.memory_limit_mb, Task.created_at,
+        Task.started_at,
     )
     .execution_options(synchronize_session=False)
 )

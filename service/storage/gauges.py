@@ -1,0 +1,69 @@
+"""The database's figures for metrics (:mod:`service.metrics`): counts across every worker.
+
+One verb, one read snapshot, five statements, the same SQL on SQLite and PostgreSQL. What each
+costs, on a database of N tasks (the README's "Metrics" has the measured figures):
+
+* runs by status: a covering scan of ``ix_runs_status`` (one entry per run);
+* tasks by status and kind: one grouped pass over ``tasks`` (no index has the kind; O(N));
+* attempts by outcome: one grouped pass over ``task_attempts`` (O(attempts));
+* supervisors alive: the ``supervisors`` table (one row per supervisor start, pruned with history);
+* the oldest due task: one seek of the partial ``ix_tasks_due`` index, whatever N.
+
+The caller shares one read among many scrapes (:class:`service.metrics.DatabaseCollector`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select
+
+from service.storage.db import db_now, read_tx, status_is
+from service.storage.errors import translated
+from service.storage.models import DUE_TASK_STATUSES, Run, SupervisorRow, Task, TaskAttempt
+
+DUE = tuple(s.value for s in DUE_TASK_STATUSES)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Counts from one snapshot of the database."""
+
+    tasks: dict[tuple[str, str], int]  # (status, kind) -> tasks; absent pairs are 0
+    attempts: dict[str, int]  # outcome -> attempts (running: still open)
+    runs: dict[str, int]  # status -> runs
+    supervisors_alive: int  # not stopped, heartbeat changed within the window asked for
+    oldest_due_s: float  # how long the longest-due task has been due (0 when none is)
+
+
+class Gauges:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @translated
+    def figures(self, alive_within_s: float) -> Figures:
+        """Every figure, from one read snapshot; zeros (empty dicts) on an empty database.
+
+        A supervisor counts as alive when it is not marked stopped and its ``heartbeat_at`` is
+        within ``alive_within_s`` of the database's clock (both times are the database's: no
+        process's clock is compared with another's). Read only.
+        """
+        with read_tx(self.engine) as conn:
+            runs = conn.execute(select(Run.status, func.count()).group_by(Run.status)).all()
+            tasks = conn.execute(select(Task.status, Task.kind, func.count()).group_by(Task.status, Task.kind)).all()
+            attempts = conn.execute(select(TaskAttempt.outcome, func.count()).group_by(TaskAttempt.outcome)).all()
+            alive = conn.execute(
+                select(func.count()).select_from(SupervisorRow)
+                .where(SupervisorRow.stopped_at.is_(None), SupervisorRow.heartbeat_at >= db_now(-alive_within_s))
+            ).scalar_one()
+            due = (select(Task.next_attempt_at)  # the claim's order: the first entry of ix_tasks_due
+                   .where(status_is(Task.status, *DUE), Task.next_attempt_at <= db_now())
+                   .order_by(Task.next_attempt_at, Task.id).limit(1).scalar_subquery())
+            now, oldest = conn.execute(select(db_now(), due)).one()
+        return Figures(
+            tasks={(status, kind): int(n) for status, kind, n in tasks},
+            attempts={outcome: int(n) for outcome, n in attempts},
+            runs={status: int(n) for status, n in runs},
+            supervisors_alive=int(alive),
+            oldest_due_s=max(0.0, (now - oldest).total_seconds()) if oldest is not None and now is not None else 0.0,
+        )
