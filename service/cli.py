@@ -119,6 +119,13 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     p.add_argument("--lease-ttl", type=float, help="seconds a lease lives without a heartbeat (default 15)")
     p.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 5)")
     p.add_argument("--grace", type=float, help="seconds a graceful stop waits for running tasks (default 5)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve this worker's Prometheus metrics at http://HOST:PORT/metrics (default: none)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address of the metrics server (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--metrics-db", action="store_true",
+                   help="expose the database's figures too (tasks, attempts, supervisors alive): from one "
+                        "process only, or a sum over workers counts them once per worker")
     memory_flag(p)
     log_flags(p)
     p.set_defaults(command="worker", handler=cmd_worker)
@@ -244,14 +251,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     settings = settings_from(args, concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
                          heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
+    from prometheus_client import ProcessCollector
+
+    from service import metrics
+
+    if args.metrics_db and args.metrics_port is None:
+        raise InvalidInput("--metrics-db goes with --metrics-port, which serves the figures")
+    exposed, server = metrics.Together(ProcessCollector(registry=None)), None
+    if args.metrics_port is not None:  # taken before the database is opened: a busy port writes nothing
+        server = metrics.serve(args.metrics_host, args.metrics_port, exposed)
     t = client.open(db_url(args))
     supervisor = Supervisor(t.engine, settings, clock=t.clock)
+    exposed.add(supervisor.metrics.registry)
+    if args.metrics_db:
+        exposed.add(metrics.DatabaseCollector(t.engine, settings.lease_ttl_s))
     install_stop_signals(supervisor)  # before it claims anything: a SIGTERM from then on is graceful
     supervisor.start()
+    if server is not None:
+        log.info("metrics.serving url=http://%s:%s/metrics", args.metrics_host, args.metrics_port)
     # Wake now and then: a signal delivered to another thread runs its Python handler only
     # when the main thread next runs bytecode, which an untimed wait would never do.
     while not supervisor.stopped.wait(0.2):
         pass
+    if server is not None:
+        server.shutdown()
     t.close()
     if supervisor.fatal is not None:
         print(f"tenure: error: the supervisor stopped: {supervisor.fatal}", file=sys.stderr)
