@@ -1,4 +1,8 @@
-"""The Starlette app factory. Its lifespan opens the database and runs the embedded supervisor."""
+"""The Starlette app factory. Its lifespan opens the database and runs the embedded supervisor.
+
+``GET /metrics`` (:mod:`web.metrics`) exposes the database's figures, the embedded supervisor's
+and this process's, the status fragment's latency among them.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from starlette.staticfiles import StaticFiles
 
 import service
 from service.config import Settings
-from web import api, guard, pages
+from service.metrics import DatabaseCollector
+from web import api, guard, metrics, pages
 
 log = logging.getLogger("tenure.web")
 HERE = Path(__file__).resolve().parent
@@ -48,7 +53,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         t = service.open(db)
         app.state.tenure = t
-        app.state.supervisor = t.start_supervisor(settings or Settings.from_env()) if supervise else None
+        chosen = settings or Settings.from_env()
+        web_metrics.database = DatabaseCollector(t.engine, alive_within_s=chosen.lease_ttl_s)
+        app.state.supervisor = t.start_supervisor(chosen) if supervise else None
         try:
             yield
         finally:
@@ -56,9 +63,11 @@ def create_app(
                 app.state.supervisor.stop()
             t.close()
 
+    web_metrics = metrics.WebMetrics()
     routes = [
-        *pages.routes,
+        *metrics.timed(pages.routes, web_metrics),
         *api.routes,
+        *metrics.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
@@ -66,6 +75,7 @@ def create_app(
                                 Middleware(GZipMiddleware, minimum_size=1024)],
                     exception_handlers={HTTPException: http_error, 500: server_error})
     app.state.fragment_ttl_s = fragment_ttl_s
+    app.state.web_metrics = web_metrics
     return app
 
 
