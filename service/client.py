@@ -24,6 +24,7 @@ from service.errors import InvalidInput, TaskFailed, TenureError
 from service.requests import RunPlan, TaskPlan, plan_simulation, plan_task, plan_tasks
 from service.storage import Store, schema
 from service.storage.db import make_engine, normalize_url
+from service.storage.history import History, RunHistory
 from service.storage.retention import PruneReport
 from service.storage.submit import Created, Idempotency
 from service.storage.views import AttemptView, RunStatusView, RunView, TaskView
@@ -149,6 +150,13 @@ class Tenure:
         Raises NotFound.
         """
         return self.store.run_status(run_id, etag)
+
+    def run_history(self, run_id: int) -> RunHistory:
+        """A run's attempts over time, outages and durations, for its pictures (see storage.history).
+
+        Raises NotFound.
+        """
+        return History(self.engine).run_history(run_id)
 
     def runs(self, limit: int = 20, offset: int = 0) -> list[RunView]:
         """Run history, latest first."""

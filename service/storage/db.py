@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.types import BigInteger
 
 from service.errors import InvalidInput
 from service.storage import notify
@@ -241,3 +242,29 @@ def _tail_pg(element: text_tail, compiler: Any, **kw: Any) -> str:
 @compiles(text_tail, "sqlite")
 def _tail_sqlite(element: text_tail, compiler: Any, **kw: Any) -> str:
     return f"substr({compiler.process(element.clauses, **kw)}, -{element.chars})"
+
+
+class elapsed_ms(FunctionElement[Any]):
+    """Whole milliseconds from ``earlier`` to ``later`` (two timestamps; NULL if either is NULL).
+
+    An integer on both backends, so that ``elapsed_ms(...) // width`` buckets times alike
+    (integer division truncates on both; a float cast would round on PostgreSQL).
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+    def __init__(self, later: Any, earlier: Any) -> None:
+        super().__init__(later, earlier)
+
+
+@compiles(elapsed_ms, "postgresql")
+def _elapsed_pg(element: elapsed_ms, compiler: Any, **kw: Any) -> str:
+    later, earlier = (compiler.process(c, **kw) for c in element.clauses.clauses)
+    return f"CAST(ROUND(EXTRACT(EPOCH FROM ({later} - {earlier})) * 1000) AS BIGINT)"
+
+
+@compiles(elapsed_ms, "sqlite")
+def _elapsed_sqlite(element: elapsed_ms, compiler: Any, **kw: Any) -> str:
+    later, earlier = (compiler.process(c, **kw) for c in element.clauses.clauses)
+    return f"CAST(ROUND((julianday({later}) - julianday({earlier})) * 86400000.0) AS INTEGER)"
