@@ -9,6 +9,7 @@ run's size) and renders. A big run's page shows a map and one page of tiles (see
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 from datetime import datetime
 from pathlib import Path
@@ -24,16 +25,19 @@ from starlette.templating import Jinja2Templates
 from service import summary
 from service.errors import InvalidInput, NotFound, TenureError
 from service.protocol import kinds
+from service.storage.history import RunHistory
 from service.storage.views import RunStatusView, RunView, TaskView
-from web import forms
+from web import charts, forms
 from web.board import STATUS, BadView, attempts_used, pages_of, parse_view, status_context, tile
 from web.http import MAX_ID, BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of
-from web.shared import Answer, kept_for
+from web.shared import Answer, SharedAnswers, kept_for
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["duration"] = summary.format_seconds
 HISTORY_PAGE = 15
+RECENT_RUNS = 20  # bars of the home page's chart
+CHART_SHARE = 8  # a run's charts are shared 8× as long as its status answer (2 s under `tenure serve`)
 MAX_FORM_BYTES = 16 * 1024
 
 templates.env.globals["STATUS"] = STATUS
@@ -52,18 +56,18 @@ async def _render_index(request: Request, values: dict[str, Any], message: str |
     t = tenure_of(request)
     page = _page(request)
 
-    def read() -> tuple[list[RunView], list[RunView], int]:
+    def read() -> tuple[list[RunView], list[RunView], int, list[RunView]]:
         live = t.store.list_runs(limit=50, live=True)
         history = t.store.list_runs(limit=HISTORY_PAGE, offset=(page - 1) * HISTORY_PAGE, live=False)
-        return live, history, t.store.count_runs()
+        return live, history, t.store.count_runs(), t.runs(limit=RECENT_RUNS)
 
     try:
-        live, history, total = await run_in_threadpool(read)
+        live, history, total, recent = await run_in_threadpool(read)
     except TenureError as exc:
         return error_page(request, str(exc), status_for(exc))
     context = {
         "live": live, "history": history, "page": page, "pages": max(1, math.ceil(total / HISTORY_PAGE)),
-        "values": values, "message": message, "kinds": kinds(),
+        "values": values, "message": message, "kinds": kinds(), "runs_chart": charts.runs_chart(recent),
     }
     return templates.TemplateResponse(request, "index.html", context, status_code=status)
 
@@ -102,6 +106,7 @@ async def run_page(request: Request) -> Response:
     try:
         view = parse_view(request.query_params)
         status = await run_in_threadpool(lambda: t.store.run_status(run_id(request), page=view.tile_page()))
+        history = await run_in_threadpool(t.run_history, status.run.id)
         pages = pages_of(status, view)
         if view.page > pages:
             what = f"{view.status} tasks" if view.status else "tasks"
@@ -111,7 +116,62 @@ async def run_page(request: Request) -> Response:
         return error_page(request, str(exc), exc.status)
     except TenureError as exc:
         return error_page(request, str(exc), status_for(exc))
-    return templates.TemplateResponse(request, "run.html", status_context(request, status, view))
+    return templates.TemplateResponse(request, "run.html", status_context(request, status, view)
+                                      | chart_context(request, history))
+
+
+def chart_context(request: Request, history: RunHistory) -> dict[str, Any]:
+    """What the timeline and the durations' histogram draw (see :mod:`web.charts`)."""
+    return {"charts": {
+        "run_id": history.run_id, "live": history.live, "timeline": charts.timeline(history),
+        "histogram": charts.histogram(history), "slowest": history.slowest, "truncated": history.truncated,
+        "url": request.url_for("run_charts", run_id=history.run_id),
+    }}
+
+
+async def run_charts(request: Request) -> Response:
+    """The run's timeline and histogram; polled every 5 s while it is live, 304 when the browser has it.
+
+    Its own read (:meth:`Tenure.run_history`, five statements at any size), never the status
+    fragment's. Everyone asking for a run's charts within ``CHART_SHARE`` × the status TTL
+    shares one read and render.
+    """
+    t = tenure_of(request)
+    try:
+        rid = run_id(request)
+    except TenureError as exc:
+        return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
+
+    def render() -> Answer:
+        response = templates.TemplateResponse(request, "_charts.html", chart_context(request, t.run_history(rid)))
+        body = bytes(response.body)
+        return Answer(hashlib.sha256(body).hexdigest()[:20], 200, body, "text/html; charset=utf-8")
+
+    async def compute() -> Answer:
+        return await run_in_threadpool(render)
+
+    state = request.app.state
+    if getattr(state, "chart_answers", None) is None:
+        state.chart_answers = SharedAnswers(CHART_SHARE * getattr(state, "fragment_ttl_s", 0.0))
+    try:
+        answer = await state.chart_answers.get(("charts", rid, str(request.base_url)), compute)
+    except TenureError as exc:
+        return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
+    headers = _fragment_headers(answer.etag)
+    sent = [tag.strip().removeprefix("W/").strip('"') for tag in request.headers.get("if-none-match", "").split(",")]
+    if answer.etag in sent:
+        return Response(status_code=304, headers=headers)
+    return Response(answer.body, headers=headers, media_type=answer.media_type)
+
+
+async def runs_chart(request: Request) -> Response:
+    """The home page's chart of recent runs, polled while one of them is live."""
+    try:
+        recent = await run_in_threadpool(tenure_of(request).runs, RECENT_RUNS)
+    except TenureError as exc:
+        return Response(str(exc), status_code=status_for(exc), media_type="text/plain")
+    return templates.TemplateResponse(request, "_runs_chart.html", {"runs_chart": charts.runs_chart(recent)},
+                                      headers={"Cache-Control": "no-cache"})
 
 
 async def status_fragment(request: Request) -> Response:
@@ -249,6 +309,8 @@ routes = [
     Route("/runs", create_run, methods=["POST"], name="create_run"),
     Route("/runs/{run_id:int}", run_page, methods=["GET"], name="run_page"),
     Route("/runs/{run_id:int}/status", status_fragment, methods=["GET"], name="status_fragment"),
+    Route("/runs/{run_id:int}/charts", run_charts, methods=["GET"], name="run_charts"),
+    Route("/charts/runs", runs_chart, methods=["GET"], name="runs_chart"),
     Route("/runs/{run_id:int}/tasks/{number:int}", run_task, methods=["GET"], name="run_task"),
     Route("/runs/{run_id:int}/cancel", cancel, methods=["POST"], name="cancel_run"),
     Route("/runs/{run_id:int}/retry", retry, methods=["POST"], name="retry_run"),
