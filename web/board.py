@@ -33,6 +33,7 @@ STATUS = {  # status → (icon, label); colour comes from CSS, never alone
     "cancelled": ("⊘", "cancelled"),
 }
 FILTER_ORDER = ("failed", "running", "retrying", "queued", "succeeded", "cancelled")
+PLAIN_ERRORS = ("PermanentError: ", "TransientError: ")  # a tile's reason line shows what follows
 
 
 class BadView(Exception):
@@ -176,11 +177,27 @@ def tile(task: TaskView, now: datetime) -> dict[str, Any]:
     waiting = None
     if task.status == "retrying" and task.next_attempt_at is not None:
         waiting = max(0.0, (task.next_attempt_at - now).total_seconds())
+    said, shown = reason(task)
     return {"t": task, "icon": icon, "label": label, "pct": round(100 * task.progress), "number": task.position + 1,
             "name": task.label or f"task {task.position + 1}",
             "duration": duration, "retry_in": waiting, "used": attempts_used(task),
             # Retries of a failing task: charged attempts that another attempt followed.
-            "retries": max(0, task.charged - (1 if task.status == "failed" else 0))}
+            "retries": max(0, task.charged - (1 if task.status == "failed" else 0)),
+            "reason_said": said, "reason": shown}
+
+
+def reason(task: TaskView) -> tuple[str, str]:
+    """A failed or retrying tile's one line: (what only a screen reader hears first, what is shown).
+
+    The shown part drops tenure's own exception names, which the tile's status already says
+    ("PermanentError: quota exceeded" shows "quota exceeded"); the two together are the whole error.
+    """
+    if task.error is None or task.status not in ("failed", "retrying"):
+        return "", ""
+    for prefix in PLAIN_ERRORS:
+        if task.error.startswith(prefix) and len(task.error) > len(prefix):
+            return prefix, task.error[len(prefix):]
+    return "", task.error
 
 
 def attempts_used(task: TaskView) -> str:

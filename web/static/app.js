@@ -1,34 +1,98 @@
-// tenure's page behaviour: poll backoff with a visible notice, the live title, a ticking clock,
-// keeping a tile's details open across polls, and painting a big run's map. Everything shown
-// comes from the server.
+// tenure's page behaviour: polling and what the page says while the server is away, the live
+// title, a ticking clock, a tile's details as an overlay kept open across polls, and painting a big
+// run's map. Everything shown comes from the server.
 (function () {
   "use strict";
-  var MAX_BACKOFF_MS = 15000;
+  var MAX_BACKOFF_MS = 2000; // an error answer is retried after 1 s, then every 2 s
+  var SLACK_MS = 250; // htmx asks due() once a second: a retry due a little after a tick runs at that tick
 
-  // Polling: htmx asks tenurePoll.due() before each 1 s tick; after failures it waits
-  // 1, 2, 4, 8, 15 s between tries, and goes back to every second once the server answers.
+  // Polling: htmx asks tenurePoll.due() before each 1 s tick. A server that does not answer at all
+  // (killed, restarting) is tried again at every tick: a refused connection costs nothing, and a
+  // restart is seen within a second of the server answering. One that answers with an error is
+  // tried after 1 s, then every 2 s. Until an answer comes, the view is marked stale.
   var poll = {
     failures: 0,
     nextAt: 0,
+    updatedAt: Date.now(), // when the server last answered (a 200 or a 304)
+    stale: false,
     due: function () { return Date.now() >= this.nextAt; },
-    failed: function (why) {
+    failed: function (why, answered) {
       this.failures += 1;
-      var delay = Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, this.failures - 1));
-      this.nextAt = Date.now() + delay;
-      notice((why || "Connection lost") + " — retrying in " + Math.round(delay / 1000) + " s…");
+      var delay = answered ? Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, this.failures - 1)) : 1000;
+      this.nextAt = Date.now() + delay - SLACK_MS;
+      markStale(why || "Connection lost");
     },
     answered: function () {
-      if (this.failures) { notice(null); }
       this.failures = 0;
       this.nextAt = 0;
+      this.updatedAt = Date.now();
+      if (this.stale) { markFresh(); }
     },
   };
   window.tenurePoll = poll;
 
-  function notice(text) {
+  // Said once to a screen reader when the connection goes and once when it is back; the notice on
+  // screen counts the seconds in a part hidden from screen readers, so they are not told each second.
+  function say(text) {
+    var live = document.getElementById("tenure-live");
+    if (!live) {
+      live = document.createElement("p");
+      live.id = "tenure-live";
+      live.className = "visually-hidden";
+      live.setAttribute("aria-live", "polite");
+      document.body.appendChild(live);
+    }
+    live.textContent = text;
+  }
+
+  function span(text, attrs) {
+    var el = document.createElement("span");
+    el.textContent = text;
+    Object.keys(attrs || {}).forEach(function (name) { el.setAttribute(name, attrs[name]); });
+    return el;
+  }
+
+  function markStale(why) {
     var el = document.getElementById("connection");
-    if (!el) { return; }
-    if (text) { el.textContent = text; el.hidden = false; } else { el.hidden = true; }
+    if (!poll.stale) {
+      poll.stale = true;
+      document.body.classList.add("stale");
+      say(why + ": this view is not updating; it shows the run as it was at " +
+          new Date(poll.updatedAt).toLocaleTimeString() + ". Retrying.");
+    }
+    if (!el || el.getAttribute("data-why") === why) { updateAgo(); return; }
+    el.removeAttribute("role"); // announced through #tenure-live, once; not on every change of the count
+    el.setAttribute("data-why", why);
+    el.textContent = "";
+    var ago = span("", { "data-ago": "" });
+    var shown = span(" — last updated ", { "aria-hidden": "true" });
+    shown.appendChild(ago);
+    shown.appendChild(document.createTextNode(" ago. Retrying…"));
+    el.appendChild(span(why));
+    el.appendChild(shown);
+    el.appendChild(span(": the view is not updating.", { "class": "visually-hidden" }));
+    el.hidden = false;
+    updateAgo();
+  }
+
+  function markFresh() {
+    poll.stale = false;
+    document.body.classList.remove("stale");
+    var el = document.getElementById("connection");
+    if (el) { el.hidden = true; el.removeAttribute("data-why"); }
+    say("Connection back: the view is up to date.");
+  }
+
+  function updateAgo() {
+    var el = document.querySelector("#connection [data-ago]");
+    if (el) { el.textContent = formatAgo((Date.now() - poll.updatedAt) / 1000); }
+  }
+
+  function formatAgo(s) {
+    var whole = Math.max(0, Math.round(s)), m = Math.floor(whole / 60);
+    if (whole < 60) { return whole + " s"; }
+    if (m < 60) { return m + " min " + (whole % 60) + " s"; }
+    return Math.floor(m / 60) + " h " + (m % 60) + " min";
   }
 
   function fromStatus(evt) {
@@ -43,8 +107,10 @@
 
   // The elapsed clock ticks between polls from the server's own figure, so browser and server
   // clocks never need to agree. A 304 (served from cache) re-renders the same figure: keep the base.
+  // While the view is stale the clock stops (the run's time is not known) and the notice counts.
   var clock = { value: null, at: 0 };
   function tick() {
+    if (poll.stale) { updateAgo(); return; }
     var el = document.querySelector("[data-elapsed]");
     if (!el) { return; }
     var value = parseFloat(el.getAttribute("data-elapsed"));
@@ -152,6 +218,72 @@
     canvas.title = "Task " + n + ": " + (m.codes[m.cells.charAt(n - 1)] || "?");
   }
 
+  // A tile's details (<details class="tile">, its <dl class="more">) open as an overlay: absolutely
+  // placed, so the grid never moves; kept inside the grid's width and the viewport (below the tile,
+  // or above it when there is more room there, scrolling inside when taller). One is open at a time;
+  // Escape or a click outside closes it and Escape gives the focus back to its tile. Native <details>
+  // keeps Tab, Enter and Space, and the morph keeps "open" and the placement (the server renders
+  // neither), so an open overlay survives each poll.
+  var EDGE = 8, GAP = 5, PANEL_PX = 352;
+  function place(tile) {
+    var panel = tile.querySelector(":scope > .more");
+    if (!panel || !tile.open) { return; }
+    var box = tile.getBoundingClientRect(), grid = tile.closest(".grid-tiles");
+    var area = grid ? grid.getBoundingClientRect() : { left: EDGE, right: window.innerWidth - EDGE };
+    var left = Math.max(EDGE, area.left), right = Math.min(document.documentElement.clientWidth - EDGE, area.right);
+    var width = Math.min(PANEL_PX, right - left), x = Math.max(left, Math.min(box.left, right - width));
+    var s = panel.style;
+    s.width = width + "px";
+    s.left = Math.floor(x - box.left - tile.clientLeft) + "px"; // from the tile's padding edge, inside its border
+    s.top = ""; s.bottom = ""; s.maxHeight = "";
+    var height = panel.offsetHeight, vh = window.innerHeight;
+    var below = vh - box.bottom - GAP - EDGE, above = box.top - GAP - EDGE;
+    if (height <= below || below >= above) {
+      s.maxHeight = Math.max(80, Math.floor(below)) + "px";
+    } else {
+      s.top = "auto";
+      s.bottom = "calc(100% + " + GAP + "px)";
+      s.maxHeight = Math.floor(above) + "px";
+    }
+  }
+
+  function placeOpen() { document.querySelectorAll(".tile[open]").forEach(place); }
+
+  function closeTile(tile, refocus) {
+    tile.open = false;
+    var summary = tile.querySelector(":scope > summary");
+    if (refocus && summary) { summary.focus({ preventScroll: true }); }
+  }
+
+  function watchTiles() {
+    // Placed as the tile opens, before the browser paints it (a mutation observer runs first).
+    new MutationObserver(function (changes) {
+      changes.forEach(function (change) {
+        var tile = change.target;
+        if (!tile.classList.contains("tile") || !tile.open) { return; }
+        document.querySelectorAll(".tile[open]").forEach(function (other) {
+          if (other !== tile) { closeTile(other, false); }
+        });
+        place(tile);
+      });
+    }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ["open"] });
+    document.addEventListener("keydown", function (evt) {
+      if (evt.key !== "Escape") { return; }
+      var focused = document.activeElement && document.activeElement.closest(".tile[open]");
+      var tile = focused || document.querySelector(".tile[open]");
+      if (tile) { evt.preventDefault(); closeTile(tile, true); }
+    });
+    document.addEventListener("click", function (evt) {
+      var target = evt.target instanceof Element ? evt.target : null;
+      document.querySelectorAll(".tile[open]").forEach(function (tile) {
+        if (target && tile.contains(target)) { return; }
+        // Back to its tile, unless the click went to something that takes the focus itself.
+        closeTile(tile, !(target && target.closest("a[href], button, input, select, textarea, summary, [tabindex]")));
+      });
+    });
+    window.addEventListener("resize", placeOpen);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     if (window.htmx) {
       htmx.config.timeout = 5000; // a server that vanished mid-request counts as a failure
@@ -173,6 +305,8 @@
         if (node.tagName === "CANVAS" && (name === "width" || name === "height" || name === "style" || name === "title")) {
           return false;
         }
+        // Nor the placement app.js gave an open tile's overlay.
+        if (name === "style" && node.tagName === "DL" && node.classList.contains("more")) { return false; }
         return !(name === "open" && node.tagName === "DETAILS");
       };
     }
@@ -181,7 +315,9 @@
     document.body.addEventListener("htmx:responseError", function (evt) {
       if (!fromStatus(evt)) { return; }
       var text = (evt.detail.xhr && evt.detail.xhr.responseText || "").trim();
-      poll.failed(text && text.length < 300 ? "The server answered: " + text : "The server answered " + evt.detail.xhr.status);
+      var status = evt.detail.xhr ? evt.detail.xhr.status : "an error";
+      var why = text && text.length < 300 ? "The server answered: " + text : "The server answered " + status;
+      poll.failed(why, true);
     });
     document.body.addEventListener("htmx:afterRequest", function (evt) {
       if (fromStatus(evt) && evt.detail.xhr && evt.detail.xhr.status >= 200 && evt.detail.xhr.status < 400) {
@@ -189,10 +325,12 @@
       }
     });
     document.body.addEventListener("htmx:afterSwap", paintMap);
-    document.body.addEventListener("htmx:afterSettle", function () { syncTitle(); tick(); });
+    document.body.addEventListener("htmx:afterSettle", function () { syncTitle(); tick(); placeOpen(); });
     document.body.addEventListener("mousemove", function (evt) { onMap(evt, false); });
     document.body.addEventListener("click", function (evt) { onMap(evt, true); });
     window.addEventListener("resize", paintMap);
+    watchTiles();
+    if (document.getElementById("status")) { say(""); } // the live region exists before anything is said in it
     syncTitle();
     tick();
     paintMap();
