@@ -132,7 +132,7 @@ def chart_context(request: Request, history: RunHistory) -> dict[str, Any]:
 async def run_charts(request: Request) -> Response:
     """The run's timeline and histogram; polled every 5 s while it is live, 304 when the browser has it.
 
-    Its own read (:meth:`Tenure.run_history`, five statements at any size), never the status
+    Its own read (:meth:`Tenure.run_history`, four to six statements at any size), never the status
     fragment's. Everyone asking for a run's charts within ``CHART_SHARE`` × the status TTL
     shares one read and render.
     """

@@ -1,15 +1,17 @@
 """A run's history for pictures: its attempts over time, its outages, its tasks' durations.
 
-:meth:`History.run_history` is one read transaction of five statements whatever the run's
-size, each bounded in what it returns, so a page can draw it every few seconds:
+:meth:`History.run_history` is one read transaction of four to six statements whatever the
+run's size, each bounded in what it returns, so a page can draw it every few seconds:
 
 1. the run row and the database's clock;
 2. a run of up to ``per_task_up_to`` tasks: every attempt, in position order (at most
    :data:`MAX_ATTEMPT_ROWS`); a bigger run: sums per (lane of positions, outcome, time column
    its attempts started in, column they ended in), at most ``lanes × outcomes × columns²``
    rows and in practice a few per lane, from which every column's busy time is exact;
-3. the outages: attempts lost because their supervisor died (closed after its last
-   heartbeat), grouped by that supervisor, with when the first of them ran again;
+3. the outages, when an attempt was lost: attempts lost because their supervisor died (closed
+   after its last heartbeat), grouped by that supervisor, with when the first of them ran again;
+   for a big run, one more statement finds each supervisor's last attempt started or ended
+   (a sign of life later than its heartbeat, which beats seconds apart);
 4. the slowest finished tasks (first start to end);
 5. how many succeeded and failed tasks took how long, in bins of :func:`bin_width_ms`.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, case, func, select
 from sqlalchemy.orm import aliased
@@ -139,7 +142,7 @@ class History:
                     columns: int = COLUMNS) -> RunHistory:
         """A run's attempts (or their sums per lane and time column), outages and durations.
 
-        One snapshot, five statements (see the module). Raises NotFound for an unknown run.
+        One snapshot, four to six statements (see the module). Raises NotFound for an unknown run.
         """
         with read_tx(self.engine) as conn:
             row = conn.execute(select(Run.id, Run.name, Run.status, Run.total, Run.created_at, Run.finished_at,
@@ -157,7 +160,9 @@ class History:
                 span_ms = max(1000, int((end - row.created_at).total_seconds() * 1000))
                 column_ms = -(-span_ms // columns)
                 cells, truncated = _cells(conn, run_id, row.created_at, row.db_now, lane_size, column_ms)
-            outages = _outages(conn, run_id)
+            read = [a.outcome for a in attempts] if attempts is not None else [c.outcome for c in cells or []]
+            lost = truncated or Outcome.LOST.value in read  # no lost attempt, no outage: skip its scan
+            outages = _outages(conn, run_id, attempts) if lost else []
             slowest, durations, bin_ms = _durations(conn, run_id)
         return RunHistory(
             run_id=row.id, name=row.name, status=row.status, total=row.total, created_at=row.created_at,
@@ -203,29 +208,44 @@ def _cells(conn: Connection, run_id: int, created_at: datetime, now: datetime, l
     return cells, len(rows) > MAX_CELL_ROWS
 
 
-def _outages(conn: Connection, run_id: int) -> list[Outage]:
+def _outages(conn: Connection, run_id: int, attempts: list[AttemptSpan] | None) -> list[Outage]:
     # Lost after its supervisor's last heartbeat: that supervisor died (or went silent) and was
     # reclaimed. An attempt lost while its supervisor lived on (a shared process crashed) is not.
-    # Its heartbeat is seconds apart, so an attempt it started, or ended itself, later than that
-    # beat is a later sign of life.
     after = aliased(TaskAttempt)
-    lost = status_is(TaskAttempt.outcome, Outcome.LOST) & (TaskAttempt.finished_at >= SupervisorRow.heartbeat_at)
-    own = status_is(TaskAttempt.outcome, *(o.value for o in OWN_ENDS))
-    n_lost = func.sum(case((lost, 1), else_=0))
     rows = conn.execute(
-        select(TaskAttempt.supervisor_id, SupervisorRow.heartbeat_at, func.max(TaskAttempt.started_at),
-               func.max(case((own, TaskAttempt.finished_at))), n_lost, func.max(case((lost, TaskAttempt.finished_at))),
-               func.min(case((lost, after.started_at))))
+        select(TaskAttempt.supervisor_id, SupervisorRow.heartbeat_at, func.count(), func.max(TaskAttempt.finished_at),
+               func.min(after.started_at))
         .join(Task, (Task.id == TaskAttempt.task_id) & (Task.run_id == run_id))
         .join(SupervisorRow, SupervisorRow.id == TaskAttempt.supervisor_id)
         .outerjoin(after, (after.task_id == TaskAttempt.task_id) & (after.attempt == TaskAttempt.attempt + 1))
+        .where(status_is(TaskAttempt.outcome, Outcome.LOST), TaskAttempt.finished_at >= SupervisorRow.heartbeat_at)
         .group_by(TaskAttempt.supervisor_id, SupervisorRow.heartbeat_at)
-        .having(n_lost > 0)
         .order_by(SupervisorRow.heartbeat_at)
     ).all()
+    if not rows:
+        return []
+    # Its heartbeat is seconds apart: an attempt of this run it started, or ended itself, after its
+    # last beat is a later sign of life. A small run's attempts are at hand; a big run's are summed.
+    own = {o.value for o in OWN_ENDS}
+    seen: dict[int, list[datetime]] = {}
+    if attempts is not None:
+        for a in attempts:
+            if a.supervisor_id is not None:
+                seen.setdefault(a.supervisor_id, []).append(a.started_at)
+                if a.outcome in own and a.finished_at is not None:
+                    seen[a.supervisor_id].append(a.finished_at)
+    else:
+        ended = func.max(case((status_is(TaskAttempt.outcome, *own), TaskAttempt.finished_at)))
+        for supervisor, started, finished in conn.execute(
+            select(TaskAttempt.supervisor_id, func.max(TaskAttempt.started_at), ended)
+            .where(TaskAttempt.task_id.in_(select(Task.id).where(Task.run_id == run_id)))
+            .group_by(TaskAttempt.supervisor_id)
+        ):
+            seen[supervisor] = [t for t in (started, finished) if t is not None]
     outages = []
-    for supervisor, beat, started, ended, n, reclaimed, resumed in rows:
-        alive = max(t for t in (beat, started, ended) if t is not None)
+    found: list[tuple[Any, ...]] = [tuple(r) for r in rows]
+    for supervisor, beat, n, reclaimed, resumed in found:
+        alive = max([beat, *seen.get(supervisor, [])])
         outages.append(Outage(supervisor, min(alive, reclaimed), int(n), reclaimed, resumed))
     return outages
 

@@ -134,6 +134,30 @@ def test_an_attempt_lost_while_its_server_lived_on_is_no_outage(idle_any: TestCl
     assert "1 lost, re-run (not charged)" in page  # the attempt itself is still counted
 
 
+def test_a_big_run_with_a_crash_draws_lanes_of_tasks_and_the_outage(idle_any: TestClient) -> None:
+    """The big run's SQL (sums per lane and column, signs of life) on both backends."""
+    t = tenure_of(idle_any)
+    run_id = t.submit_run("echo", [{}] * 150)
+    leases = Leases(t.engine)
+    a, b = leases.register("host-a", 11, None, None), leases.register("host-b", 12, None, None)
+    first = leases.claim(a, 30)
+    for lease in first[:10]:
+        assert leases.finish(lease, a, outcome=Outcome.FAILED if lease.position == 3 else Outcome.SUCCEEDED,
+                             result=1, error="boom")
+    assert len(leases.reclaim_supervisor(a, "its supervisor died")) == 20
+    while held := leases.claim(b, 50):
+        for lease in held:
+            assert leases.finish(lease, b, outcome=Outcome.SUCCEEDED, result=1)
+    assert not t.run(run_id).live
+    page = idle_any.get(f"/runs/{run_id}/charts").text
+    assert "One lane per 3 tasks" in page and "150 tasks in 50 lanes of 3" in page
+    assert "170 attempts: 149 succeeded, 1 failed, 20 lost, re-run (not charged)." in page
+    assert page.count('<rect class="k-outage" x=') == 1 and "server down" in page and "· 20 lost" in page
+    lanes = page.split("Attempts per lane")[1].split("</table>")[0]
+    assert lanes.count("<tr><td>") == 50 and "<tr><td>4–6</td><td>2</td><td>1</td><td>0</td></tr>" in lanes
+    assert "<tr><td>13–15</td><td>3</td><td>0</td><td>3</td></tr>" in lanes  # lost with host-a, then run again
+
+
 def test_the_histogram_marks_and_links_the_slowest_task(idle_any: TestClient) -> None:
     run_id, ids = crash_history(tenure_of(idle_any))
     page = idle_any.get(f"/runs/{run_id}/charts").text
@@ -228,7 +252,22 @@ def test_a_big_run_is_read_in_a_fixed_number_of_statements_and_drawn_bounded(idl
             assert len(answer.content) < 250_000 and answer.text.count("<rect") < charts.MAX_RECTS + 200
     finally:
         event.remove(t.engine, "before_cursor_execute", count)
-    assert costs == [5] * 3, costs  # the run, its attempts' sums, the outages, the slowest, the durations
+    # The run, its attempts' sums, the slowest, the durations; no attempt was lost, so no outage to read.
+    assert costs == [4] * 3, costs
+    dead = Leases(t.engine).register("host-a", 11, None, None)
+    with t.engine.begin() as conn:  # its supervisor died long ago, and the attempt was taken back since
+        conn.execute(text("UPDATE supervisors SET heartbeat_at = '2001-01-01 00:00:00.000000' WHERE id = :s"),
+                     {"s": dead})
+        conn.execute(text("UPDATE task_attempts SET outcome = 'lost', supervisor_id = :s WHERE task_id = "
+                          "(SELECT id FROM tasks WHERE run_id = :r AND position = 5)"), {"r": runs[2], "s": dead})
+    event.listen(t.engine, "before_cursor_execute", count)
+    try:
+        statements.clear()
+        lost = idle_client.get(f"/runs/{runs[2]}/charts").text
+        assert "1 lost, re-run" in lost and "server down" in lost
+        assert len(statements) == 6  # and the outages, and the signs of life of the supervisor that died
+    finally:
+        event.remove(t.engine, "before_cursor_execute", count)
     page = idle_client.get(f"/runs/{runs[1]}/charts").text
     assert "One lane per 200 tasks" in page and 0 < page.count('class="lane-label"') <= 50
     with t.engine.connect() as conn:
