@@ -283,14 +283,14 @@ def histogram(h: RunHistory) -> Histogram:
         base = hist.base
         for status in ("succeeded", "failed"):
             if c[status]:
-                part = HIST_PX * c[status] / top
+                part = max(2.0, HIST_PX * c[status] / top)  # a bin of one task among thousands still shows
                 base -= part
                 hist.bars.append(Rect((b - lo) * width + width * 0.08, width * 0.84, base, part, status,
                                       f"{label}: {c[status]} {status}"))
     every = max(1, math.ceil(bins / 4))
     hist.ticks = [Mark(100 * (b - lo) / bins, hist.base + 16, short_duration(b * secs),
                        "start" if b == lo else "end" if b == hi + 1 else "middle") for b in range(lo, hi + 2, every)]
-    hist.grid = [Mark(0, hist.base - HIST_PX * v / top, str(v), "start") for v in (top // 2, top) if v]
+    hist.grid = [Mark(0, hist.base - HIST_PX * v / top, f"{v:,}", "start") for v in (top // 2, top) if v]
     slow = h.slowest[0]
     hist.slowest_x = min(100.0, 100 * (slow.seconds / secs - lo) / bins)
     name = slow.label or f"task {slow.position + 1}"
