@@ -292,10 +292,13 @@ def test_a_big_run_is_read_in_a_fixed_number_of_statements_and_drawn_bounded(idl
 def test_the_home_page_charts_recent_runs_each_a_link(idle_client: TestClient) -> None:
     t = tenure_of(idle_client)
     assert "No run yet" in idle_client.get("/").text
-    run_ids = [t.submit_run("echo", [{}] * 4, name=f"r{i}") for i in range(3)]
+    run_ids = [t.submit_run("echo", [{}] * 4, name="r0")]
+    assert "The only run so far;" in idle_client.get("/").text  # not "the last 1 runs"
+    run_ids += [t.submit_run("echo", [{}] * 4, name=f"r{i}") for i in (1, 2)]
     t.cancel_run(run_ids[0])
     page = idle_client.get("/").text
     chart = page.split('id="runs-chart"')[1].split("</section>")[0]
+    assert "The last 3 runs, oldest on the left;" in chart
     links = re.findall(r'<a href="http://testserver/runs/(\d+)" aria-label="([^"]+)">', chart)
     assert [int(i) for i, _ in links] == run_ids  # oldest on the left
     assert links[0][1] == "run #1 r0: 0 succeeded, 0 failed, 4 cancelled of 4 · cancelled"
