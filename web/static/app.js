@@ -61,7 +61,7 @@
           new Date(poll.updatedAt).toLocaleTimeString() + ". Retrying.");
     }
     if (!el || el.getAttribute("data-why") === why) { updateAgo(); return; }
-    el.removeAttribute("role"); // announced through #tenure-live, once; not on every change of the count
+    // Announced through #tenure-live, once: #connection has no live role, or every tick of the count would be.
     el.setAttribute("data-why", why);
     el.textContent = "";
     var ago = span("", { "data-ago": "" });
