@@ -49,6 +49,8 @@ def test_fifty_tasks_from_the_form_survive_a_server_restart(browser: Any, server
     page.wait_for_function("Number(document.querySelector('[role=progressbar]').getAttribute('aria-valuenow')) >= 1")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "run-live.png"), full_page=True)
+    # The pictures draw the live run too: a bar per attempt so far, "now" marked.
+    assert page.locator("#charts svg line.now").count() >= 1
     done_before = int(bar.get_attribute("aria-valuenow") or 0)
     assert done_before < 50
     server.kill9()
@@ -61,6 +63,12 @@ def test_fifty_tasks_from_the_form_survive_a_server_restart(browser: Any, server
     notice.wait_for(state="hidden", timeout=20_000)  # recovered by itself: no reload, no click
     page.locator("#summary").wait_for(state="visible", timeout=40_000)
     page.screenshot(path=str(SCREENSHOTS / "run-finished.png"), full_page=True)
+    # Its pictures once it has ended: the crash's band and the lost attempts on the timeline
+    # (the kill -9 above interrupted running tasks), and the durations with the slowest named.
+    page.wait_for_function("document.querySelector('#charts') && !document.querySelector('#charts[hx-get]')")
+    timeline = page.inner_text("#charts")
+    assert "server down" in timeline and "lost" in timeline and "slowest" in timeline.lower()
+    page.locator("#charts").screenshot(path=str(SCREENSHOTS / "charts-finished.png"))
 
     assert bar.get_attribute("aria-valuenow") == "50"
     announce = page.locator("#announce").inner_text()
@@ -75,6 +83,9 @@ def test_fifty_tasks_from_the_form_survive_a_server_restart(browser: Any, server
     assert sum(run["counts"].values()) == 50 and run["counts"]["running"] == 0
     assert run["counts"]["succeeded"] + run["counts"]["failed"] == 50
     assert "browser <run>" in page.inner_text("h1")  # shown as text, not markup
+    page.goto(server.url + "/")
+    assert page.locator("#runs-chart svg a").count() == 1  # the recent runs: this one, a link to it
+    page.screenshot(path=str(SCREENSHOTS / "home.png"), full_page=True)
     page.close()
 
 
