@@ -312,7 +312,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     status = t.run_status(args.run)
                     run, tasks = status.run, status.tasks or []
                     p = summary.progress(run, tasks, status.now)
-                    bar.update(row, completed=run.done, detail=watch_detail(run, p, status.ahead))
+                    bar.update(row, completed=run.done, detail=watch_detail(run, p, status.ahead, status.workers))
                     if not run.live:
                         break
                     time.sleep(args.interval)  # a terminal refresh pace, not a synchronization
@@ -326,14 +326,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def watch_detail(run: RunView, p: summary.Progress, ahead: int | None = None) -> str:
+def watch_detail(run: RunView, p: summary.Progress, ahead: int | None = None, workers: int | None = None) -> str:
     """The text beside the bar: counts, then the time so far and the time left if there is an
     estimate (or what it waits for); once the run has ended, how long it took (as the page's bar says it)."""
     c = run.counts
     counts = f"✓ {c.get('succeeded', 0)}  ✗ {c.get('failed', 0)}  ▶ {c.get('running', 0)}  ↻ {c.get('retrying', 0)}"
     if not run.live:
         return f"{counts}  · {run.status} in {summary.format_seconds(p.elapsed_s)}"
-    waiting = summary.waiting(ahead)
+    waiting = summary.waiting(ahead, workers)
     if waiting:
         left = f"  · {waiting}"
     else:

@@ -70,10 +70,12 @@ def _eta(run: RunView, running: list[tuple[float, datetime | None]], fraction: f
     return elapsed * (1.0 - fraction) / fraction
 
 
-def waiting(ahead: int | None) -> str | None:
+def waiting(ahead: int | None, workers: int | None = None) -> str | None:
     """What a live run that runs nothing waits for (see RunStatusView.ahead), or None."""
     if ahead is None:
         return None
+    if workers == 0:
+        return "waiting for a worker: none is running (start one with tenure worker, or tenure serve)"
     if not ahead:
         return "waiting for a free slot: next in line"
     many = f"{MAX_AHEAD:,} or more tasks" if ahead >= MAX_AHEAD else counted(ahead, "task")

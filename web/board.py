@@ -120,7 +120,8 @@ def status_context(request: Request, status: RunStatusView, view: View | None = 
     context = {
         "run": run, "tasks": [tile(task, now) for task in tasks], "progress": progress, "shares": shares,
         "summary": ended, "hook": status.hook, "title": page_title(run), "final": status.final,
-        "status_url": status_url, "compact": compact is not None, "waiting": summary.waiting(status.ahead),
+        "status_url": status_url, "compact": compact is not None,
+        "waiting": summary.waiting(status.ahead, status.workers),
     }
     if compact is not None:
         context.update(map_context(request, status, view))

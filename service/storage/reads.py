@@ -19,9 +19,10 @@ from sqlalchemy.orm import aliased
 from service.errors import InvalidInput, NotFound
 from service.storage.db import db_now, read_tx, status_is, text_tail
 from service.storage.errors import translated
-from service.storage.models import Run, RunStatus, Task, TaskAttempt, TaskStatus
+from service.storage.models import Run, RunStatus, SupervisorRow, Task, TaskAttempt, TaskStatus
 from service.storage.views import (
     CELL,
+    LIVE_WITHIN_S,
     MAX_AHEAD,
     AttemptView,
     CompactStatus,
@@ -103,11 +104,11 @@ class Reads:
             for group in groups:
                 counts[group[0]] = int(group[1])
             run = RunView(**values, counts=counts)
-            ahead = _ahead(conn, run, now)
+            ahead, workers = _ahead(conn, run, now)
             fingerprint = repr((run.status, run.finished_at, run.hook_task_id, hook_status,
-                                [tuple(g) for g in groups], ahead))
+                                [tuple(g) for g in groups], ahead, bool(workers)))
             tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
-            view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead)
+            view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers)
             if etag == tag:
                 return view
             latest = (TaskAttempt.task_id == Task.id) & (TaskAttempt.attempt == Task.attempts)
@@ -119,7 +120,7 @@ class Reads:
             if row.hook_task_id is not None:
                 found = conn.execute(select(*_TASK_COLUMNS).where(Task.id == row.hook_task_id)).one_or_none()
                 hook = TaskView(*found) if found is not None else None
-            return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead,
+            return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers,
                                  tasks=[TaskView(*t) for t in tasks], outcomes=_outcomes(conn, run_id), hook=hook)
 
     @translated
@@ -218,30 +219,38 @@ class Reads:
             return value
 
 
-def _ahead(conn: Connection, run: RunView, now: datetime) -> int | None:
-    """How many due tasks will be claimed before this run's first, when it waits for a free slot.
+def _ahead(conn: Connection, run: RunView, now: datetime) -> tuple[int | None, int | None]:
+    """(due tasks to be claimed before this run's first, live supervisors), when it waits for a slot.
 
-    None unless the run is live, runs nothing and has a task due now: then one statement finds
-    its first due task in claim order (next due, then id) and counts along ix_tasks_due before
-    it, up to MAX_AHEAD (a poll of a run behind 100,000 others stays a few milliseconds).
+    (None, None) unless the run is live, runs nothing and has a task waiting. Then one statement
+    walks the claim order (ix_tasks_due, as the claim does) for at most MAX_AHEAD + 1 due tasks,
+    with the count of live supervisors (not stopped, a heartbeat within LIVE_WITHIN_S) beside
+    them: the poll of any run, however long the queue or the run, reads a bounded window.
+    None ahead when the window holds none of this run's tasks and ends before MAX_AHEAD: its
+    tasks wait out a retry's backoff, not for a slot.
     """
     due = (TaskStatus.QUEUED, TaskStatus.RETRYING)
     if not run.live or run.counts.get(TaskStatus.RUNNING.value, 0):
-        return None
+        return None, None
     if not sum(run.counts.get(s.value, 0) for s in due):
-        return None
-    first = (
-        select(Task.next_attempt_at, Task.id)
-        .where(Task.run_id == run.id, status_is(Task.status, *due), Task.next_attempt_at <= now)
-        .order_by(Task.next_attempt_at, Task.id).limit(1)
+        return None, None
+    alive = (
+        select(func.count()).select_from(SupervisorRow)
+        .where(SupervisorRow.stopped_at.is_(None), SupervisorRow.heartbeat_at >= db_now(-LIVE_WITHIN_S))
+        .scalar_subquery()
     )
-    at = first.with_only_columns(Task.next_attempt_at).scalar_subquery()
-    first_id = first.with_only_columns(Task.id).scalar_subquery()
-    other = aliased(Task)
-    before = (other.next_attempt_at < at) | ((other.next_attempt_at == at) & (other.id < first_id))
-    ahead = select(other.id).where(status_is(other.status, *due), before).limit(MAX_AHEAD).subquery()
-    found = conn.execute(select(first_id, select(func.count()).select_from(ahead).scalar_subquery())).one()
-    return None if found[0] is None else int(found[1])  # None: its tasks wait out a backoff, not a slot
+    window = conn.execute(
+        select(Task.run_id, alive).where(status_is(Task.status, *due), Task.next_attempt_at <= now)
+        .order_by(Task.next_attempt_at, Task.id).limit(MAX_AHEAD + 1)
+    )
+    seen, workers = 0, None
+    for owner, live in window:
+        workers = int(live)
+        if owner == run.id:
+            window.close()
+            return seen, workers
+        seen += 1
+    return (MAX_AHEAD if seen > MAX_AHEAD else None), workers
 
 
 def _compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag: str | None,
@@ -278,11 +287,12 @@ def _compact_status(conn: Connection, values: dict[str, Any], now: datetime, eta
         if group[2] is None:  # the per-status count, not the running tasks' figures
             counts[group[0]] = int(group[1])
     run = RunView(**values, counts=counts)
-    ahead = _ahead(conn, run, now)
-    fingerprint = repr(("compact", run.status, run.finished_at, run.hook_task_id, hook_status, groups, ahead))
+    ahead, workers = _ahead(conn, run, now)
+    fingerprint = repr(("compact", run.status, run.finished_at, run.hook_task_id, hook_status, groups, ahead,
+                        bool(workers)))
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     if etag == tag:
-        return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead)
+        return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers)
     cells = bytearray(CELL[TaskStatus.QUEUED].encode() * run.total)
     letters = {status: ord(letter) for status, letter in CELL.items()}
     for position, status in conn.execute(select(Task.position, Task.status).where(Task.run_id == run_id)).all():
@@ -314,7 +324,7 @@ def _compact_status(conn: Connection, values: dict[str, Any], now: datetime, eta
             .where(Task.run_id == run_id, status_is(Task.status, TaskStatus.SUCCEEDED))).all())
     compact = CompactStatus(cells=cells.decode(), running=[(p, started) for p, started in running], errors=errors,
                             slowest=slowest)
-    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead,
+    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers,
                          tasks=[TaskView(*t) for t in shown], outcomes=outcomes, hook=hook, compact=compact)
 
 

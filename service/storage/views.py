@@ -9,7 +9,10 @@ from typing import Any
 from service.storage.models import TERMINAL_TASK_STATUSES, RunStatus, TaskStatus
 
 COUNT_KEYS = tuple(s.value for s in TaskStatus)
-MAX_AHEAD = 10_000  # tasks ahead of a waiting run counted at most (RunStatusView.ahead)
+MAX_AHEAD = 1_000  # tasks ahead of a waiting run counted at most (RunStatusView.ahead)
+# A supervisor counts as live to a waiting run while its heartbeat is this recent (generous: any
+# lease TTL a deployment sets is shorter, and a wrong 'none is running' would send a person to look).
+LIVE_WITHIN_S = 60.0
 # A big run's compact status, one character per task: the letter of each status (see CompactStatus).
 CELL = {
     TaskStatus.QUEUED.value: "q", TaskStatus.RUNNING.value: "r", TaskStatus.RETRYING.value: "y",
@@ -142,6 +145,7 @@ class RunStatusView:
     # While it is live but runs nothing and has a task due: the due tasks to be claimed before its
     # first (it waits for a free slot). None otherwise.
     ahead: int | None = None
+    workers: int | None = None  # with ``ahead``: the supervisors live now (0: nothing will claim its tasks)
 
     @property
     def changed(self) -> bool:

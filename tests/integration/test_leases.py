@@ -300,3 +300,17 @@ def test_a_waiting_run_counts_the_due_tasks_claimed_before_its_first(env) -> Non
     assert t.run_status(second).ahead == 2
     leases.claim(a, 2)
     assert len(got) == 2 and t.run_status(second).ahead == 0  # next in line
+    assert t.run_status(second).workers == 2  # host-a and host-b, both just registered
+
+
+def test_the_count_ahead_is_bounded_and_names_a_missing_worker(env) -> None:  # type: ignore[no-untyped-def]
+    from service.storage.views import MAX_AHEAD
+
+    t, leases, a, b = env
+    t.submit_run(MAX_AHEAD + 500, "echo")
+    behind = t.submit_run(1, "echo")
+    assert t.run_status(behind).ahead == MAX_AHEAD  # "1,000 or more": the walk stops there
+    leases.stop_supervisor(a)
+    leases.stop_supervisor(b)
+    status = t.run_status(behind)
+    assert status.ahead == MAX_AHEAD and status.workers == 0

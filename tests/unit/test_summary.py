@@ -37,4 +37,6 @@ def test_waiting_says_what_a_run_that_runs_nothing_waits_for() -> None:
     assert summary.waiting(None) is None
     assert summary.waiting(0) == "waiting for a free slot: next in line"
     assert summary.waiting(1) == "waiting for a free slot: 1 task ahead"
-    assert summary.waiting(MAX_AHEAD) == "waiting for a free slot: 10,000 or more tasks ahead"
+    assert summary.waiting(MAX_AHEAD) == "waiting for a free slot: 1,000 or more tasks ahead"
+    assert summary.waiting(3, workers=0).startswith("waiting for a worker: none is running")
+    assert summary.waiting(None, workers=0) is None  # not waiting for a slot at all

@@ -191,13 +191,17 @@ def test_a_run_waiting_for_a_free_slot_says_how_many_tasks_are_ahead(idle_client
 
     first = start(idle_client, tasks="3")
     second = start(idle_client, tasks="2")
-    assert "waiting for a free slot: next in line" in idle_client.get(f"/runs/{first}/status").text
-    page = idle_client.get(f"/runs/{second}/status")
-    assert "waiting for a free slot: 3 tasks ahead" in page.text and "estimating" not in page.text
-    # A supervisor takes two of the first run's tasks: the first run runs, the second moves up,
-    # and its poll is a 200 (the count is in its ETag), not a 304 of the old count.
+    # No supervisor runs anywhere (this app has none): that is what it waits for.
+    nobody = idle_client.get(f"/runs/{second}/status")
+    assert "waiting for a worker: none is running (start one with tenure worker" in nobody.text
     leases = Leases(idle_client.app.state.tenure.engine)  # type: ignore[attr-defined]
     me = leases.register("pages", 1, None, None)
+    assert "waiting for a free slot: next in line" in idle_client.get(f"/runs/{first}/status").text
+    page = idle_client.get(f"/runs/{second}/status", headers={"If-None-Match": nobody.headers["etag"]})
+    assert page.status_code == 200, "a worker's arrival changes what the page says: a new ETag"
+    assert "waiting for a free slot: 3 tasks ahead" in page.text and "estimating" not in page.text
+    # The supervisor takes two of the first run's tasks: the first run runs, the second moves up,
+    # and its poll is a 200 (the count is in its ETag), not a 304 of the old count.
     held = leases.claim(me, 2)
     assert len(held) == 2
     moved = idle_client.get(f"/runs/{second}/status", headers={"If-None-Match": page.headers["etag"]})
