@@ -358,8 +358,8 @@ class Supervisor:
         assert self.supervisor_id is not None
         _, progress, saved = ex.snapshot()
         try:
-            self.leases.lose(ex.lease, self.supervisor_id, reason, isolate=isolate,
-                             progress=progress, checkpoint=saved, record=ex.record())
+            lost = self.leases.lose(ex.lease, self.supervisor_id, reason, isolate=isolate,
+                                    progress=progress, checkpoint=saved, record=ex.record())
         except TenureError as exc:
             # Keep the attempt (its lease is ours, its process gone) and hand it back later.
             if ex.pending is None:
@@ -367,9 +367,10 @@ class Supervisor:
             ex.phase, ex.pending = "finishing", {"verb": "lose", "reason": reason, "isolate": isolate}
             ex.next_check_mono = self.clock.monotonic() + FINISH_RETRY_S
             return
-        log.info("attempt.lost task=%s attempt=%s supervisor=%s isolate=%s reason=%r",
-                 ex.key[0], ex.key[1], self.supervisor_id, isolate, reason)
-        self.metrics.ended(ex.lease.kind, Outcome.LOST, self.clock.monotonic() - ex.started_mono)
+        log.info("attempt.lost task=%s attempt=%s supervisor=%s isolate=%s reason=%r applied=%s",
+                 ex.key[0], ex.key[1], self.supervisor_id, isolate, reason, lost)
+        if lost:  # fenced out (the lease was already gone): someone else ended it, and counts it
+            self.metrics.ended(ex.lease.kind, Outcome.LOST, self.clock.monotonic() - ex.started_mono)
         self._forget(ex)
         self._claim_now = True  # it is due again at once; we may as well take it
 

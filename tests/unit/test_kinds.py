@@ -139,8 +139,8 @@ class Recording(TaskContext):
 def test_the_blocking_fake_reports_its_progress_as_it_waits() -> None:
     c = Recording()
     assert fake.BlockingFake(21, seconds=0.05, ctx=c).run() == 42
-    # 1 % steps: many reports, rising from the start to done.
-    assert len(c.reports) > 10 and c.reports == sorted(c.reports)
+    # Steps of 1 % of its wait (fewer on a loaded machine, whose waits overrun): rising to done.
+    assert len(c.reports) >= 3 and c.reports == sorted(c.reports)
     assert c.reports[0] < 0.5 and c.reports[-1] == 1.0
 
 
