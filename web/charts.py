@@ -171,6 +171,13 @@ def _task_lanes(tl: Timeline, h: RunHistory, x: Callable[[datetime], float], pit
                     why = "its server died" if stop != end else "it was lost"
                     tl.gaps.append(Rect(x(stop), max(x(resume) - x(stop), MIN_BAR_PCT), y, bar_h, "gap",
                                         f"{name}: waited {wait} after {why}, then {again}"))
+            elif i + 1 < len(attempts) and attempts[i + 1].started_at > end:
+                # A retry: the same dotted line ties it to the attempt before, across its backoff.
+                following = attempts[i + 1].started_at
+                wait = format_seconds((following - end).total_seconds())
+                tl.gaps.append(Rect(x(end), max(x(following) - x(end), MIN_BAR_PCT), y, bar_h, "gap",
+                                    f"{name}: waited {wait} after attempt {a.attempt} {label}, "
+                                    f"then ran again as attempt {a.attempt + 1}"))
         tl.rows.append({"task": position + 1, "name": name, "task_id": attempts[0].task_id, "attempts": cells})
     tl.legend = tl.outcome_counts = _legend(counts, OUTCOMES)
     parts = ", ".join(f"{n} {label}" for _, _, label, n in tl.legend)
