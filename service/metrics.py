@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
@@ -34,10 +34,6 @@ from service.storage.gauges import Figures, Gauges
 from service.storage.models import Outcome, RunStatus, TaskStatus
 
 log = logging.getLogger("tenure.metrics")
-
-# No `_created` series beside every counter and histogram: they double what a scrape carries and
-# tenure's processes are long-lived (a restart shows as a counter reset, which rate() handles).
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
