@@ -316,3 +316,36 @@ def test_the_home_page_charts_recent_runs_each_a_link(idle_client: TestClient) -
     for run_id in run_ids[1:]:
         t.cancel_run(run_id)
     assert "hx-get" not in idle_client.get("/charts/runs").text
+
+
+def test_a_finished_run_s_history_is_read_once_and_again_after_a_retry(idle_client: TestClient) -> None:
+    t = tenure_of(idle_client)
+    run_id = t.submit_run("echo", [{}] * 3)
+    leases = Leases(t.engine)
+    me = leases.register("h", 1, None, None)
+    first, *rest = leases.claim(me, 3)
+    assert leases.finish(first, me, outcome=Outcome.FAILED, error="PermanentError: no")
+    for lease in rest:
+        assert leases.finish(lease, me, outcome=Outcome.SUCCEEDED, result=1)
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    def visit() -> tuple[int, str]:
+        statements.clear()
+        page = idle_client.get(f"/runs/{run_id}")
+        assert page.status_code == 200
+        return len(statements), page.text
+
+    event.listen(t.engine, "before_cursor_execute", count)
+    try:
+        cold, page = visit()
+        warm, again = visit()
+        # The same page, without the history's statements: a finished run's never changes.
+        assert cold - warm >= 4 and again.count('<rect class="k-') == page.count('<rect class="k-')
+        assert t.retry_run(run_id) == 1  # live again: its history moves, and is read afresh
+        live, retried = visit()
+        assert live >= warm + 4 and "hx-get" in retried.split('id="charts"')[1][:300]
+    finally:
+        event.remove(t.engine, "before_cursor_execute", count)
