@@ -68,6 +68,9 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+IDLE_IN_TRANSACTION_S = 5.0  # PostgreSQL ends a session idle inside a transaction this long (see make_engine)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine for ``url`` with tenure's connection settings."""
     if make_url(url).get_backend_name() == "sqlite":
@@ -77,6 +80,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and "options" not in parsed.query:
+        # A client cut off mid-transaction (a partitioned host, a frozen VM) would keep its row locks
+        # until TCP gave up, hours later: the server ends such a session once it has sat idle in a
+        # transaction this long, so the others can reclaim its leases. tenure's own transactions
+        # never wait on their client between statements for more than milliseconds.
+        ms = int(IDLE_IN_TRANSACTION_S * 1000)
+        kwargs["connect_args"] = {"options": f"-c idle_in_transaction_session_timeout={ms}",
+                                  **kwargs.get("connect_args", {})}
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

@@ -72,6 +72,7 @@ def test_a_partitioned_worker_loses_its_tasks_to_the_other_side_and_stops_them(t
     procs: list[subprocess.Popen[bytes]] = []
     with second_host() as (ns, link):
         cluster.start()
+        t: service.Tenure | None = None
         try:
             t = service.open(cluster.url())
             # Some tasks end while A is cut off (its outcomes for them arrive late, and must be refused),
@@ -104,8 +105,9 @@ def test_a_partitioned_worker_loses_its_tasks_to_the_other_side_and_stops_them(t
             ended = time.monotonic()
             _, tasks = t.run_with_tasks(run_id)
             attempts = {task.id: t.attempts(task.id) for task in tasks}
-            t.close()
         finally:
+            if t is not None:  # closed on a failure too: its connections must not outlive the cluster
+                t.close()
             stop_all(procs)
             cluster.destroy()
     a_text = a_log.read_text()

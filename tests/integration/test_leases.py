@@ -314,3 +314,38 @@ def test_the_count_ahead_is_bounded_and_names_a_missing_worker(env) -> None:  # 
     leases.stop_supervisor(b)
     status = t.run_status(behind)
     assert status.ahead == MAX_AHEAD and status.workers == 0
+
+
+def test_a_client_cut_off_inside_a_transaction_does_not_hold_its_leases_forever(pg_url: str) -> None:
+    """A partitioned host's session can hang inside a transaction with its tasks' rows locked; the
+    server ends it after db.IDLE_IN_TRANSACTION_S, so another supervisor's reclaim goes through."""
+    import threading
+
+    from sqlalchemy.exc import DBAPIError
+
+    t = service.open(pg_url)
+    try:
+        leases = Leases(t.engine)
+        cut_off, other = leases.register("host-a", 1, None, None), leases.register("host-b", 2, None, None)
+        run_id = t.submit_run(1, "echo")
+        assert len(leases.claim(cut_off, 1)) == 1
+        frozen = t.engine.connect()
+        stuck = frozen.begin()  # the host's heartbeat, begun and never finished: its row stays locked
+        frozen.execute(text("UPDATE tasks SET progress = 0.5 WHERE run_id = :r"), {"r": run_id})
+        reclaimed: list[object] = []
+        reclaim = threading.Thread(target=lambda: reclaimed.append(
+            leases.reclaim_supervisor(cut_off, "its supervisor stopped heartbeating")))
+        reclaim.start()
+        reclaim.join(timeout=60)  # a deadline, not a pace: it ends when the server ends the session
+        assert not reclaim.is_alive(), "the reclaim still waits on the cut-off session's lock"
+        assert len(reclaimed[0]) == 1  # type: ignore[arg-type]
+        assert statuses(t, run_id) == ["queued"] and outcomes(t, t.run_with_tasks(run_id)[1][0].id) == ["lost"]
+        # The cut-off host learns on its next statement that its transaction is gone.
+        with pytest.raises(DBAPIError):
+            frozen.execute(text("SELECT 1"))
+        assert stuck is not None
+        frozen.invalidate()  # its transaction died with its session: nothing to roll back
+        frozen.close()
+        assert leases.claim(other, 1)[0].attempt == 2
+    finally:
+        t.close()
