@@ -26,7 +26,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, case, func, select
-from sqlalchemy.orm import aliased
 from sqlalchemy.types import DateTime, Integer
 
 from service.errors import NotFound
@@ -85,7 +84,6 @@ class Outage:
     last_beat: datetime  # its last sign of life: its heartbeat, or an attempt it started or ended since
     lost: int  # attempts of this run it was running
     reclaimed_at: datetime  # when the last of them was taken back (at a restart, or by a reaper)
-    resumed_at: datetime | None  # when the first of them started again; None while none has
 
 
 @dataclass(frozen=True)
@@ -211,13 +209,10 @@ def _cells(conn: Connection, run_id: int, created_at: datetime, now: datetime, l
 def _outages(conn: Connection, run_id: int, attempts: list[AttemptSpan] | None) -> list[Outage]:
     # Lost after its supervisor's last heartbeat: that supervisor died (or went silent) and was
     # reclaimed. An attempt lost while its supervisor lived on (a shared process crashed) is not.
-    after = aliased(TaskAttempt)
     rows = conn.execute(
-        select(TaskAttempt.supervisor_id, SupervisorRow.heartbeat_at, func.count(), func.max(TaskAttempt.finished_at),
-               func.min(after.started_at))
+        select(TaskAttempt.supervisor_id, SupervisorRow.heartbeat_at, func.count(), func.max(TaskAttempt.finished_at))
         .join(Task, (Task.id == TaskAttempt.task_id) & (Task.run_id == run_id))
         .join(SupervisorRow, SupervisorRow.id == TaskAttempt.supervisor_id)
-        .outerjoin(after, (after.task_id == TaskAttempt.task_id) & (after.attempt == TaskAttempt.attempt + 1))
         .where(status_is(TaskAttempt.outcome, Outcome.LOST), TaskAttempt.finished_at >= SupervisorRow.heartbeat_at)
         .group_by(TaskAttempt.supervisor_id, SupervisorRow.heartbeat_at)
         .order_by(SupervisorRow.heartbeat_at)
@@ -244,9 +239,9 @@ def _outages(conn: Connection, run_id: int, attempts: list[AttemptSpan] | None) 
             seen[supervisor] = [t for t in (started, finished) if t is not None]
     outages = []
     found: list[tuple[Any, ...]] = [tuple(r) for r in rows]
-    for supervisor, beat, n, reclaimed, resumed in found:
+    for supervisor, beat, n, reclaimed in found:
         alive = max([beat, *seen.get(supervisor, [])])
-        outages.append(Outage(supervisor, min(alive, reclaimed), int(n), reclaimed, resumed))
+        outages.append(Outage(supervisor, min(alive, reclaimed), int(n), reclaimed))
     return outages
 
 

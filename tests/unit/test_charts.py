@@ -66,7 +66,7 @@ def test_a_live_run_ends_at_now_and_a_running_attempt_reaches_it() -> None:
 
 
 def test_an_attempt_lost_in_a_crash_ends_at_its_servers_last_sign_of_life_and_the_gap_is_marked() -> None:
-    outage = Outage(supervisor_id=1, last_beat=at(30), lost=2, reclaimed_at=at(42), resumed_at=at(43))
+    outage = Outage(supervisor_id=1, last_beat=at(30), lost=2, reclaimed_at=at(42))
     h = history(total=2, outages=[outage], attempts=[
         span(0, 1, 10, 42, "lost"), span(0, 2, 43, 80, "succeeded", supervisor=2),
         span(1, 1, 20, 42, "lost"), span(1, 2, 60, 100, "succeeded", supervisor=2),
