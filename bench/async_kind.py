@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from service.protocol import TaskContext, register
+from service.task_process.protocol import TaskContext, register
 
 KIND = "bench_async_sleep"
 

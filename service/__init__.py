@@ -12,7 +12,7 @@ The public Python API::
 Task kinds are registered with :func:`register`; raise :class:`PermanentError` from task code
 for failures a retry cannot fix (any other exception is retried with backoff).
 
-Names are resolved lazily (PEP 562): a task process imports ``service.protocol`` and the
+Names are resolved lazily (PEP 562): a task process imports ``service.task_process.protocol`` and the
 user's kinds without loading SQLAlchemy, the web stack or the supervisor.
 """
 
@@ -22,13 +22,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Tenure": "service.client", "open": "service.client",
+    "Tenure": "service.faces.client", "open": "service.faces.client",
     "Settings": "service.config",
     "Conflict": "service.errors", "InvalidInput": "service.errors", "NotFound": "service.errors",
     "PermanentError": "service.errors", "SchemaError": "service.errors", "StorageError": "service.errors",
     "TenureError": "service.errors", "TransientError": "service.errors",
-    "TaskContext": "service.protocol", "register": "service.protocol",
-    "Supervisor": "service.supervisor",
+    "TaskContext": "service.task_process.protocol", "register": "service.task_process.protocol",
+    "Supervisor": "service.supervisor.loop",
 }
 
 __all__ = [
@@ -48,7 +48,6 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from service.client import Tenure, open
     from service.config import Settings
     from service.errors import (
         Conflict,
@@ -60,5 +59,6 @@ if TYPE_CHECKING:
         TenureError,
         TransientError,
     )
-    from service.protocol import TaskContext, register
-    from service.supervisor import Supervisor
+    from service.faces.client import Tenure, open
+    from service.supervisor.loop import Supervisor
+    from service.task_process.protocol import TaskContext, register

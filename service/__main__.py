@@ -1,5 +1,5 @@
 """`python -m service` is the `tenure` command."""
 
-from service.cli import main
+from service.faces.cli import main
 
 raise SystemExit(main())

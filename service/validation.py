@@ -1,6 +1,6 @@
 """Checking values with pydantic models, and telling people what was wrong in one sentence.
 
-Kinds describe their run parameters as pydantic models (:mod:`service.kinds.params`) and the
+Kinds describe their run parameters as pydantic models (:mod:`service.task_process.kinds.params`) and the
 HTTP API its bodies (:mod:`web.schemas`); both validate through :func:`check`, so a mistake
 reads the same everywhere: ``min_seconds must be at least 0, got -1``, naming where it was
 (``tasks[3].args``) and never pydantic's wording or URLs.

@@ -1,7 +1,7 @@
 """The JSON API: the HTTP face of the task manager. Errors are ``{"error": "..."}``.
 
 Bodies are checked by the models of :mod:`web.schemas` (what ``/openapi.json`` describes),
-then planned by :mod:`service.requests` (the rules every face shares), then written in one
+then planned by :mod:`service.faces.plans` (the rules every face shares), then written in one
 transaction: a refused request writes nothing.
 """
 
@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import requests as plans
 from service.errors import InvalidInput, TenureError
-from service.protocol import get_kind
+from service.faces import plans as plans
 from service.storage.submit import Created
 from service.storage.views import AttemptView, RunView, TaskDetail, TaskView
+from service.task_process.protocol import get_kind
 from service.validation import check, check_as
 from web import schemas
 from web.http import BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of

@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 import service
 from service.config import Settings
-from service.metrics import DatabaseCollector
+from service.supervisor.metrics import DatabaseCollector
 from web import api, guard, metrics, pages
 
 log = logging.getLogger("tenure.web")

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.datastructures import URL, QueryParams
 from starlette.requests import Request
 
-from service import summary
+from service.faces import summary
 from service.storage.views import CELL, RunStatusView, RunView, TaskView, TilePage
 
 TILES_UP_TO = 500  # runs of up to this many tasks show every tile

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from service.faces.summary import format_seconds
 from service.storage.history import AttemptSpan, LaneCell, RunHistory
 from service.storage.views import RunView
-from service.summary import format_seconds
 
 OUTCOMES = {  # attempt outcome → (icon, label); the legend's order
     "succeeded": ("✓", "succeeded"),

@@ -1,4 +1,4 @@
-"""The ``tenure`` command: the engine's commands (:mod:`service.cli`) plus ``serve``.
+"""The ``tenure`` command: the engine's commands (:mod:`service.faces.cli`) plus ``serve``.
 
 ``serve`` lives here because it starts the web app; the engine never imports this package.
 """
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service import cli, client, logs
 from service.errors import InvalidInput
+from service.faces import cli, client, logs
 
 DEFAULT_PORT = 8000
 DEFAULT_FRAGMENT_TTL_S = 0.25

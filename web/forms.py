@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from service import requests as plans
 from service.errors import InvalidInput
-from service.protocol import get_kind
+from service.faces import plans as plans
+from service.task_process.protocol import get_kind
 from service.validation import check
 from web import schemas
 

@@ -2,7 +2,7 @@
 
 One scrape of ``tenure serve`` gives three parts, each from the prometheus-client library:
 
-* the database's figures (:class:`service.metrics.DatabaseCollector`), right across every worker;
+* the database's figures (:class:`service.supervisor.metrics.DatabaseCollector`), right across every worker;
 * the embedded supervisor's own counters and histograms, if it runs one (not with ``--no-worker``);
 * this web process's: the status fragment's latency (``tenure_status_fragment_seconds``, by
   answer code, so 304s and full renders show apart), and the ``process_*`` figures.
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from service.metrics import Together
+from service.supervisor.metrics import Together
 
 FRAGMENT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TIMED_ROUTE = "status_fragment"  # the route whose latency is measured: the one every open run page polls

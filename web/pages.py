@@ -23,11 +23,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from service import summary
 from service.errors import InvalidInput, NotFound, TenureError
-from service.protocol import kinds
+from service.faces import summary
 from service.storage.history import RunHistory
 from service.storage.views import RunStatusView, RunView, TaskView
+from service.task_process.protocol import kinds
 from web import charts, forms
 from web.board import STATUS, BadView, attempts_used, pages_of, parse_view, status_context, tile
 from web.http import MAX_ID, BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of

@@ -29,9 +29,9 @@ from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, WithJsonSchema, create_model
 
 from service.config import MAX_MEMORY_LIMIT_MB, MIN_MEMORY_LIMIT_MB
-from service.kinds.params import Finite
-from service.protocol import Kind, kinds
-from service.requests import MAX_LABEL_CHARS, MAX_NAME_CHARS, MAX_TASKS_PER_RUN
+from service.faces.plans import MAX_LABEL_CHARS, MAX_NAME_CHARS, MAX_TASKS_PER_RUN
+from service.task_process.kinds.params import Finite
+from service.task_process.protocol import Kind, kinds
 from service.validation import Integral
 
 MAX_INTEGER = 2**63 - 1

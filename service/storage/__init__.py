@@ -21,7 +21,7 @@ Rules every verb keeps:
   moved first, and nothing is written.
 * **One clock.** Every timestamp stored is the database's clock (:class:`db.db_now`), and
   due times are compared with it, so no two processes' clocks are ever compared. Liveness
-  is judged without wall clocks at all (see :mod:`service.liveness`).
+  is judged without wall clocks at all (see :mod:`service.supervisor.liveness`).
 * **Indexes as sent.** Statuses in hot statements are SQL literals (:func:`db.status_is`),
   so the planner can use the partial indexes; a test checks the plans of the statements
   actually emitted, on both backends.

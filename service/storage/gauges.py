@@ -1,4 +1,4 @@
-"""The database's figures for metrics (:mod:`service.metrics`): counts across every worker.
+"""The database's figures for metrics (:mod:`service.supervisor.metrics`): counts across every worker.
 
 One verb, one read snapshot, five statements, the same SQL on SQLite and PostgreSQL. What each
 costs, on a database of N tasks (the README's "Metrics" has the measured figures):
@@ -9,7 +9,7 @@ costs, on a database of N tasks (the README's "Metrics" has the measured figures
 * supervisors alive: the ``supervisors`` table (one row per supervisor start, pruned with history);
 * the oldest due task: one seek of the partial ``ix_tasks_due`` index, whatever N.
 
-The caller shares one read among many scrapes (:class:`service.metrics.DatabaseCollector`).
+The caller shares one read among many scrapes (:class:`service.supervisor.metrics.DatabaseCollector`).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ class Task(Base):
     result: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     # The supervisor holding its lease while it runs; NULL otherwise. A lease lives as long as
-    # that supervisor's heartbeat_at keeps changing (see service.liveness).
+    # that supervisor's heartbeat_at keeps changing (see service.supervisor.liveness).
     supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"))
     # When a queued or retrying task is due, by the database's clock (see storage.db.db_now).
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.kinds import sleep
+from service.task_process.kinds import sleep
 from tests.acceptance.procs import Server
 from tests.e2e.conftest import SCREENSHOTS
 

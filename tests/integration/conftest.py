@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import service
-from service.supervisor import Supervisor
+from service.supervisor.loop import Supervisor
 
 FAST = {"heartbeat_s": 0.05, "lease_ttl_s": 1.0, "retry_base_s": 0.01, "idle_poll_s": 0.02,
         "poll_first_s": 0.01, "poll_max_s": 0.05}

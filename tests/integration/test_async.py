@@ -52,7 +52,7 @@ def test_many_async_tasks_share_one_process(t: service.Tenure, supervise) -> Non
     most = [0]
 
     def all_succeeded() -> bool:  # and the most task processes seen meanwhile
-        most[0] = max(most[0], sup.pool.host_count)
+        most[0] = max(most[0], sup.pool.process_count)
         return bool(t.run(run_id).counts["succeeded"] == 300)
 
     wait_for(all_succeeded, 15, "every task to succeed")

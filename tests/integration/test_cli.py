@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service import summary
-from service.cli import RUNS_COLUMNS, main
+from service.faces import summary
+from service.faces.cli import RUNS_COLUMNS, main
 from service.storage.views import RunView
 from tests.conftest import wait_for
 
@@ -173,7 +173,7 @@ def test_counts_of_one_are_singular(tmp_path: Path, capsys: pytest.CaptureFixtur
 
     from rich.console import Console
 
-    from service.cli import _print_summary
+    from service.faces.cli import _print_summary
 
     db = str(tmp_path / "t.db")
     code, out, _ = run_cli(capsys, "submit", "--db", db, "--tasks", "1", "--kind", "echo")
@@ -200,7 +200,7 @@ def _run_view(status: str, counts: dict[str, int], seconds: float) -> RunView:
 
 
 def test_watch_says_time_left_only_when_it_has_an_estimate() -> None:
-    from service.cli import watch_detail
+    from service.faces.cli import watch_detail
 
     live = _run_view("running", {"succeeded": 1, "failed": 0, "running": 1, "retrying": 0, "queued": 2}, 0)
     now = live.created_at + timedelta(seconds=20)
@@ -251,7 +251,7 @@ def test_ctrl_c_in_watch_says_the_run_carries_on(tmp_path: Path, capsys: pytest.
     def ctrl_c(_seconds: float) -> None:
         raise KeyboardInterrupt  # what Ctrl-C raises in the main thread, here in watch's pause between refreshes
 
-    monkeypatch.setattr("service.cli.time", types.SimpleNamespace(sleep=ctrl_c))
+    monkeypatch.setattr("service.faces.cli.time", types.SimpleNamespace(sleep=ctrl_c))
     code, _, err = run_cli(capsys, "watch", "1", "--db", db)
     assert code == 130
     assert err == "stopped watching; run 1 carries on (tenure watch 1 to look again)\n"

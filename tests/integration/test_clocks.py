@@ -1,7 +1,7 @@
 """Wall-clock jumps neither expire live leases nor keep dead ones alive.
 
 Leases are judged by watching heartbeats change, on the watcher's monotonic clock
-(:mod:`service.liveness`); no wall clock of a process is ever compared with another's.
+(:mod:`service.supervisor.liveness`); no wall clock of a process is ever compared with another's.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 from service.clock import FakeClock
-from service.liveness import HeartbeatWatch, process_alive, process_identity
 from service.storage.leases import Leases
+from service.supervisor.liveness import HeartbeatWatch, process_alive, process_identity
 
 TTL = 15.0
 
@@ -80,7 +80,7 @@ def test_a_watcher_that_saw_nothing_for_a_while_blames_no_one() -> None:
 def test_a_supervisor_watch_still_judges_with_a_short_ttl(open_tenure) -> None:  # type: ignore[no-untyped-def]
     """With a 2 s TTL and a look every second, being blind must not be mistaken for every look."""
     from service.config import Settings
-    from service.upkeep import Upkeep
+    from service.supervisor.upkeep import Upkeep
 
     t = open_tenure()
     leases = Leases(t.engine)

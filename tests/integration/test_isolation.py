@@ -100,7 +100,7 @@ def test_a_crash_in_a_shared_process_isolates_everyone_and_charges_no_one(  # ty
     # It checks right after run() returns, then every 2 s: the next run() goes to its host, and kills it.
     waiting = t.submit_task("t_polling", {"value": 3, "seconds": 2.0, "interval": 2.0, "journal": str(log)})
     sup = supervise()
-    wait_for(lambda: any(h.parked and not h.checks for h in list(sup.pool.hosts.values())), 5,
+    wait_for(lambda: any(h.parked and not h.checks for h in list(sup.pool.processes.values())), 5,
              "the polling task to wait in its host")
     poison = t.submit_task("t_poison", {"how": "segv", "journal": str(log)}, max_attempts=2)
     first = t.wait_task(poison, 10)
@@ -121,7 +121,7 @@ def test_a_waiting_polling_task_past_its_timeout_leaves_its_neighbours_alone(  #
     slow = t.submit_task("t_polling", {"value": 1, "seconds": 60, "interval": 60, "journal": str(log)},
                          timeout_s=1.5)
     sup = supervise()
-    wait_for(lambda: any(h.parked and not h.checks for h in list(sup.pool.hosts.values())), 5, "it to wait")
+    wait_for(lambda: any(h.parked and not h.checks for h in list(sup.pool.processes.values())), 5, "it to wait")
     quick = t.submit_task("t_polling", {"value": 2, "seconds": 0.5, "journal": str(log)})
     wait_for(lambda: len(k.events(log, "polling.run")) == 2, 5, "both to wait")
     assert len({pid for *_, pid in k.events(log, "polling.run")}) == 1, "they wait in one host"
@@ -161,7 +161,7 @@ def test_a_zygote_that_keeps_dying_stops_the_supervisor_loudly(t: service.Tenure
     import os
     import signal
 
-    from service import spawner
+    from service.supervisor import spawner
 
     sup = t.start_supervisor(**FAST)
     for _ in range(spawner.DEATHS):
@@ -264,7 +264,7 @@ def test_hundreds_of_task_processes_at_once_do_not_jam_the_zygote(t: service.Ten
 
 
 def test_task_processes_yield_the_cpu_to_their_supervisor(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
-    from service.zygote import TASK_NICE
+    from service.task_process.zygote import TASK_NICE
 
     task = t.submit_task("t_nice")
     supervise()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import service
-from service import logs
 from service.errors import InvalidInput
+from service.faces import logs
 from tests.acceptance.procs import REPO
 from tests.conftest import wait_for
 

@@ -14,11 +14,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 
 import service
-from service.liveness import process_identity
-from service.metrics import DatabaseCollector, Together
 from service.storage.db import make_engine
 from service.storage.leases import Leases
 from service.storage.models import Outcome, TaskStatus
+from service.supervisor.liveness import process_identity
+from service.supervisor.metrics import DatabaseCollector, Together
 from tests import kinds_for_tests  # noqa: F401 - registers the t_* kinds
 from tests.conftest import wait_for
 

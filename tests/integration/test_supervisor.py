@@ -49,7 +49,7 @@ def test_a_waiting_polling_task_holds_no_thread_and_no_process(  # type: ignore[
     assert all(t.task(i).status == "running" for i in ids)
     for i in ids:
         assert t.wait_task(i, 5).result == 2
-    assert sup.pool.host_count <= 8 + 2  # never a process per task beyond one per claim
+    assert sup.pool.process_count <= 8 + 2  # never a process per task beyond one per claim
 
 
 def _threads(pid: int) -> int:
@@ -160,8 +160,8 @@ def test_leases_of_a_dead_supervisor_on_this_host_are_reclaimed_at_start(t: serv
     import subprocess
     import sys
 
-    from service.liveness import process_identity
     from service.storage.leases import Leases
+    from service.supervisor.liveness import process_identity
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
@@ -237,7 +237,7 @@ def test_an_idle_supervisor_sleeps_even_once_its_spare_processes_are_old(t: serv
     clock = FakeClock()
     sup = service.Supervisor(t.engine, service.Settings(**FAST), clock=clock).start()
     try:
-        wait_for(lambda: sup.pool.host_count == 2, 5, "the spare task processes")
+        wait_for(lambda: sup.pool.process_count == 2, 5, "the spare task processes")
         clock.advance(3600)  # an hour idle, for every deadline the pool keeps
         sup._post(("wake",))
         before = sup.loop_turns

@@ -4,8 +4,8 @@ import re
 import pytest
 
 from service.errors import InvalidInput, PermanentError, TransientError
-from service.kinds import fake, sleep
-from service.protocol import TaskContext, get_kind
+from service.task_process.kinds import fake, sleep
+from service.task_process.protocol import TaskContext, get_kind
 
 
 def ctx(saved: object = None, position: int = 0) -> TaskContext:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.executor import Execution
-from service.placement import Modes
 from service.storage.leases import Lease
+from service.supervisor.attempt import Execution
+from service.supervisor.placement import Modes
 
 
 def _ex(task_id: int, kind: str = "k", *, isolated: bool = False) -> Execution:
@@ -17,7 +17,7 @@ def test_one_of_an_unknown_kind_goes_first_and_the_rest_wait_for_its_answer() ->
     modes = Modes()
     first, second, third = _ex(1), _ex(2), _ex(3)
     assert modes.admit(first)
-    first.host = object()  # placed
+    first.process = object()  # placed
     assert not modes.admit(second) and not modes.admit(third)
     assert modes.ready() == [] and modes.holding == 2
     modes.learn("k", True)
@@ -30,9 +30,9 @@ def test_a_held_execution_can_be_stopped_and_a_probe_that_ended_untold_hands_ove
     modes = Modes()
     first, second, third = _ex(1), _ex(2), _ex(3)
     assert modes.admit(first)
-    first.host = object()
+    first.process = object()
     assert not modes.admit(second) and not modes.admit(third)
     assert modes.release(second) and not modes.release(second)
-    first.host = None  # it ended (its build failed, say) before saying what its kind is
+    first.process = None  # it ended (its build failed, say) before saying what its kind is
     assert modes.ready() == [third], "the next one goes first instead"
     assert not modes.on_loop(third)

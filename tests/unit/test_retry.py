@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from service.retry import RetryPolicy
+from service.supervisor.retry import RetryPolicy
 
 
 def test_permanent_error_gives_up_at_once() -> None:

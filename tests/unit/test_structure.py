@@ -63,7 +63,7 @@ def test_sql_lives_in_the_storage_layer_only() -> None:
 
 def test_task_processes_load_neither_the_database_nor_the_web_stack() -> None:
     """What a zygote imports (the task protocol, the kinds, the host) is lean: forks stay small."""
-    code = ("import sys, service.host, service.kinds, service.zygote; "
+    code = ("import sys, service.task_process.runner, service.task_process.kinds, service.task_process.zygote; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'starlette', 'web', 'alembic')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]", out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service import summary
+from service.faces import summary
 
 
 @pytest.mark.parametrize(

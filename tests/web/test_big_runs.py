@@ -15,7 +15,7 @@ from sqlalchemy import event, text
 from starlette.testclient import TestClient
 
 import service
-from service import summary
+from service.faces import summary
 from service.storage.views import CELL, TilePage
 from web.board import TILE_PAGE, TILES_UP_TO
 

@@ -2,8 +2,8 @@
 
 A supervisor is multi-threaded (heartbeat, web server, database pools), and forking such a
 process is unsafe. So each supervisor starts this small process once (``python -m
-service.zygote FD``): it imports only the task protocol and the modules that register task
-kinds, never SQLAlchemy or the web stack, and forks a *host* (see :mod:`service.host`) for
+service.task_process.zygote FD``): it imports only the task protocol and the modules that register task
+kinds, never SQLAlchemy or the web stack, and forks a *host* (see :mod:`service.task_process.runner`) for
 every request. Hosts share the zygote's memory pages until they write to them, which keeps
 fifty task processes within a few megabytes each.
 
@@ -123,12 +123,12 @@ class Zygote:
                 for pidfd in self.children.values():
                     if pidfd is not None:
                         os.close(pidfd)
-                from service import host
+                from service.task_process import runner
 
                 # Task code yields the CPU to its supervisor: heartbeats, claims and pages stay
                 # on time however hard it computes. (Not the zygote: forks stay quick under load.)
                 os.nice(TASK_NICE)
-                host.main(socket.socket(fileno=fd), zygote_pid=me,
+                runner.main(socket.socket(fileno=fd), zygote_pid=me,
                           memory_limit_mb=message.get("memory_limit_mb"))
             finally:
                 os._exit(0)
@@ -181,8 +181,6 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctl = socket.socket(fileno=int(argv[1]))
     # What every host needs, imported once here so that forks share it.
-    import service.host
-    import service.kinds  # noqa: F401
 
     Zygote(ctl).serve()
 

@@ -1,6 +1,6 @@
 """The supervisor's end of its zygote: start it, ask it for task processes, hear of their exits.
 
-The zygote (:mod:`service.zygote`) is a process of the supervisor's own. Messages to it wait in
+The zygote (:mod:`service.task_process.zygote`) is a process of the supervisor's own. Messages to it wait in
 an outbox until its socket takes them, so a burst of hundreds of fork requests never blocks the
 supervisor's loop (nor deadlocks with the zygote, which may be writing back at the same time).
 A zygote that dies is started again after :data:`RESTART_S`; one that dies
@@ -21,7 +21,7 @@ import sys
 from collections import deque
 from typing import Any
 
-from service.protocol import get_kind, kinds
+from service.task_process.protocol import get_kind, kinds
 
 log = logging.getLogger("tenure.pool")
 
@@ -31,7 +31,7 @@ DEATHS_WINDOW_S = 60.0
 
 _BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
-    "from service.zygote import main; main(sys.argv)"
+    "from service.task_process.zygote import main; main(sys.argv)"
 )
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import Field
 
 from service.errors import PermanentError, TransientError
-from service.kinds import params as p
-from service.protocol import TaskContext, register
+from service.task_process.kinds import params as p
+from service.task_process.protocol import TaskContext, register
 
 log = logging.getLogger("tenure.sleep")
 STEP_MAX_S = 0.25  # progress is recorded at least this often

@@ -14,9 +14,9 @@ import logging
 from typing import Any
 
 from service.errors import TenureError
-from service.executor import Execution
 from service.storage.finishes import Finish
 from service.storage.leases import Leases
+from service.supervisor.attempt import Execution
 
 log = logging.getLogger("tenure.supervisor")
 

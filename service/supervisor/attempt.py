@@ -2,7 +2,7 @@
 
 An :class:`Execution` goes through these phases, driven by the supervisor's loop:
 
-1. ``run``: the task's ``run()`` executes in a host process (see :mod:`service.pool`). A
+1. ``run``: the task's ``run()`` executes in a host process (see :mod:`service.supervisor.pool`). A
    non-``None`` return is the output: the task was blocking, and is done.
 2. ``wait``: ``run()`` returned ``None`` from an object that has ``check_output()``, so the
    task is polling. Its object stays in its host, which holds no thread for it and goes on
@@ -55,7 +55,7 @@ class Execution:
     deadline_mono: float
     phase: str = "run"  # run | wait (holds no thread) | check | finishing
     timeout_s: float | None = None  # while it waits for a task process to start: its timeout
-    host: Any = None  # the pool's host process running or hosting it
+    process: Any = None  # the task process running it, or holding it between checks (pool.TaskProcess)
     next_check_mono: float = 0.0
     poll_interval_s: float = 0.0
     asked_interval_s: float | None = None  # the task's own poll_interval_s, if it has one

@@ -10,7 +10,7 @@
   away; they share one episode in the log (unavailable, still unavailable, recovered).
 * **Release** at a graceful stop: what still runs is handed back, uncharged.
 
-What it does is counted in the supervisor's metrics (:mod:`service.metrics`): leases reaped,
+What it does is counted in the supervisor's metrics (:mod:`service.supervisor.metrics`): leases reaped,
 heartbeats and their lag, attempts released.
 """
 
@@ -20,17 +20,17 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from service import liveness
 from service.config import Settings
 from service.errors import TenureError
-from service.executor import Execution
-from service.liveness import HeartbeatWatch
 from service.storage import Store
 from service.storage.leases import Key, Leases
 from service.storage.models import Outcome
+from service.supervisor import liveness
+from service.supervisor.attempt import Execution
+from service.supervisor.liveness import HeartbeatWatch
 
 if TYPE_CHECKING:
-    from service.metrics import SupervisorMetrics
+    from service.supervisor.metrics import SupervisorMetrics
 
 log = logging.getLogger("tenure.supervisor")
 
@@ -42,7 +42,7 @@ class Upkeep:
                  metrics: SupervisorMetrics | None = None) -> None:
         self.leases, self.settings, self.clock = leases, settings, clock
         if metrics is None:
-            from service.metrics import SupervisorMetrics
+            from service.supervisor.metrics import SupervisorMetrics
 
             metrics = SupervisorMetrics(clock.monotonic, lambda: 0, settings.concurrency)
         self.metrics = metrics

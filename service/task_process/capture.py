@@ -1,6 +1,6 @@
 """What task code writes, kept per attempt: ``logging``, ``print``, and the process's stdout/stderr.
 
-In a task process (:mod:`service.host`):
+In a task process (:mod:`service.task_process.runner`):
 
 * ``sys.stdout`` and ``sys.stderr`` are replaced by streams that hand each write to the attempt
   whose code is running on the writing thread (the one running ``run()``, a ``check_output()``

@@ -29,9 +29,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from service import capture, protocol, wire
-from service.asynchost import AsyncSide, current, is_async
 from service.errors import InvalidInput, PermanentError, describe
+from service.task_process import capture, protocol, wire
+from service.task_process.event_loop import AsyncSide, current, is_async
 
 FLUSH_S = 0.1  # progress and checkpoints reach the supervisor at most this late
 MEMORY_EXIT_CODE = 86  # a host exits with this after a task ran out of its memory limit
@@ -53,7 +53,7 @@ class Occupant:
     tail: capture.Tail = field(default_factory=capture.Tail)  # what it wrote since the last send
 
 
-class Host:
+class Runner:
     def __init__(self, sock: socket.socket, memory_limit_mb: int | None) -> None:
         self.sock = sock
         self.memory_limit_mb = memory_limit_mb
@@ -376,8 +376,8 @@ def main(sock: socket.socket, *, zygote_pid: int, memory_limit_mb: int | None) -
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
     sock.setblocking(True)
-    host = Host(sock, memory_limit_mb)
-    capture.install(host.tail_of_thread, host.tail_of_run)
-    host.serve()
+    runner = Runner(sock, memory_limit_mb)
+    capture.install(runner.tail_of_thread, runner.tail_of_run)
+    runner.serve()
     os._exit(0)
 

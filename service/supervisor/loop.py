@@ -1,14 +1,14 @@
 """The supervisor: registers itself, claims due tasks, runs them in its processes, heartbeats, reclaims.
 
 Task code never runs here: it runs in host processes that this supervisor owns (see
-:mod:`service.pool`), so a task that crashes, hangs in C code, or eats memory fails alone,
+:mod:`service.supervisor.pool`), so a task that crashes, hangs in C code, or eats memory fails alone,
 and the threads of this process are never starved.
 
 Threads:
 
 * the **loop** (one): claims, places attempts in hosts, handles what hosts report (outputs,
   errors, deaths), enforces timeouts, schedules polls, looks for cancelled leases, and does the
-  upkeep (:mod:`service.upkeep`). Every database write for an attempt happens here.
+  upkeep (:mod:`service.supervisor.upkeep`). Every database write for an attempt happens here.
 * the **heartbeat** (one): every ``heartbeat_s`` one write keeps all of this supervisor's
   leases alive, carrying the progress and checkpoints the tasks reported.
 * the **listener** (PostgreSQL only): wakes the loop when new work is announced.
@@ -28,18 +28,19 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from service import liveness, upkeep, wire
 from service.clock import Clock, SystemClock
-from service.commits import GroupCommit
 from service.config import Settings
 from service.errors import TenureError, describe
-from service.executor import MAX_CHECK_ERRORS, Execution, Failure
-from service.pool import Event, Pool
-from service.retry import RetryPolicy
 from service.storage import notify
 from service.storage.leases import Lease, Leases
 from service.storage.models import Outcome
-from service.upkeep import Upkeep
+from service.supervisor import liveness, upkeep
+from service.supervisor.attempt import MAX_CHECK_ERRORS, Execution, Failure
+from service.supervisor.commits import GroupCommit
+from service.supervisor.pool import Event, Pool
+from service.supervisor.retry import RetryPolicy
+from service.supervisor.upkeep import Upkeep
+from service.task_process import wire
 
 log = logging.getLogger("tenure.supervisor")
 
@@ -80,7 +81,7 @@ class Supervisor:
         self._grace_s = self.settings.shutdown_grace_s
         self._halt = threading.Event()  # side loops end
         self._threads: list[threading.Thread] = []
-        from service.metrics import SupervisorMetrics  # prometheus_client takes ~20 ms: only where one runs
+        from service.supervisor.metrics import SupervisorMetrics  # prometheus_client takes ~20 ms: only where one runs
         self.metrics = SupervisorMetrics(self.clock.monotonic, lambda: len(self._inflight), self.settings.concurrency)
         self.upkeep = Upkeep(self.leases, self.settings, self.clock, self.metrics)
         self._claim_now = False  # a slot came free or work was announced: claim at once
@@ -335,7 +336,7 @@ class Supervisor:
                            progress=progress, checkpoint=saved, record=ex.record(failure.traceback))
 
     def _write_finish(self, ex: Execution, **kwargs: Any) -> None:
-        """Queue the attempt's end for the next group commit (see :mod:`service.commits`)."""
+        """Queue the attempt's end for the next group commit (see :mod:`service.supervisor.commits`)."""
         self._commits.add(ex, self.clock.monotonic(), **kwargs)
 
     def _flush_finishes(self) -> None:

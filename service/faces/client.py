@@ -21,14 +21,14 @@ from sqlalchemy import Engine
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.errors import InvalidInput, TaskFailed, TenureError
-from service.requests import RunPlan, TaskPlan, plan_simulation, plan_task, plan_tasks
+from service.faces.plans import RunPlan, TaskPlan, plan_simulation, plan_task, plan_tasks
 from service.storage import Store, schema
 from service.storage.db import make_engine, normalize_url
 from service.storage.history import History, RunHistory
 from service.storage.retention import PruneReport
 from service.storage.submit import Created, Idempotency
 from service.storage.views import AttemptView, RunStatusView, RunView, TaskView
-from service.supervisor import Supervisor
+from service.supervisor.loop import Supervisor
 
 T = TypeVar("T")
 

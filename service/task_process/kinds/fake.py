@@ -23,8 +23,8 @@ from annotated_types import Ge, Le
 from pydantic import Field
 
 from service.errors import InvalidInput
-from service.kinds import params as p
-from service.protocol import TaskContext, register
+from service.task_process.kinds import params as p
+from service.task_process.protocol import TaskContext, register
 
 SHAPES = ("blocking", "polling", "random")
 

@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from service import client, logs, requests, summary
 from service.config import Settings, parse_duration, parse_memory
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
+from service.faces import client, logs, summary
+from service.faces import plans as requests
 from service.storage import schema
 from service.storage.db import make_engine, normalize_url, sqlite_path
 from service.storage.views import RunView
-from service.supervisor import Supervisor
+from service.supervisor.loop import Supervisor
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -253,7 +254,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
     from prometheus_client import ProcessCollector
 
-    from service import metrics
+    from service.supervisor import metrics
 
     if args.metrics_db and args.metrics_port is None:
         raise InvalidInput("--metrics-db goes with --metrics-port, which serves the figures")
@@ -419,5 +420,5 @@ def log_flags(p: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(level: str, log_format: str | None = None) -> None:
-    """Logs to stderr as text or JSON lines (:mod:`service.logs`). Raises InvalidInput."""
+    """Logs to stderr as text or JSON lines (:mod:`service.faces.logs`). Raises InvalidInput."""
     logs.configure(level, log_format)

@@ -1,6 +1,6 @@
 """The supervisor's task processes: one zygote, and the hosts it forks to run task code.
 
-Task code runs in hosts, never in the supervisor (see :mod:`service.host`). The pool places
+Task code runs in hosts, never in the supervisor (see :mod:`service.task_process.runner`). The pool places
 attempts in hosts, carries messages both ways, and watches hosts die. It is driven by the
 supervisor's loop thread alone: :meth:`Pool.wait` blocks on every socket at once and returns
 what happened, so nothing here needs a lock; other threads only call :meth:`wake`. Nothing
@@ -8,7 +8,7 @@ here blocks either: messages to a host or to the zygote wait in an outbox until 
 takes them, so a stuck host or a busy zygote never stalls the loop.
 
 **Blame.** A host runs one ``run()`` at a time; polling tasks between checks stay in the host
-that ran them (*parked*), as do async tasks, on its event loop (see :mod:`service.asynchost`),
+that ran them (*parked*), as do async tasks, on its event loop (see :mod:`service.task_process.event_loop`),
 so a host may hold several tasks. When a host dies:
 
 * on purpose (the supervisor stopped it: a timeout, a cancel, a lost lease), the task it
@@ -20,7 +20,7 @@ so a host may hold several tasks. When a host dies:
 When the zygote itself dies every host dies with it: their tasks are lost and isolated, as
 nobody can tell whether one of them killed it.
 
-**Placement** (:mod:`service.placement`). A ``run()`` goes to an idle host with the same memory
+**Placement** (:mod:`service.supervisor.placement`). A ``run()`` goes to an idle host with the same memory
 limit, preferring one that already hosts parked tasks (so waiting tasks gather in few processes)
 unless a check is executing there or its checks have been slow (they would compete for its GIL),
 or it hosts async tasks; else to a new host. An isolated task gets an empty host and shares it
@@ -36,12 +36,13 @@ import signal
 import socket
 from typing import Any
 
-from service import placement, wire
-from service.executor import Execution, Failure
-from service.hosts import Event as Event  # the supervisor takes it from here
-from service.hosts import Host
-from service.placement import Modes, choose, choose_async
-from service.spawner import Spawner
+from service.supervisor import placement
+from service.supervisor.attempt import Execution, Failure
+from service.supervisor.placement import Modes, choose, choose_async
+from service.supervisor.processes import Event as Event  # the supervisor takes it from here
+from service.supervisor.processes import TaskProcess
+from service.supervisor.spawner import Spawner
+from service.task_process import wire
 
 log = logging.getLogger("tenure.pool")
 
@@ -58,8 +59,8 @@ class Pool:
         self.clock = clock
         self.selector = selectors.DefaultSelector()
         self.spawner = Spawner(self.selector, clock)
-        self.hosts: dict[int, Host] = {}
-        self._by_pid: dict[int, Host] = {}
+        self.processes: dict[int, TaskProcess] = {}
+        self._by_pid: dict[int, TaskProcess] = {}
         self._next_id = 0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
@@ -86,7 +87,7 @@ class Pool:
         if self.closed:
             return
         self.closed = True
-        for h in list(self.hosts.values()):
+        for h in list(self.processes.values()):
             h.signal(signal.SIGKILL)
             self._drop_host(h)
         self.spawner.close()
@@ -121,7 +122,7 @@ class Pool:
         """An async kind's execution waits on a host's event loop (parked); any other runs on its main thread."""
         lease = ex.lease
         limit = lease.memory_limit_mb or self.memory_limit_mb
-        hosts = self.hosts.values()
+        hosts = self.processes.values()
         if self.modes.on_loop(ex):
             target = choose_async(hosts, limit) or self._fork(limit)
             target.parked[ex.key] = ex
@@ -134,7 +135,7 @@ class Pool:
             ex.await_process()
         else:
             ex.restart_clock(self.clock.monotonic())  # it was held: that wait was not its time
-        ex.host = target
+        ex.process = target
         target.send(frame, self.selector)
 
     def _place_ready(self) -> list[Event]:
@@ -150,7 +151,7 @@ class Pool:
 
     def check(self, ex: Execution) -> None:
         """Ask the host that holds ``ex`` for one check_output() call."""
-        h: Host | None = ex.host
+        h: TaskProcess | None = ex.process
         if h is not None:
             h.checks[ex.key] = self.clock.monotonic()
             self._send(h, {"op": "check", "key": list(ex.key)})
@@ -165,8 +166,8 @@ class Pool:
         ``force_check`` a ``check_output()`` call still executing (a hung one, past its
         timeout) ends its host too. ``ex`` itself is forgotten at once: no event about it follows.
         """
-        h: Host | None = ex.host
-        ex.host = None
+        h: TaskProcess | None = ex.process
+        ex.process = None
         if h is None:
             self.modes.release(ex)  # held, not placed yet: nothing of it runs
             return
@@ -205,7 +206,7 @@ class Pool:
                 if mask & selectors.EVENT_READ:
                     events.extend(self._from_zygote())
             else:
-                h = self.hosts.get(key.data)
+                h = self.processes.get(key.data)
                 if h is None:
                     continue
                 if mask & selectors.EVENT_WRITE:
@@ -220,7 +221,7 @@ class Pool:
         """Deadlines: SIGKILL after the grace, deaths whose last news never came, idle hosts."""
         now = self.clock.monotonic()
         events: list[Event] = []
-        for h in list(self.hosts.values()):
+        for h in list(self.processes.values()):
             if h.kill_at is not None and now >= h.kill_at:
                 h.signal(signal.SIGKILL)
                 h.kill_at = None
@@ -239,7 +240,7 @@ class Pool:
 
     def next_deadline(self) -> float:
         soonest = float("inf")
-        for h in self.hosts.values():
+        for h in self.processes.values():
             if h.kill_at is not None:
                 soonest = min(soonest, h.kill_at)
             if h.eof_mono is not None:
@@ -250,18 +251,18 @@ class Pool:
             soonest = min(soonest, h.idle_since + IDLE_HOST_S)
         return min(soonest, self.spawner.next_deadline())
 
-    def _retirable(self) -> list[Host]:
+    def _retirable(self) -> list[TaskProcess]:
         """Idle hosts beyond the spares, longest idle first: what idleness retires."""
-        idle = sorted((h for h in self.hosts.values() if h.alive and h.empty), key=lambda h: h.idle_since)
+        idle = sorted((h for h in self.processes.values() if h.alive and h.empty), key=lambda h: h.idle_since)
         return idle[:max(0, len(idle) - SPARE_HOSTS)]
 
     @property
-    def host_count(self) -> int:
-        return len(self.hosts)
+    def process_count(self) -> int:
+        return len(self.processes)
 
     # -- messages from hosts --------------------------------------------------------------
 
-    def _from_host(self, h: Host) -> list[Event]:
+    def _from_host(self, h: TaskProcess) -> list[Event]:
         try:
             data = h.sock.recv(1 << 20)
         except (BlockingIOError, InterruptedError):
@@ -285,7 +286,7 @@ class Pool:
                 events.append(event)
         return events
 
-    def _message(self, h: Host, message: dict[str, Any]) -> Event | None:
+    def _message(self, h: TaskProcess, message: dict[str, Any]) -> Event | None:
         op = message.get("op")
         if op == "hello":
             self._learn_pid(h, int(message["pid"]))
@@ -323,7 +324,7 @@ class Pool:
                 asked = message.get("poll_interval_s")
                 ex.asked_interval_s = float(asked) if isinstance(asked, (int, float)) and asked > 0 else None
                 return Event("ran", ex, polling=True)
-            ex.host = None
+            ex.process = None
             h.parked.pop(key, None)
             h.asyncs.discard(key)
             self._maybe_idle(h)
@@ -335,12 +336,12 @@ class Pool:
             if failure is None and message.get("value") is not None:
                 h.parked.pop(key, None)
                 h.asyncs.discard(key)
-                ex.host = None
+                ex.process = None
                 self._maybe_idle(h)
             return Event("checked", ex, value=message.get("value"), failure=failure)
         return None
 
-    def _began(self, h: Host, ex: Execution, is_async: bool) -> Event | None:
+    def _began(self, h: TaskProcess, ex: Execution, is_async: bool) -> Event | None:
         """A host built ``ex``'s task and says whether its run() is async: the pool learns the kind's shape."""
         self.modes.learn(ex.lease.kind, is_async)
         if is_async and h.running is ex:  # its run() went to the host's loop: the main thread is free
@@ -351,7 +352,7 @@ class Pool:
             del h.parked[ex.key]
             h.asyncs.discard(ex.key)
             self._maybe_idle(h)
-            ex.host = None
+            ex.process = None
             self._place(ex, self._frame(ex))
         return None
 
@@ -362,7 +363,7 @@ class Pool:
         for message in self.spawner.readable():
             op = message.get("op")
             if op == "forked":
-                h = self.hosts.get(int(message["host"]))
+                h = self.processes.get(int(message["host"]))
                 if h is not None:
                     self._learn_pid(h, int(message["pid"]))
             elif op == "exited":
@@ -378,10 +379,10 @@ class Pool:
         events, busy = [], False
         reason = (f"the process that forks task processes died (exit status {code}) and its task processes "
                   "with it: not charged, and it runs alone in a process of its own from now on")
-        for h in list(self.hosts.values()):
+        for h in list(self.processes.values()):
             busy = busy or not h.empty
             for ex in h.occupants:
-                ex.host = None
+                ex.process = None
                 events.append(Event("lost", ex, reason=reason, isolate=True))
             h.running, h.parked, h.asyncs = None, {}, set()
             if h.doomed is None:
@@ -393,20 +394,20 @@ class Pool:
 
     # -- hosts ----------------------------------------------------------------------------
 
-    def _fork(self, limit: int | None) -> Host:
+    def _fork(self, limit: int | None) -> TaskProcess:
         self._next_id += 1
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         now = self.clock.monotonic()
-        h = Host(id=self._next_id, sock=ours, memory_limit_mb=limit, born_mono=now, idle_since=now)
-        self.hosts[h.id] = h
+        h = TaskProcess(id=self._next_id, sock=ours, memory_limit_mb=limit, born_mono=now, idle_since=now)
+        self.processes[h.id] = h
         self.selector.register(ours, selectors.EVENT_READ, h.id)
         if not self.spawner.fork(h.id, limit, theirs):
             # No zygote: the host's socket reads EOF at once, and its tasks are handed back.
             h.doomed = "the process that forks task processes is not running"
         return h
 
-    def _learn_pid(self, h: Host, pid: int) -> None:
+    def _learn_pid(self, h: TaskProcess, pid: int) -> None:
         if h.pid is not None:
             return
         h.pid = pid
@@ -415,22 +416,22 @@ class Pool:
             h.signal(signal.SIGTERM)
             h.kill_at = self.clock.monotonic() + self.kill_grace_s
 
-    def _send(self, h: Host, message: dict[str, Any]) -> None:
+    def _send(self, h: TaskProcess, message: dict[str, Any]) -> None:
         h.send(wire.encode(message), self.selector)
 
-    def _doom(self, h: Host, why: str) -> None:
+    def _doom(self, h: TaskProcess, why: str) -> None:
         h.doom(why, self.clock.monotonic() + self.kill_grace_s)
 
-    def _maybe_idle(self, h: Host) -> None:
+    def _maybe_idle(self, h: TaskProcess) -> None:
         h.maybe_idle(self.clock.monotonic())
 
-    def _bury(self, h: Host) -> list[Event]:
+    def _bury(self, h: TaskProcess) -> list[Event]:
         """The host is gone: say what became of each task still in it."""
         self._drop_host(h)
         occupants = h.occupants
         h.running, h.parked, h.asyncs = None, {}, set()
         for ex in occupants:
-            ex.host = None
+            ex.process = None
         if not occupants:
             if h.doomed is None:
                 log.warning("pool.host_died host=%s pid=%s %s (it was idle)", h.id, h.pid, h.death())
@@ -440,8 +441,8 @@ class Pool:
                     f" (stopped: {h.doomed})" if h.doomed else "")
         return h.fates(occupants)
 
-    def _drop_host(self, h: Host) -> None:
-        self.hosts.pop(h.id, None)
+    def _drop_host(self, h: TaskProcess) -> None:
+        self.processes.pop(h.id, None)
         if h.pid is not None and self._by_pid.get(h.pid) is h:
             del self._by_pid[h.pid]
         if h.eof_mono is None:

@@ -29,7 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.host import Host, Occupant
+    from service.task_process.runner import Occupant, Runner
 
 STUCK_S = 0.5  # a stop request the loop has not taken within this long: the loop is blocked
 
@@ -44,8 +44,8 @@ def is_async(method: Any) -> bool:
 class AsyncSide:
     """The event loop of one host and the asyncio Tasks of its attempts."""
 
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread_ident: int | None = None
         self.tasks: dict[tuple[int, int], asyncio.Task[None]] = {}  # loop thread only
@@ -86,7 +86,7 @@ class AsyncSide:
         """Cancel the occupant's asyncio Task (its stop event is set already)."""
         with self.lock:
             self.stops[occupant.key] = (time.monotonic(), occupant)
-        self.host.occupied.set()  # the flusher watches until the loop takes it
+        self.runner.occupied.set()  # the flusher watches until the loop takes it
         self._ensure().call_soon_threadsafe(self._cancel, occupant.key)
 
     def watch(self) -> bool:
@@ -102,7 +102,7 @@ class AsyncSide:
             if blocker in overdue:
                 with self.lock:
                     self.stops.pop(blocker, None)
-                self.host.send({"op": "stuck", "key": list(blocker)})
+                self.runner.send({"op": "stuck", "key": list(blocker)})
         return bool(self.stops)
 
     def _blocker(self) -> tuple[int, int] | None:
@@ -121,7 +121,7 @@ class AsyncSide:
         with self.lock:
             arrivals, self._arrivals = self._arrivals, []
         for occupant, message in arrivals:
-            if occupant.key in self.host.occupants:  # else dropped before it began
+            if occupant.key in self.runner.occupants:  # else dropped before it began
                 self._spawn(occupant, self._drive(occupant, message))
 
     def _spawn(self, occupant: Occupant, coro: Any) -> None:
@@ -142,7 +142,7 @@ class AsyncSide:
 
     async def _drive(self, occupant: Occupant, message: dict[str, Any] | None) -> None:
         current.set(occupant)
-        host = self.host
+        host = self.runner
         try:
             if message is not None:  # placed here as async: built on the loop
                 occupant.task = host.build(occupant, message)
@@ -166,11 +166,11 @@ class AsyncSide:
             return
         except BaseException as exc:  # noqa: BLE001
             occupant.checking = False
-            self.host.failed(occupant, "checked", exc, keep=True)
+            self.runner.failed(occupant, "checked", exc, keep=True)
             return
         occupant.checking = False
-        if occupant.key in self.host.occupants:
-            self.host.report(occupant, "checked", value=value, keep=value is None)
+        if occupant.key in self.runner.occupants:
+            self.runner.report(occupant, "checked", value=value, keep=value is None)
 
 
 _OURS = {AsyncSide._drive.__code__, AsyncSide._check.__code__}

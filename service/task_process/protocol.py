@@ -8,7 +8,7 @@ object is a black box with ``run()`` and, optionally, ``check_output()``:
 * a *polling* task's ``run()`` starts the work and returns ``None`` at once; its
   ``check_output()`` returns ``None`` until the output is ready, then the output.
 
-The engine tells them apart only by what ``run()`` returns (see :mod:`service.executor`).
+The engine tells them apart only by what ``run()`` returns (see :mod:`service.supervisor.attempt`).
 """
 
 from __future__ import annotations
@@ -179,4 +179,4 @@ def kinds() -> list[Kind]:
 
 
 def _load_builtins() -> None:
-    import service.kinds  # noqa: F401  (registers the built-in kinds on import)
+    import service.task_process.kinds  # noqa: F401  (registers the built-in kinds on import)

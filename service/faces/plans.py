@@ -24,7 +24,7 @@ from typing import Any
 
 from service.config import check_memory_mb
 from service.errors import InvalidInput
-from service.protocol import Kind, get_kind
+from service.task_process.protocol import Kind, get_kind
 
 MAX_TASKS_PER_RUN = 100_000
 MAX_NAME_CHARS = 200

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from service import wire
-from service.executor import Execution
-from service.hosts import Host
-from service.spawner import kind_module, main_path
+from service.supervisor.attempt import Execution
+from service.supervisor.processes import TaskProcess
+from service.supervisor.spawner import kind_module, main_path
+from service.task_process import wire
 
 Key = tuple[int, int]
 
@@ -27,7 +27,7 @@ ASYNC_PER_HOST = 10_000  # async tasks one host's event loop takes at most
 SLOW_CHECK_S = 0.05  # a host whose checks take longer than this gets no run() beside them
 
 
-def choose(hosts: Iterable[Host], limit: int | None, *, isolated: bool) -> Host | None:
+def choose(hosts: Iterable[TaskProcess], limit: int | None, *, isolated: bool) -> TaskProcess | None:
     """An idle host for a blocking run(): same memory limit, no async tasks, no check executing or slow."""
     idle = [h for h in hosts
             if h.alive and h.running is None and not h.isolated and h.memory_limit_mb == limit
@@ -40,7 +40,7 @@ def choose(hosts: Iterable[Host], limit: int | None, *, isolated: bool) -> Host 
     return max(idle, key=lambda h: (len(h.parked), -h.id))
 
 
-def choose_async(hosts: Iterable[Host], limit: int | None) -> Host | None:
+def choose_async(hosts: Iterable[TaskProcess], limit: int | None) -> TaskProcess | None:
     """A host for an async task: the fullest one hosting async tasks with room left, else an empty one."""
     fits = [h for h in hosts
             if h.alive and not h.isolated and h.memory_limit_mb == limit and len(h.asyncs) < ASYNC_PER_HOST
@@ -86,7 +86,7 @@ class Modes:
         if kind in self.known:
             return True
         probe = self._probes.get(kind)
-        if probe is None or probe.host is None:  # none went first, or it ended before telling
+        if probe is None or probe.process is None:  # none went first, or it ended before telling
             self._probes[kind] = ex
             return True
         self._held.setdefault(kind, {})[ex.key] = ex
@@ -115,7 +115,7 @@ class Modes:
                 del self._held[kind]
                 continue
             probe = self._probes.get(kind)
-            if probe is None or probe.host is None:
+            if probe is None or probe.process is None:
                 ex = held.pop(next(iter(held)))
                 self._probes[kind] = ex
                 out.append(ex)

@@ -1,6 +1,6 @@
 """One task process (a *host*) as its supervisor sees it: its socket, its occupants, its death.
 
-The pool (:mod:`service.pool`) decides what runs where; this module holds what is true of one
+The pool (:mod:`service.supervisor.pool`) decides what runs where; this module holds what is true of one
 host: the attempts in it, the frames waiting for its socket, how to signal it, and how its
 death reads in plain words.
 """
@@ -15,9 +15,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from service import host as host_mod
-from service import wire
-from service.executor import Execution, Failure
+from service.supervisor.attempt import Execution, Failure
+from service.task_process import runner as host_mod
+from service.task_process import wire
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Event:
 
 
 @dataclass
-class Host:
+class TaskProcess:
     """One host process, as the supervisor sees it."""
 
     id: int
@@ -129,7 +129,7 @@ class Host:
                 send(self.pid, sig)
 
     def fates(self, occupants: list[Execution]) -> list[Event]:
-        """What became of the tasks that were in this host when it died (see :mod:`service.pool`, Blame)."""
+        """What became of the tasks that were in this host when it died (see :mod:`service.supervisor.pool`, Blame)."""
         death = self.death()
         if self.doomed is not None:
             reason = f"its process was stopped because {self.doomed}"

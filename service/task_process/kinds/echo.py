@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.protocol import TaskContext, register
+from service.task_process.protocol import TaskContext, register
 
 
 class Echo:
