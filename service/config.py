@@ -91,6 +91,7 @@ class Settings:
     kill_grace_s: float = 0.5  # a task process stopped with SIGTERM gets SIGKILL after this
     memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB  # per task process (RLIMIT_DATA); None: none
     shutdown_grace_s: float = 5.0  # a graceful stop waits this long for running tasks
+    process_start_s: float = 60.0  # an attempt waits this long at most for a task process (not its timeout)
     retry_base_s: float = 1.0  # backoff after the first failure is uniform in [0, this]
     retry_cap_s: float = 60.0  # ... doubling per attempt, never above this
     prune_after_s: float | None = None  # if set, delete what ended longer ago than this (see `tenure prune`) ...

@@ -37,6 +37,12 @@ class StorageError(TenureError):
     """The database could not be read or written (locked, read-only, full, unreachable)."""
 
 
+class StorageRefused(InvalidInput):
+    """The database refused the values of a write (a value it cannot store), not the write itself:
+    nothing was written, and the same values would be refused again. Unlike a StorageError, it
+    is no reason to wait and retry: the one request or attempt that carries them fails."""
+
+
 class StorageFull(StorageError):
     """The database's disk is full: nothing was written."""
 

@@ -429,6 +429,14 @@ def shape_shifter(args: dict[str, Any], ctx: TaskContext) -> Any:
 
 register("t_shape_shifter")(shape_shifter)
 
+
+def two_faced(args: dict[str, Any], ctx: TaskContext) -> Any:
+    """One kind that parks (a polling task) unless ``args["poison"]`` says how to kill its process."""
+    return Poison({**args, "how": args["poison"]}, ctx) if args.get("poison") else Polling(args, ctx)
+
+
+register("t_two_faced")(two_faced)
+
 for _name, _cls in {
     "t_blocking": Blocking, "t_polling": Polling, "t_hang": Hang, "t_spin": Spin, "t_regex": Regex,
     "t_gil": GilHog, "t_flaky": Flaky, "t_doomed": Doomed, "t_hook": Hook, "t_long": LongSleep,

@@ -60,9 +60,11 @@ def supervisor_actor(url: str, seed: int, seconds: float, me: int, others: list[
                         leases.finish(lease, me, outcome=Outcome.CRASHED, error="crashed: signal 11",
                                       retry_in_s=0 if rng.random() < 0.5 else None)
                     elif how < 0.9:
-                        leases.lose(lease, me, "its process was stopped", isolate=rng.random() < 0.5)
+                        isolate = rng.random() < 0.5
+                        leases.finish(lease, me, outcome=Outcome.LOST, error="its process died", isolate=isolate,
+                                      counted=isolate)
                     else:
-                        leases.release(me, [(lease, 0.5, None, None)])
+                        leases.finish(lease, me, outcome=Outcome.RELEASED, progress=0.5)
                     tally["finish"] += 1
                 elif others:
                     leases.reclaim_supervisor(rng.choice(others), "judged dead by the stress test")

@@ -10,27 +10,26 @@ cancelled) and changes nothing, so no task completes twice. Locks follow the ord
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Engine, Integer, bindparam, case, exists, func, insert, select, update
+from sqlalchemy import Boolean, Engine, Integer, Text, bindparam, case, exists, func, insert, select, update
 
 from service.storage import notify
-from service.storage.db import db_now, read_tx, status_is, write_tx
+from service.storage.db import db_now, read_tx, status_is, text_tail, write_tx
+from service.storage.endings import MAX_LOST, End, end_attempts, leased_by
 from service.storage.errors import translated
-from service.storage.finishes import Finish, finish_many
-from service.storage.losses import MAX_LOST, Losses, fence
 from service.storage.models import (
     DUE_TASK_STATUSES,
+    LOG_TAIL_CHARS,
     Outcome,
     SupervisorRow,
     Task,
     TaskAttempt,
     TaskStatus,
 )
-from service.storage.runs import close_attempt
 
 log = logging.getLogger("tenure.leases")
 
@@ -73,8 +72,8 @@ class LiveSupervisor:
     start_ticks: int | None
 
 
-class Leases(Losses):
-    """Claim, heartbeat, finish, release, lose and reclaim: the supervisor's side of the database."""
+class Leases:
+    """Register, claim, heartbeat, end attempts and reclaim: the supervisor's side of the database."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -183,56 +182,34 @@ class Leases(Losses):
     @translated
     def heartbeat(
         self, supervisor_id: int, updates: Sequence[tuple[int, int, float, Any]] = (),
-        logs: Sequence[tuple[int, int, str, int]] = (),
+        logs: Sequence[tuple[int, int, str, int, bool]] = (),
     ) -> set[Key]:
-        """Show this supervisor is alive, store progress and checkpoints; returns what it holds.
+        """Show this supervisor is alive, store progress, checkpoints and output; returns what it holds.
 
         One write to its ``supervisors`` row, however many tasks it runs (a lease lives while
         that row's heartbeat_at keeps changing), plus one fenced update per attempt in
         ``updates`` — (task_id, attempt, progress, checkpoint) that changed since the last
-        beat — in task id order, and of each attempt in ``logs`` (task_id, attempt, output, cut)
-        whose output grew. Atomic. Returns the (task_id, attempt) pairs the supervisor still
-        holds: an attempt missing from it has lost its lease and must stop.
+        beat — in task id order, and of each attempt in ``logs`` — (task_id, attempt, text
+        written since the last beat, characters written in all, whether the text is the whole
+        kept tail) — whose output grew: the new text is appended to the stored output, which
+        keeps its last :data:`LOG_TAIL_CHARS`. Atomic. Returns the (task_id, attempt) pairs the
+        supervisor still holds: an attempt missing from it has lost its lease and must stop.
         """
         rows: dict[tuple[int, int], dict[str, Any]] = {}
         for task_id, attempt, progress, checkpoint in updates:
-            rows[(task_id, attempt)] = {"b_id": task_id, "b_attempt": attempt, "b_moved": True, "b_progress": progress,
-                                        "b_checkpoint": checkpoint, "b_wrote": False, "b_chars": 0}
-        for task_id, attempt, text, cut in logs:
-            row = rows.setdefault((task_id, attempt), {"b_id": task_id, "b_attempt": attempt, "b_moved": False,
-                                                       "b_progress": 0.0, "b_checkpoint": None})
-            row.update(b_wrote=True, b_chars=len(text) + cut)
+            rows[(task_id, attempt)] = {"b_id": task_id, "b_holder": supervisor_id, "b_attempt": attempt,
+                                        "b_moved": True, "b_progress": progress, "b_checkpoint": checkpoint,
+                                        "b_wrote": False, "b_chars": 0}
+        for task_id, attempt, _, total, _ in logs:
+            row = rows.setdefault((task_id, attempt), {"b_id": task_id, "b_holder": supervisor_id, "b_attempt": attempt,
+                                                       "b_moved": False, "b_progress": 0.0, "b_checkpoint": None})
+            row.update(b_wrote=True, b_chars=total)
         with write_tx(self.engine) as conn:
-            if rows:
-                # One statement over the tasks, in id order (the lock order), then their attempts.
-                moved, wrote = bindparam("b_moved", type_=Boolean), bindparam("b_wrote", type_=Boolean)
-                conn.execute(
-                    update(Task)
-                    .where(
-                        (Task.id == bindparam("b_id"))
-                        & (Task.supervisor_id == supervisor_id)
-                        & (Task.attempts == bindparam("b_attempt"))
-                        & status_is(Task.status, "running")
-                    )
-                    .values(
-                        progress=case((moved, bindparam("b_progress")), else_=Task.progress),
-                        checkpoint=case((moved, bindparam("b_checkpoint", type_=Task.checkpoint.type)),
-                                        else_=Task.checkpoint),
-                        output_chars=case((wrote, bindparam("b_chars")), else_=Task.output_chars),
-                    )
-                    .execution_options(synchronize_session=False),
-                    [rows[key] for key in sorted(rows)],
-                )
+            if rows:  # one statement over the tasks, in id order (the lock order), then their attempts
+                conn.execute(_BEAT_TASKS, [rows[key] for key in sorted(rows)])
             if logs:
-                conn.execute(
-                    update(TaskAttempt)
-                    .where((TaskAttempt.task_id == bindparam("b_id")) & (TaskAttempt.attempt == bindparam("b_attempt"))
-                           & status_is(TaskAttempt.outcome, "running"))
-                    .values(logs=bindparam("b_logs"), logs_cut=bindparam("b_cut"))
-                    .execution_options(synchronize_session=False),
-                    [{"b_id": t, "b_attempt": a, "b_logs": text, "b_cut": cut}
-                     for t, a, text, cut in sorted(logs, key=lambda u: u[0])],
-                )
+                conn.execute(_BEAT_LOGS, [{"b_id": t, "b_attempt": a, "b_text": text, "b_total": total,
+                                           "b_whole": whole} for t, a, text, total, whole in sorted(logs)])
             conn.execute(update(SupervisorRow).where(SupervisorRow.id == supervisor_id)
                          .values(heartbeat_at=db_now()))
             held = conn.execute(
@@ -241,79 +218,71 @@ class Leases(Losses):
             ).all()
         return {(r.id, r.attempts) for r in held}
 
-    # -- finishing an attempt -----------------------------------------------------------
+    # -- ending attempts ----------------------------------------------------------------
 
     @translated
-    def finish(
-        self,
-        lease: Lease,
-        supervisor_id: int,
-        *,
-        outcome: Outcome,
-        result: Any = None,
-        error: str | None = None,
-        retry_in_s: float | None = None,
-        progress: float | None = None,
-        checkpoint: Any = None,
-        record: dict[str, Any] | None = None,
-    ) -> bool:
-        """Record how one attempt ended, fenced by (task, supervisor, attempt); see :class:`Finish`.
+    def end_attempts(self, holder: int, ends: Sequence[End]) -> set[Key]:
+        """Record how these attempts ended, in one transaction (see :mod:`service.storage.endings`).
 
-        A finish that ends the task locks its run first (the lock order), so the run's
-        completion (and its hook task) happen in this same transaction. Returns False, writing
-        nothing, when the lease was lost.
-        """
-        end = Finish(task_id=lease.task_id, attempt=lease.attempt, run_id=lease.run_id, outcome=outcome,
-                     result=result, error=error, retry_in_s=retry_in_s, progress=progress,
-                     checkpoint=checkpoint, record=record or {})
-        return bool(self.finish_batch(supervisor_id, [end]))
-
-    @translated
-    def finish_batch(self, supervisor_id: int, finishes: Sequence[Finish]) -> set[Key]:
-        """Record many attempts' ends in one transaction (a group commit); returns those applied.
-
-        Each is fenced as :meth:`finish` is: one whose lease was lost writes nothing and is
-        missing from the result. Atomic: on an error nothing of the batch is written.
+        Each end is fenced by (task, ``holder``, attempt): one whose lease was lost writes nothing
+        and is missing from the result. Atomic: on an error nothing of the batch is written.
         """
         with write_tx(self.engine) as conn:
-            applied = finish_many(conn, supervisor_id, finishes)
-        for f in finishes:
-            if f.key not in applied:
-                log.warning("finish.fenced task=%s attempt=%s supervisor=%s outcome=%s: lease lost, write dropped",
-                            f.task_id, f.attempt, supervisor_id, f.outcome.value)
+            applied = end_attempts(conn, holder, ends)
+        for e in ends:
+            if e.key not in applied:
+                log.warning("attempt.end_fenced task=%s attempt=%s supervisor=%s outcome=%s: lease lost, "
+                            "write dropped", e.task_id, e.attempt, holder, e.outcome.value)
         return applied
 
-    @translated
-    def release(
-        self, supervisor_id: int, leases: Iterable[tuple[Lease, float | None, Any, dict[str, Any] | None]]
-    ) -> int:
-        """Hand leases back at a graceful stop: the tasks are due again at once.
+    def finish(self, lease: Lease, holder: int, *, outcome: Outcome, **fields: Any) -> bool:
+        """One attempt's end (the fields of :class:`End` beyond its lease); False when its lease was lost."""
+        end = End(task_id=lease.task_id, attempt=lease.attempt, run_id=lease.run_id, outcome=outcome,
+                  lost_before=lease.lost, **fields)
+        return bool(self.end_attempts(holder, [end]))
 
-        ``leases`` holds (lease, progress, checkpoint, record) with the latest progress and
-        checkpoint the attempt recorded (None: unchanged), so the next attempt resumes from
-        there, and what its attempt row keeps (its logs). Each
-        attempt closes as ``released``, not charged. Atomic; returns how many were released
-        (a lease already lost is skipped).
+    # -- reclaiming the leases of the dead ------------------------------------------------
+
+    @translated
+    def reclaim_supervisor(self, dead_id: int, reason: str) -> list[Key]:
+        """Take back every lease of a supervisor found dead, and mark it stopped.
+
+        Each attempt ends ``lost``, not charged but counted (the task may be what killed it): its
+        task is due again at once, or fails after :data:`MAX_LOST` such losses. Atomic. Returns
+        the (task_id, attempt) pairs reclaimed; [] when it held none.
         """
-        count = 0
         with write_tx(self.engine) as conn:
-            for lease, progress, checkpoint, record in sorted(leases, key=lambda item: item[0].task_id):
-                values: dict[str, Any] = {"status": TaskStatus.QUEUED.value, "supervisor_id": None,
-                                          "next_attempt_at": db_now()}
-                if progress is not None:
-                    values["progress"] = progress
-                if checkpoint is not None:
-                    values["checkpoint"] = checkpoint
-                changed = conn.execute(
-                    update(Task).where(fence(lease.task_id, supervisor_id, lease.attempt)).values(**values)
-                ).rowcount
-                if changed:
-                    close_attempt(conn, lease.task_id, lease.attempt, Outcome.RELEASED,
-                                  "released: its supervisor stopped gracefully", record=record)
-                    count += 1
-            if count:
+            ends = [End(task_id=task_id, attempt=attempt, run_id=run_id, outcome=Outcome.LOST, error=reason,
+                        counted=True, lost_before=lost)
+                    for task_id, attempt, run_id, lost in leased_by(conn, dead_id)]
+            lost_keys = end_attempts(conn, dead_id, ends)
+            conn.execute(
+                update(SupervisorRow)
+                .where(SupervisorRow.id == dead_id, SupervisorRow.stopped_at.is_(None))
+                .values(stopped_at=db_now())
+            )
+        for task_id, attempt in sorted(lost_keys):
+            log.info("lease.lost task=%s attempt=%s supervisor=%s: %s", task_id, attempt, dead_id, reason)
+        return sorted(lost_keys)
+
+    @translated
+    def requeue_stepped(self, horizon_s: float) -> int:
+        """Make due now any waiting task due more than ``horizon_s`` from now; returns how many.
+
+        No due time is ever set that far ahead, so such a task was scheduled by a clock that
+        has since stepped back (or by a process whose clock runs ahead): without this, a
+        backward step of two hours would hold its retries for two hours.
+        """
+        ahead = (status_is(Task.status, *DUE), Task.next_attempt_at > db_now(horizon_s))
+        with read_tx(self.engine) as conn:  # a read first: the write lock only when there is work
+            if not conn.execute(select(exists(select(Task.id).where(*ahead)))).scalar():
+                return 0
+        with write_tx(self.engine) as conn:
+            changed = conn.execute(update(Task).where(*ahead).values(next_attempt_at=db_now())).rowcount
+            if changed:
                 notify.notify(conn)
-        return count
+        return int(changed)
+
 
 def _due_query() -> Any:
     return (
@@ -346,8 +315,29 @@ _CLAIM = (
     .execution_options(synchronize_session=False)
 )
 _OPEN_ATTEMPT = insert(TaskAttempt).values(started_at=db_now())
+_BEAT_TASKS = (
+    update(Task)
+    .where((Task.id == bindparam("b_id")) & (Task.supervisor_id == bindparam("b_holder"))
+           & (Task.attempts == bindparam("b_attempt")) & status_is(Task.status, "running"))
+    .values(
+        progress=case((bindparam("b_moved", type_=Boolean), bindparam("b_progress")), else_=Task.progress),
+        checkpoint=case((bindparam("b_moved", type_=Boolean), bindparam("b_checkpoint", type_=Task.checkpoint.type)),
+                        else_=Task.checkpoint),
+        output_chars=case((bindparam("b_wrote", type_=Boolean), bindparam("b_chars")), else_=Task.output_chars),
+    )
+    .execution_options(synchronize_session=False)
+)
+_NEW_LOGS = case((bindparam("b_whole", type_=Boolean), bindparam("b_text", type_=Text)),
+                 else_=text_tail(func.coalesce(TaskAttempt.logs, "") + bindparam("b_text", type_=Text), LOG_TAIL_CHARS))
+_BEAT_LOGS = (
+    update(TaskAttempt)
+    .where((TaskAttempt.task_id == bindparam("b_id")) & (TaskAttempt.attempt == bindparam("b_attempt"))
+           & status_is(TaskAttempt.outcome, "running"))
+    .values(logs=_NEW_LOGS, logs_cut=bindparam("b_total", type_=Integer) - func.length(_NEW_LOGS))
+    .execution_options(synchronize_session=False)
+)
 
 
 
 
-__all__ = ["MAX_LOST", "Finish", "Key", "Lease", "Leases", "LiveSupervisor"]
+__all__ = ["MAX_LOST", "End", "Key", "Lease", "Leases", "LiveSupervisor"]

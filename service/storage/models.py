@@ -56,6 +56,7 @@ class Outcome(enum.StrEnum):
 
 
 CHARGED_OUTCOMES = (Outcome.FAILED, Outcome.TIMED_OUT, Outcome.CRASHED)
+LOG_TAIL_CHARS = 64 * 1024  # of an attempt's output, the last characters kept (task_attempts.logs)
 
 
 class Base(DeclarativeBase):

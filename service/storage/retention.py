@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, select, update
 
+from service.storage.completion import lock_tasks
 from service.storage.db import db_now, status_is, write_tx
 from service.storage.errors import translated
 from service.storage.models import (
@@ -30,7 +31,6 @@ from service.storage.models import (
     Task,
     TaskAttempt,
 )
-from service.storage.runs import lock_tasks
 
 PAUSE_S = 0.002  # at least, between batches: other writers take the lock meanwhile
 TARGET_BATCH_S = 0.02  # what one batch (one write transaction, its commit included) should take

@@ -7,30 +7,15 @@ guarded: it changes the run only if the run is still in the state the verb read 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
-from typing import Any
-
-from sqlalchemy import Connection, Engine, case, insert, select, update
+from sqlalchemy import Connection, Engine, case, select, update
 
 from service.errors import Conflict, NotFound
 from service.storage import notify
+from service.storage.completion import OPEN_TASK_STATUSES, lock_runs, lock_tasks, settle_run
 from service.storage.db import db_now, status_is, write_tx
+from service.storage.endings import cancel_attempts
 from service.storage.errors import translated
-from service.storage.models import (
-    DUE_TASK_STATUSES,
-    Outcome,
-    Run,
-    RunStatus,
-    Task,
-    TaskAttempt,
-    TaskStatus,
-)
-
-log = logging.getLogger("tenure.storage")
-
-HOOK_MAX_ATTEMPTS = 3
-OPEN_TASK_STATUSES = tuple(s.value for s in (*DUE_TASK_STATUSES, TaskStatus.RUNNING))
+from service.storage.models import Run, RunStatus, Task, TaskStatus
 
 
 class Runs:
@@ -56,9 +41,7 @@ class Runs:
             ids = lock_tasks(conn, select(Task.id).where(Task.run_id == run_id,
                                                          status_is(Task.status, *OPEN_TASK_STATUSES)))
             if ids:
-                running = conn.execute(
-                    select(Task.id, Task.attempts).where(Task.id.in_(ids), status_is(Task.status, "running"))
-                ).all()
+                cancel_attempts(conn, select(Task.id).where(Task.id.in_(ids)))
                 conn.execute(
                     update(Task)
                     .where(Task.id.in_(ids))
@@ -68,8 +51,6 @@ class Runs:
                         error=case((Task.error.is_(None), "cancelled"), else_=Task.error),
                     )
                 )
-                for task_id, attempt in running:
-                    close_attempt(conn, task_id, attempt, Outcome.CANCELLED, "cancelled")
             changed = conn.execute(
                 update(Run)
                 .where(Run.id == run_id, status_is(Run.status, "running"))
@@ -134,19 +115,16 @@ class Runs:
             if row is None:
                 raise NotFound(f"there is no task {task_id}")
             lock_runs(conn, [row.run_id])
-            found = conn.execute(
-                select(Task.status, Task.attempts).where(Task.id == task_id).with_for_update()
-            ).one()
+            found = conn.execute(select(Task.status).where(Task.id == task_id).with_for_update()).one()
             if found.status not in OPEN_TASK_STATUSES:
                 raise Conflict(f"task {task_id} is {found.status}; only a task that has not ended can be cancelled")
+            cancel_attempts(conn, select(Task.id).where(Task.id == task_id))
             conn.execute(
                 update(Task)
                 .where(Task.id == task_id, status_is(Task.status, *OPEN_TASK_STATUSES))
                 .values(status=TaskStatus.CANCELLED.value, finished_at=db_now(), supervisor_id=None,
                         next_attempt_at=None, error="cancelled")
             )
-            if found.status == TaskStatus.RUNNING.value:
-                close_attempt(conn, task_id, found.attempts, Outcome.CANCELLED, "cancelled")
             if row.run_id is not None:
                 settle_run(conn, row.run_id)
         return True
@@ -164,76 +142,3 @@ def _lock_running_run(conn: Connection, run_id: int, only: str) -> None:
     status = _lock_run(conn, run_id)
     if status != RunStatus.RUNNING.value:
         raise Conflict(f"run {run_id} is {status}; {only}")
-
-
-def lock_runs(conn: Connection, run_ids: Iterable[int | None]) -> None:
-    """Lock these run rows in id order (the first step of the lock order). A no-op on SQLite."""
-    ids = sorted({r for r in run_ids if r is not None})
-    if ids:
-        conn.execute(select(Run.id).where(Run.id.in_(ids)).order_by(Run.id).with_for_update()).all()
-
-
-def lock_tasks(conn: Connection, ids_query: Any) -> list[int]:
-    """Lock the tasks a ``SELECT tasks.id ...`` finds, in id order; returns their ids."""
-    return [int(i) for i in conn.execute(ids_query.order_by(Task.id).with_for_update()).scalars()]
-
-
-def close_attempt(
-    conn: Connection, task_id: int, attempt: int, outcome: Outcome, error: str | None, *, charged: bool = False,
-    record: dict[str, Any] | None = None,
-) -> None:
-    """Close the attempt's row if it is still open (``outcome = 'running'``).
-
-    ``record`` may hold its ``logs``, ``logs_cut`` and ``traceback``.
-    """
-    values = {k: v for k, v in (record or {}).items() if k in ("logs", "logs_cut", "traceback")}
-    conn.execute(
-        update(TaskAttempt)
-        .where(
-            TaskAttempt.task_id == task_id,
-            TaskAttempt.attempt == attempt,
-            status_is(TaskAttempt.outcome, "running"),
-        )
-        .values(outcome=outcome.value, error=error, finished_at=db_now(), charged=charged, **values)
-    )
-
-
-def settle_run(conn: Connection, run_id: int) -> bool:
-    """Mark the run completed if none of its tasks is open; create its hook task then.
-
-    Runs inside the caller's transaction, which has locked the run row first (the lock order),
-    so two transactions finishing a run's last two tasks cannot both miss the completion. The
-    completion is guarded on ``status = 'running'``, so each completion creates one hook task;
-    the hook then runs at least once, with the lease guarantees of any task (a crash re-runs
-    it). Returns True when this call completed the run.
-    """
-    run = conn.execute(select(Run.id, Run.on_complete).where(Run.id == run_id)).one_or_none()
-    if run is None:
-        return False
-    open_tasks = (
-        select(Task.id)
-        .where(Task.run_id == run_id, status_is(Task.status, *OPEN_TASK_STATUSES))  # seeks ix_tasks_run_status
-        .exists()
-    )
-    changed = conn.execute(
-        update(Run)
-        .where(Run.id == run_id, status_is(Run.status, "running"), ~open_tasks)
-        .values(status=RunStatus.COMPLETED.value, finished_at=db_now())
-    ).rowcount
-    if not changed:
-        return False
-    log.info("run.completed run=%s", run_id)
-    if run.on_complete:
-        hook_id = conn.execute(
-            insert(Task)
-            .values(
-                run_id=None, position=0, kind=run.on_complete, args={"run_id": run_id},
-                status=TaskStatus.QUEUED.value, max_attempts=HOOK_MAX_ATTEMPTS,
-                created_at=db_now(), next_attempt_at=db_now(),
-            )
-            .returning(Task.id)
-        ).scalar_one()
-        conn.execute(update(Run).where(Run.id == run_id).values(hook_task_id=hook_id))
-        notify.notify(conn)
-        log.info("run.hook_queued run=%s task=%s kind=%s", run_id, hook_id, run.on_complete)
-    return True

@@ -1,32 +1,48 @@
-"""One attempt in flight on a supervisor, and how its end is described.
+"""One attempt in flight on a supervisor: its phase, its deadline, what it reported so far.
 
-An :class:`Execution` goes through these phases, driven by the supervisor's loop:
+An :class:`Execution` moves through these phases, driven by the supervisor's loop, and never back:
 
-1. ``run``: the task's ``run()`` executes in a host process (see :mod:`service.supervisor.pool`). A
-   non-``None`` return is the output: the task was blocking, and is done.
-2. ``wait``: ``run()`` returned ``None`` from an object that has ``check_output()``, so the
-   task is polling. Its object stays in its host, which holds no thread for it and goes on
-   running other tasks; the supervisor schedules the checks: the first right after ``run()``
-   returns, then after ``poll_first_s``, growing by ``poll_factor`` up to ``poll_max_s`` (or
-   at the task's own ``poll_interval_s``).
-3. ``check``: one ``check_output()`` call is executing in the host.
-4. ``finishing``: the outcome is known but the database refused the write; it is tried again.
+* ``starting``: waiting for a task process to start (the zygote forks one). This wait is not
+  the task's time: its timeout starts when a process says hello, and the wait is bounded apart
+  (:attr:`Settings.process_start_s`).
+* ``running``: its ``run()`` executes in a task process (see :mod:`service.supervisor.pool`).
+* ``waiting``: ``run()`` returned ``None`` from an object with ``check_output()``: a polling
+  task. Its object stays in its task process, which holds no thread for it; the supervisor
+  schedules the checks (right after ``run()`` returns, then after ``poll_first_s``, growing by
+  ``poll_factor`` up to ``poll_max_s``, or at the task's own ``poll_interval_s``).
+* ``checking``: one ``check_output()`` call executes; it answers, and the task waits again.
+* ``ending``: its end is recorded (:mod:`service.supervisor.endings`) and waits for its write.
 
-The progress and checkpoint the task last reported live here until a heartbeat writes them.
+``running``, ``waiting`` and ``checking`` may follow ``starting`` in any order the task's shape
+asks; ``ending`` comes once, from any phase, and only the first end recorded counts.
+
+The progress, checkpoint and output the task reported live here until a heartbeat writes them.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.config import Settings
+from service.storage.endings import End
 from service.storage.leases import Lease
+from service.storage.models import LOG_TAIL_CHARS
+from service.text import storable
 
 MAX_CHECK_ERRORS = 3  # consecutive check_output() errors before the attempt fails
-LOG_TAIL_CHARS = 64 * 1024  # of an attempt's output, kept and stored
-PROCESS_START_S = 60.0  # an attempt waits this long at most for a task process to start (not its timeout)
+
+
+class Phase(enum.StrEnum):
+    """Where an attempt in flight stands (see the module)."""
+
+    STARTING = "starting"  # waiting for a task process to start: not its time yet
+    RUNNING = "running"  # its run() executes in a task process
+    WAITING = "waiting"  # a polling task between checks: holds no thread
+    CHECKING = "checking"  # one check_output() call executes
+    ENDING = "ending"  # its end is recorded and waits for its write
 
 
 @dataclass(frozen=True)
@@ -39,11 +55,12 @@ class Failure:
 
     @classmethod
     def from_wire(cls, raw: Any) -> Failure:
+        """A failure as a task process reported it, its text made storable (it came from task code)."""
         if not isinstance(raw, dict):
             return cls("the task's process sent an unreadable error")
         tb = raw.get("traceback")
-        return cls(str(raw.get("message") or "unknown error"), bool(raw.get("permanent")),
-                   tb if isinstance(tb, str) else None)
+        return cls(storable(str(raw.get("message") or "unknown error")) or "unknown error",
+                   bool(raw.get("permanent")), storable(tb) if isinstance(tb, str) else None)
 
 
 @dataclass
@@ -53,45 +70,83 @@ class Execution:
     lease: Lease
     started_mono: float
     deadline_mono: float
-    phase: str = "run"  # run | wait (holds no thread) | check | finishing
-    timeout_s: float | None = None  # while it waits for a task process to start: its timeout
-    process: Any = None  # the task process running it, or holding it between checks (pool.TaskProcess)
+    phase: Phase = Phase.RUNNING
+    timeout_s: float | None = None  # while STARTING: its timeout, which starts once a process is up
+    process: Any = None  # the task process running it, or holding it between checks (processes.TaskProcess)
     next_check_mono: float = 0.0
     poll_interval_s: float = 0.0
     asked_interval_s: float | None = None  # the task's own poll_interval_s, if it has one
     check_errors: int = 0
-    pending: dict[str, Any] | None = field(default=None)  # a finish write to retry
+    end: End | None = None  # recorded: what its write will say
+    write_at: float = 0.0  # when the end's write is tried (again), monotonic
     flushed_version: int = 0
-    _host_version: int = 0  # the host's count of progress/checkpoint calls, as last reported
+    _process_version: int = 0  # the task process's count of progress/checkpoint calls, as last reported
     _version: int = 0
     _progress: float = 0.0
     _saved: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _logs: str = ""  # the attempt's last LOG_TAIL_CHARS of output
     _logs_cut: int = 0  # characters of output dropped before them
-    _logs_version: int = 0
-    flushed_logs_version: int = 0
+    _logs_total: int = 0  # characters of output it ever wrote
+    flushed_logs_total: int = 0  # of them, how many a heartbeat has written
 
     def __post_init__(self) -> None:
         self._saved = self.lease.checkpoint
 
-    def await_process(self) -> None:
-        """Its run() waits for a task process to start: the wait is not counted against its
-        timeout (:meth:`restart_clock` starts that), but is bounded by :data:`PROCESS_START_S`.
-        Idempotent: a second wait (held in the pool, then placed in a host starting up) is one."""
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.lease.key
+
+    @property
+    def ending(self) -> bool:
+        return self.phase is Phase.ENDING
+
+    def to(self, phase: Phase) -> None:
+        """Move to ``phase``. Nothing leaves ``ending``: a late report of an ended attempt changes nothing.
+
+        Raises:
+            RuntimeError: asked to leave ``ending`` (a bug in the supervisor).
+        """
+        if self.phase is Phase.ENDING and phase is not Phase.ENDING:
+            raise RuntimeError(f"attempt {self.key} has ended; it cannot become {phase}")
+        self.phase = phase
+
+    def record(self, end: End, now: float) -> bool:
+        """Record how it ended; False (nothing changes) when an end was recorded already."""
+        if self.end is not None:
+            return False
+        self.end, self.write_at = end, now
+        self.to(Phase.ENDING)
+        return True
+
+    # -- time -----------------------------------------------------------------------------
+
+    def await_process(self, process_start_s: float) -> None:
+        """Its run() waits for a task process to start: not counted against its timeout (which
+        :meth:`restart_clock` starts), but bounded by ``process_start_s``. Idempotent: a second
+        wait (held in the pool, then placed in a process starting up) is one."""
         if self.timeout_s is not None:
             return
         self.timeout_s = self.deadline_mono - self.started_mono
-        self.deadline_mono = self.started_mono + PROCESS_START_S
+        self.deadline_mono = self.started_mono + process_start_s
+        self.phase = Phase.STARTING
 
-    def overdue(self) -> tuple[str, Failure, bool]:
-        """At its deadline: why it is stopped (for the pool), its failure, and whether it timed out."""
+    def restart_clock(self, now: float) -> None:
+        """Its task process is up: its timeout counts from now."""
         if self.timeout_s is not None:
-            return ("found no task process to run in",
-                    Failure(f"no task process started for it within {PROCESS_START_S:g} s"), False)
-        limit = self.deadline_mono - self.started_mono
-        return ("ran past its timeout", Failure(f"TimeoutError: the task ran past its timeout of {limit:g} s; "
-                                                "its process was stopped", permanent=True), True)
+            self.started_mono, self.deadline_mono, self.timeout_s = now, now + self.timeout_s, None
+            if self.phase is Phase.STARTING:
+                self.phase = Phase.RUNNING
+
+    @property
+    def overdue_because(self) -> str:
+        """At its deadline, why it is stopped: ``no_process`` (none started in time) or ``timeout``."""
+        return "no_process" if self.timeout_s is not None else "timeout"
+
+    @property
+    def limit_s(self) -> float:
+        """Its deadline's length: the timeout, or the wait for a process."""
+        return self.deadline_mono - self.started_mono
 
     def schedule_check(self, settings: Settings, now: float) -> None:
         """Wait before the next check_output(): as the task asked, else backing off by the settings."""
@@ -101,17 +156,10 @@ class Execution:
             self.poll_interval_s = settings.poll_first_s
         else:
             self.poll_interval_s = min(settings.poll_max_s, self.poll_interval_s * settings.poll_factor)
-        self.phase = "wait"
+        self.to(Phase.WAITING)
         self.next_check_mono = now + self.poll_interval_s
 
-    def restart_clock(self, now: float) -> None:
-        """Its task process is up: its timeout counts from now."""
-        if self.timeout_s is not None:
-            self.started_mono, self.deadline_mono, self.timeout_s = now, now + self.timeout_s, None
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return self.lease.key
+    # -- what the task reported -----------------------------------------------------------
 
     def reported(self, version: int, progress: Any, saved: Any) -> None:
         """Take the progress and checkpoint the task reported (from the loop thread)."""
@@ -120,8 +168,8 @@ class Execution:
         except (TypeError, ValueError):
             return
         with self._lock:
-            if version > self._host_version:  # never step back to an older state
-                self._host_version = version
+            if version > self._process_version:  # never step back to an older state
+                self._process_version = version
                 self._version += 1
                 self._progress, self._saved = value, saved
 
@@ -131,8 +179,8 @@ class Execution:
             return self._version, self._progress, self._saved
 
     def add_logs(self, text: Any, cut: Any) -> None:
-        """Take output the task wrote (from the loop thread); keep the last LOG_TAIL_CHARS."""
-        text = text if isinstance(text, str) else ""
+        """Take output the task wrote (from the loop thread), made storable; keep the last LOG_TAIL_CHARS."""
+        text = storable(text) if isinstance(text, str) else ""
         dropped = cut if isinstance(cut, int) and cut > 0 else 0
         if not text and not dropped:
             return
@@ -143,17 +191,26 @@ class Execution:
                 newline = joined.find("\n", over)
                 over = newline + 1 if 0 <= newline < over + 1024 else over
             self._logs, self._logs_cut = joined[over:], self._logs_cut + dropped + over
-            self._logs_version += 1
+            self._logs_total += dropped + len(text)
 
-    def logs(self) -> tuple[int, str, int]:
-        """(version, last output, characters dropped before it)."""
+    def logs(self) -> tuple[str, int]:
+        """(last output, characters dropped before it)."""
         with self._lock:
-            return self._logs_version, self._logs, self._logs_cut
+            return self._logs, self._logs_cut
 
-    def record(self, traceback: str | None = None) -> dict[str, Any]:
+    def new_logs(self) -> tuple[int, str, bool] | None:
+        """What a heartbeat adds to the stored output: (characters written in all, the text written
+        since :attr:`flushed_logs_total`, whether that text is the whole tail and replaces the
+        stored one), or None when nothing was written since the last heartbeat's."""
+        with self._lock:
+            fresh = self._logs_total - self.flushed_logs_total
+            if fresh <= 0:
+                return None
+            if fresh < len(self._logs):
+                return self._logs_total, self._logs[-fresh:], False
+            return self._logs_total, self._logs, True
+
+    def kept(self, traceback: str | None = None) -> dict[str, Any]:
         """What the attempt's row keeps when it closes: its output, and a failure's traceback."""
-        _, text, cut = self.logs()
-        kept: dict[str, Any] = {"logs": text or None, "logs_cut": cut}
-        if traceback:
-            kept["traceback"] = traceback
-        return kept
+        text, cut = self.logs()
+        return {"logs": text or None, "logs_cut": cut, "traceback": traceback or None}

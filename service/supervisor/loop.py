@@ -1,17 +1,20 @@
 """The supervisor: registers itself, claims due tasks, runs them in its processes, heartbeats, reclaims.
 
-Task code never runs here: it runs in host processes that this supervisor owns (see
-:mod:`service.supervisor.pool`), so a task that crashes, hangs in C code, or eats memory fails alone,
-and the threads of this process are never starved.
+Task code never runs here: it runs in task processes that this supervisor owns (see
+:mod:`service.supervisor.pool`), so a task that crashes, hangs in C code, or eats memory fails
+alone, and the threads of this process are never starved.
 
 Threads:
 
-* the **loop** (one): claims, places attempts in hosts, handles what hosts report (outputs,
-  errors, deaths), enforces timeouts, schedules polls, looks for cancelled leases, and does the
-  upkeep (:mod:`service.supervisor.upkeep`). Every database write for an attempt happens here.
+* the **loop** (one) only schedules: it claims, hands attempts to the pool, passes what the
+  pool reports to :mod:`service.supervisor.endings` (which decides what it means), enforces
+  deadlines, writes recorded ends in group commits, compares the leases it holds with the
+  attempts it runs, and does the upkeep (:mod:`service.supervisor.upkeep`).
 * the **heartbeat** (one): every ``heartbeat_s`` one write keeps all of this supervisor's
-  leases alive, carrying the progress and checkpoints the tasks reported.
-* the **listener** (PostgreSQL only): wakes the loop when new work is announced.
+  leases alive, carrying the progress, checkpoints and output the tasks reported, and reads
+  back which leases it still holds.
+* the **listener** (PostgreSQL) or the **doorbell** (SQLite): wakes the loop when new work is
+  announced.
 
 Side loops are supervised: if the heartbeat thread dies, the supervisor stops (releasing its
 leases); an error inside one iteration is logged, and it goes on.
@@ -24,6 +27,7 @@ import os
 import queue
 import socket
 import threading
+from collections import deque
 from typing import Any
 
 from sqlalchemy import Engine
@@ -32,24 +36,24 @@ from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.errors import TenureError, describe
 from service.storage import notify
-from service.storage.leases import Lease, Leases
+from service.storage.endings import End
+from service.storage.leases import Key, Lease, Leases
 from service.storage.models import Outcome
-from service.supervisor import liveness, upkeep
-from service.supervisor.attempt import MAX_CHECK_ERRORS, Execution, Failure
-from service.supervisor.commits import GroupCommit
-from service.supervisor.pool import Event, Pool
+from service.supervisor import upkeep
+from service.supervisor.attempt import Execution, Failure
+from service.supervisor.endings import Endings, EndWriter, Next
+from service.supervisor.pool import Pool
+from service.supervisor.processes import Event
 from service.supervisor.retry import RetryPolicy
 from service.supervisor.upkeep import Upkeep
 from service.task_process import wire
 
 log = logging.getLogger("tenure.supervisor")
 
-FINISH_RETRY_S = 0.5  # a finish write the database refused is tried again this often
 SCAN_HOST_EVERY_S = 5.0  # how often to look for dead supervisors on this host
 IDLE_POLL_LISTENING_S = 2.0  # with LISTEN/NOTIFY (PostgreSQL), an idle supervisor polls only this often
 IDLE_POLL_DOORBELL_S = 1.0  # with a doorbell (SQLite), for work that becomes due by the clock
-
-Key = tuple[int, int]
+FORGOTTEN_KEPT = 100_000  # attempts let go, remembered so that a heartbeat read before can be judged
 
 
 class Supervisor:
@@ -68,15 +72,18 @@ class Supervisor:
         self.clock = clock or SystemClock()
         self.leases = Leases(engine)
         self.retry = retry or RetryPolicy(self.settings.retry_base_s, self.settings.retry_cap_s)
+        self.endings = Endings(self.settings, self.retry)
         # TENURE_HOST names the host where hostnames repeat (containers) or to simulate hosts.
         self.host = host or os.environ.get("TENURE_HOST") or socket.gethostname()
         self.supervisor_id: int | None = None
         self.fatal: BaseException | None = None
-        self.pool = Pool(memory_limit_mb=self.settings.memory_limit_mb,
-                         kill_grace_s=self.settings.kill_grace_s, clock=self.clock)
+        self.pool = Pool(memory_limit_mb=self.settings.memory_limit_mb, kill_grace_s=self.settings.kill_grace_s,
+                         process_start_s=self.settings.process_start_s, clock=self.clock)
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._inflight: dict[Key, Execution] = {}
         self._inflight_lock = threading.Lock()
+        self._let_go_count = 0  # attempts let go so far: a heartbeat notes it before reading what it holds
+        self._let_go_keys: deque[tuple[int, Key]] = deque(maxlen=FORGOTTEN_KEPT)
         self._stopping = threading.Event()  # stop claiming; finish or release what runs
         self._grace_s = self.settings.shutdown_grace_s
         self._halt = threading.Event()  # side loops end
@@ -85,7 +92,7 @@ class Supervisor:
         self.metrics = SupervisorMetrics(self.clock.monotonic, lambda: len(self._inflight), self.settings.concurrency)
         self.upkeep = Upkeep(self.leases, self.settings, self.clock, self.metrics)
         self._claim_now = False  # a slot came free or work was announced: claim at once
-        self._commits = GroupCommit()  # ended attempts waiting for their group commit
+        self._writer = EndWriter(self.leases)  # ended attempts waiting for their group commit
         self._idle_s = self.settings.idle_poll_s
         self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
@@ -97,15 +104,13 @@ class Supervisor:
         """Start the task processes, register, reclaim dead supervisors' leases on this host, loop."""
         self.pool.start()  # the zygote boots while the database work below goes on
         try:
-            boot_id, start_ticks = liveness.process_identity(os.getpid())
-            self.supervisor_id = self.leases.register(self.host, os.getpid(), boot_id, start_ticks)
+            self.supervisor_id = self.upkeep.register(self.host)
         except BaseException:
             self.pool.close()
             raise
         log.info("supervisor.started supervisor=%s host=%s pid=%s concurrency=%s memory_limit_mb=%s",
                  self.supervisor_id, self.host, os.getpid(), self.settings.concurrency,
                  self.settings.memory_limit_mb)
-        self.upkeep.watch_as(self.supervisor_id)
         self._recover_dead_on_host()
         loops = [(self._loop, "loop"), (self._heartbeat_loop, "heartbeat")]
         if self.settings.prune_after_s is not None:
@@ -183,8 +188,8 @@ class Supervisor:
                     break
             self._drain_events()
             self._service_inflight(now)
-            if self._commits.due(now, others_running=len(self._inflight) > len(self._commits)):
-                self._flush_finishes()
+            if self._writer.due(now, others_running=len(self._inflight) > len(self._writer)):
+                self._write_ends()
             if self._claim_now:
                 self._claim_now = False
                 next_claim = now
@@ -204,7 +209,7 @@ class Supervisor:
                 next_scan = now + SCAN_HOST_EVERY_S
                 self._guard("scan", self._recover_dead_on_host)
             wake_at = min(next_claim, next_reclaim, next_scan, self._next_deadline(), self.pool.next_deadline(),
-                          self._commits.deadline,
+                          self._writer.deadline,
                           next_check if self._inflight else float("inf"),
                           stop_deadline if stop_deadline is not None else float("inf"))
             self.loop_turns += 1
@@ -226,67 +231,42 @@ class Supervisor:
             kind = event[0]
             if kind == "work":
                 self._claim_now = True  # new work was announced: claim at once
-            elif kind == "lost":
-                ex = self._inflight.get(event[1])
-                if ex is not None:
-                    self._lease_lost(ex)
+            elif kind == "held":
+                self._compare_held(event[1], event[2], event[3])
 
     def _on_pool(self, event: Event) -> None:
+        """What a task process said: the attempt goes on (a check now or later), or it has ended."""
         ex = event.ex
-        if self._inflight.get(ex.key) is not ex:
-            return  # already stopped or finished: its news changes nothing
-        if event.kind == "ran":
-            if event.failure is not None:
-                self._fail(ex, event.failure)
-            elif event.polling:
-                ex.phase = "check"
-                self.pool.check(ex)  # the first check comes right after run() returns
-            else:
-                self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=event.value, record=ex.record())
-        elif event.kind == "checked":
-            if event.failure is None and event.value is not None:
-                self._write_finish(ex, outcome=Outcome.SUCCEEDED, result=event.value, record=ex.record())
-            elif event.failure is not None and (event.failure.permanent or
-                                                ex.check_errors + 1 >= MAX_CHECK_ERRORS):
-                self.pool.stop(ex, "failed its check")
-                self._fail(ex, event.failure)
-            else:
-                if event.failure is not None:
-                    ex.check_errors += 1
-                    log.warning("attempt.check_error task=%s attempt=%s error=%s (will check again)",
-                                ex.key[0], ex.key[1], event.failure.message)
-                else:
-                    ex.check_errors = 0
-                ex.schedule_check(self.settings, self.clock.monotonic())
-        elif event.kind == "crashed":
-            self._fail(ex, Failure(f"crashed: {event.reason}"), outcome=Outcome.CRASHED)
-        elif event.kind == "lost":
-            self._lose(ex, event.reason, isolate=event.isolate)
+        if self._inflight.get(ex.key) is not ex or ex.ending:
+            return  # let go of already: its news changes nothing
+        step = self.endings.after(ex, event)
+        if step is Next.CHECK:
+            self.pool.check(ex)  # the first check comes right after run() returns
+        elif step is Next.WAIT:
+            ex.schedule_check(self.settings, self.clock.monotonic())
+        else:
+            assert isinstance(step, End)
+            self._end(ex, step, "ended")
 
     def _service_inflight(self, now: float) -> None:
-        """Timeouts, due polls, finish writes to try again."""
+        """Deadlines and due checks."""
         for ex in list(self._inflight.values()):
-            if ex.phase == "finishing":
-                if now >= ex.next_check_mono and ex.pending is not None:
-                    pending = dict(ex.pending)
-                    if pending.pop("verb", "finish") == "lose":
-                        self._lose(ex, **pending)
-                    else:
-                        self._write_finish(ex, **pending)
-            elif now >= ex.deadline_mono:
-                why, failure, timed_out = ex.overdue()
-                self.pool.stop(ex, why, force_check=True)
-                self._fail(ex, failure, outcome=Outcome.TIMED_OUT if timed_out else Outcome.FAILED)
-            elif ex.phase == "wait" and now >= ex.next_check_mono:
-                ex.phase = "check"
+            if ex.ending:
+                continue
+            if now >= ex.deadline_mono:
+                end = self.endings.overdue(ex)
+                self._end(ex, end, "ran past its timeout" if end.outcome is Outcome.TIMED_OUT
+                          else "found no task process to run in", force=True)
+            elif ex.phase == "waiting" and now >= ex.next_check_mono:
                 self.pool.check(ex)
 
     def _next_deadline(self) -> float:
         soonest = float("inf")
         for ex in self._inflight.values():
-            if ex.phase != "finishing":
-                soonest = min(soonest, ex.deadline_mono)
-            if ex.phase in ("wait", "finishing"):
+            if ex.ending:
+                continue
+            soonest = min(soonest, ex.deadline_mono)
+            if ex.phase == "waiting":
                 soonest = min(soonest, ex.next_check_mono)
         return soonest
 
@@ -319,75 +299,58 @@ class Supervisor:
         try:
             self.pool.run(ex)
         except (wire.FrameTooLarge, TypeError, ValueError) as exc:
-            self._fail(ex, Failure(f"its args or checkpoint cannot be sent to a task process: {describe(exc)}",
-                                   permanent=True))
+            failure = Failure(f"its args or checkpoint cannot be sent to a task process: {describe(exc)}",
+                              permanent=True)
+            self._end(ex, self.endings.failed(ex, failure), "ended")
 
-    # -- finishing ------------------------------------------------------------------------
+    # -- ending ---------------------------------------------------------------------------
 
-    def _fail(self, ex: Execution, failure: Failure, outcome: Outcome = Outcome.FAILED) -> None:
-        retry_in_s = None
-        if outcome in (Outcome.FAILED, Outcome.CRASHED):
-            decision = self.retry.decide(failure.permanent, ex.lease.charged + 1, ex.lease.max_attempts)
-            if decision.retry:
-                retry_in_s = decision.delay_s
-                self._retry_due = min(self._retry_due, self.clock.monotonic() + decision.delay_s)
-        _, progress, saved = ex.snapshot()
-        self._write_finish(ex, outcome=outcome, error=failure.message, retry_in_s=retry_in_s,
-                           progress=progress, checkpoint=saved, record=ex.record(failure.traceback))
-
-    def _write_finish(self, ex: Execution, **kwargs: Any) -> None:
-        """Queue the attempt's end for the next group commit (see :mod:`service.supervisor.commits`)."""
-        self._commits.add(ex, self.clock.monotonic(), **kwargs)
-
-    def _flush_finishes(self) -> None:
-        """Write the queued ends in one transaction; on a storage error they are tried again later."""
-        assert self.supervisor_id is not None
-        try:
-            written = self._commits.write(self.leases, self.supervisor_id, self.clock.monotonic() + FINISH_RETRY_S)
-        except TenureError as exc:
-            self._warn_once("finish.deferred", exc)
+    def _end(self, ex: Execution, end: End, why: str, *, force: bool = False) -> None:
+        """Record how ``ex`` ended, let go of whatever still runs of it, and queue the write."""
+        if not ex.record(end, self.clock.monotonic()):
             return
-        for ex, end, applied in written:
-            if applied:
-                log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", end.outcome.value, ex.key[0], ex.key[1],
-                         self.supervisor_id, f" error={end.error!r}" if end.error else "")
-                self.metrics.ended(ex.lease.kind, end.outcome, self.clock.monotonic() - ex.started_mono)
-            self._forget(ex)
+        self.pool.stop(ex, why, force=force)  # a no-op once its process has let it go
+        if end.retry_in_s is not None:
+            self._retry_due = min(self._retry_due, self.clock.monotonic() + end.retry_in_s)
+        self._writer.add(ex)
 
-    def _lose(self, ex: Execution, reason: str, *, isolate: bool) -> None:
-        """The attempt's process died for someone else's sake: hand the task back, uncharged."""
-        assert self.supervisor_id is not None
-        _, progress, saved = ex.snapshot()
+    def _write_ends(self) -> None:
+        """Write the recorded ends in one transaction; when the database is away they wait."""
         try:
-            lost = self.leases.lose(ex.lease, self.supervisor_id, reason, isolate=isolate,
-                                    progress=progress, checkpoint=saved, record=ex.record())
+            self._write_batch()
         except TenureError as exc:
-            # Keep the attempt (its lease is ours, its process gone) and hand it back later.
-            if ex.pending is None:
-                self._warn_once("lose.deferred", exc)
-            ex.phase, ex.pending = "finishing", {"verb": "lose", "reason": reason, "isolate": isolate}
-            ex.next_check_mono = self.clock.monotonic() + FINISH_RETRY_S
-            return
-        log.info("attempt.lost task=%s attempt=%s supervisor=%s isolate=%s reason=%r applied=%s",
-                 ex.key[0], ex.key[1], self.supervisor_id, isolate, reason, lost)
-        if lost:  # fenced out (the lease was already gone): someone else ended it, and counts it
-            self.metrics.ended(ex.lease.kind, Outcome.LOST, self.clock.monotonic() - ex.started_mono)
-        self._forget(ex)
-        self._claim_now = True  # it is due again at once; we may as well take it
+            self._warn_once("end.deferred", exc)
+
+    def _write_batch(self) -> None:
+        """Raises TenureError when the database is away (the ends wait in the writer)."""
+        assert self.supervisor_id is not None
+        for w in self._writer.write(self.supervisor_id, self.clock.monotonic()):
+            if w.applied:
+                end = w.end
+                log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", end.outcome.value, end.task_id,
+                         end.attempt, self.supervisor_id, f" error={end.error!r}" if end.error else "")
+                self.metrics.ended(w.ex.lease.kind, end.outcome, self.clock.monotonic() - w.ex.started_mono)
+                if end.outcome is Outcome.LOST:
+                    self._claim_now = True  # it is due again at once; we may as well take it
+            self._let_go(w.ex)
 
     def _lease_lost(self, ex: Execution) -> None:
-        """Cancelled or reclaimed: stop its code now; any write of it would be fenced."""
+        """Cancelled or reclaimed: stop its code now; whoever took the lease wrote its end."""
+        if ex.ending:
+            return  # its own end is recorded: the write will be fenced off, and let it go then
         log.warning("attempt.lease_lost task=%s attempt=%s supervisor=%s: stopping it", ex.key[0], ex.key[1],
                     self.supervisor_id)
         self.pool.stop(ex, "lost its lease (cancelled, or reclaimed by another supervisor)")
         self.metrics.lease_lost(ex.lease.kind)
-        self._forget(ex)
+        self._let_go(ex)
 
-    def _forget(self, ex: Execution) -> None:
-        self.pool.stop(ex, "ended")  # a no-op once the host has let it go
+    def _let_go(self, ex: Execution) -> None:
+        self.pool.stop(ex, "ended")  # a no-op once its process has let it go
         with self._inflight_lock:
             if self._inflight.get(ex.key) is ex:
                 del self._inflight[ex.key]
+                self._let_go_count += 1
+                self._let_go_keys.append((self._let_go_count, ex.key))
                 self._claim_now = True
 
     # -- heartbeat, leases, reaping, recovery ---------------------------------------------
@@ -400,13 +363,31 @@ class Supervisor:
         assert self.supervisor_id is not None
         with self._inflight_lock:
             snapshot = list(self._inflight.values())
-        for key in self.upkeep.beat(self.supervisor_id, snapshot):
-            self._post(("lost", key))
+            let_go = self._let_go_count
+        held = self.upkeep.beat(self.supervisor_id, snapshot)
+        self._post(("held", held, {ex.key for ex in snapshot}, let_go))
+
+    def _compare_held(self, held: set[Key], beaten: set[Key], let_go_before: int) -> None:
+        """Compare the leases a heartbeat read with the attempts this supervisor runs, both ways.
+
+        An attempt it runs but no longer holds was cancelled or reclaimed: stop it. A lease it holds
+        but runs no attempt of (a claim whose answer never arrived) is handed back at once, lost and
+        uncounted. Attempts let go since the heartbeat's read are neither.
+        """
+        for key in beaten - held:
+            ex = self._inflight.get(key)
+            if ex is not None:
+                self._lease_lost(ex)
+        recent = {key for n, key in self._let_go_keys if n > let_go_before}
+        orphans = held - set(self._inflight) - recent
+        if orphans:
+            assert self.supervisor_id is not None
+            self._guard("orphans", lambda: self.upkeep.hand_back(self.supervisor_id, sorted(orphans)))
 
     def _check_leases(self) -> None:
         assert self.supervisor_id is not None
-        active = {key for key, ex in self._inflight.items() if ex.phase != "finishing"}
-        for key in self.upkeep.check_leases(self.supervisor_id, active, set(self._inflight)):
+        active = {key for key, ex in self._inflight.items() if not ex.ending}
+        for key in self.upkeep.lost_leases(self.supervisor_id, active):
             self._lease_lost(self._inflight[key])
 
     def _recover_dead_on_host(self) -> None:
@@ -425,20 +406,25 @@ class Supervisor:
             log.exception("%s.crashed supervisor=%s", what, self.supervisor_id)
 
     def _shutdown(self) -> None:
-        if len(self._commits):
-            self._guard("finish", self._flush_finishes)  # ended attempts are written, not handed back
         with self._inflight_lock:
-            remaining = list(self._inflight.values())
-            self._inflight.clear()
+            remaining = [ex for ex in self._inflight.values() if not ex.ending]
         # Their code must not run on beside the next holder: end every task process first.
         self.pool.close()
+        now = self.clock.monotonic()
+        for ex in remaining:  # uncharged, with their progress and checkpoints
+            ex.record(self.endings.released(ex), now)
+            self._writer.add(ex)
         assert self.supervisor_id is not None
         try:
-            self.upkeep.release(self.supervisor_id, remaining)  # uncharged, with their checkpoints
+            while len(self._writer):  # ended attempts are written, the rest handed back
+                self._write_batch()
             self.leases.stop_supervisor(self.supervisor_id)
+            log.info("supervisor.released supervisor=%s tasks=%s", self.supervisor_id, len(remaining))
         except TenureError as exc:
             log.warning("supervisor.release_failed supervisor=%s error=%s (leases expire in %s s)",
                         self.supervisor_id, exc, self.settings.lease_ttl_s)
+        with self._inflight_lock:
+            self._inflight.clear()
         self._halt.set()
         notify.ring(self.leases.engine, [self.supervisor_id])  # its doorbell ends now, not at its 1 s poll
         for thread in self._threads:  # the listener closes its connection within a second
@@ -446,3 +432,4 @@ class Supervisor:
                 thread.join(timeout=2.0)
         log.info("supervisor.stopped supervisor=%s", self.supervisor_id)
         self.stopped.set()
+

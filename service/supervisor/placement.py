@@ -1,14 +1,23 @@
 """Where the pool places an attempt, and what it knows of each kind's shape.
 
-A kind is *async* (its ``run()`` is ``async def``) or blocking. The supervisor never imports
-task code, so it learns a kind's shape from the host that first builds one (its ``began``
-message). Until then one task of the kind runs, as a blocking one would, and the others of the
-kind wait here (a few milliseconds), so that ten thousand async tasks claimed at once go to one
-event loop rather than to ten thousand processes.
+A kind is *async* (its ``run()`` is ``async def``) or blocking, and a blocking kind may *park*
+(its ``run()`` returns ``None`` and ``check_output()`` is polled: a polling task, whose object
+stays in its task process between checks). The supervisor never imports task code, so it
+learns a kind's shape from the task processes that run it: whether it is async from the first
+one built (its ``began`` message; meanwhile the others of the kind wait here a few
+milliseconds, so that ten thousand async tasks claimed at once go to one event loop rather than
+to ten thousand processes), and whether it parks from the first that does.
 
-A blocking ``run()`` goes to an idle host that hosts no async task (one that crashes would take
-them all with it, one that computes would slow their loop). An async task goes to a host that
-already hosts async tasks (up to :data:`ASYNC_PER_HOST`), else to an empty one.
+* A blocking ``run()`` goes to an idle task process of the same memory limit that hosts no
+  async task (one that crashes would take them all with it, one that computes would slow their
+  loop), no check executing or slow. Parked tasks gather in few processes: a run() of a kind
+  known to park prefers a process that holds parked tasks; any other run() is kept *out* of
+  such a process, since stopping it (a timeout, a cancel) would end the process and interrupt
+  every task parked there.
+* An isolated task (one whose last process died with blame unclear) runs alone in a *fresh*
+  process, one that nobody ran in before, so that its next crash, if any, is its own.
+* An async task goes to a process that already hosts async tasks (up to
+  :data:`ASYNC_PER_HOST`), else to an empty one.
 """
 
 from __future__ import annotations
@@ -27,29 +36,36 @@ ASYNC_PER_HOST = 10_000  # async tasks one host's event loop takes at most
 SLOW_CHECK_S = 0.05  # a host whose checks take longer than this gets no run() beside them
 
 
-def choose(hosts: Iterable[TaskProcess], limit: int | None, *, isolated: bool) -> TaskProcess | None:
-    """An idle host for a blocking run(): same memory limit, no async tasks, no check executing or slow."""
-    idle = [h for h in hosts
-            if h.alive and h.running is None and not h.isolated and h.memory_limit_mb == limit
-            and not h.asyncs and not h.checks and h.slowest_check_s <= SLOW_CHECK_S]
+def choose(processes: Iterable[TaskProcess], limit: int | None, *, isolated: bool,
+           parks: bool) -> TaskProcess | None:
+    """A task process for a blocking run() (see the module); None: fork a new one.
+
+    ``isolated``: only a fresh process will do. ``parks``: its kind is known to park, so it may
+    join parked tasks; otherwise it never does.
+    """
+    idle = [p for p in processes
+            if p.open_to_new and p.running is None and not p.isolated and p.memory_limit_mb == limit
+            and not p.asyncs and not p.checks and p.slowest_check_s <= SLOW_CHECK_S]
     if isolated:
-        idle = [h for h in idle if not h.parked]
+        idle = [p for p in idle if p.fresh]
+    elif not parks:
+        idle = [p for p in idle if not p.parked]
     if not idle:
         return None
-    # Gather polling tasks in few hosts; among equals take the oldest (its pages are warm).
-    return max(idle, key=lambda h: (len(h.parked), -h.id))
+    # Gather parked tasks in few processes; among equals take the oldest (its pages are warm).
+    return max(idle, key=lambda p: (len(p.parked), -p.id))
 
 
-def choose_async(hosts: Iterable[TaskProcess], limit: int | None) -> TaskProcess | None:
-    """A host for an async task: the fullest one hosting async tasks with room left, else an empty one."""
-    fits = [h for h in hosts
-            if h.alive and not h.isolated and h.memory_limit_mb == limit and len(h.asyncs) < ASYNC_PER_HOST
-            and (h.asyncs or h.empty)]
-    return max(fits, key=lambda h: (len(h.asyncs), -h.id)) if fits else None
+def choose_async(processes: Iterable[TaskProcess], limit: int | None) -> TaskProcess | None:
+    """A task process for an async task: the fullest one hosting async tasks with room left, else an empty one."""
+    fits = [p for p in processes
+            if p.open_to_new and not p.isolated and p.memory_limit_mb == limit and len(p.asyncs) < ASYNC_PER_HOST
+            and (p.asyncs or p.empty)]
+    return max(fits, key=lambda p: (len(p.asyncs), -p.id)) if fits else None
 
 
 def frame(ex: Execution, *, on_loop: bool) -> bytes:
-    """The ``run`` message for ``ex`` (``on_loop``: the host starts it on its event loop).
+    """The ``run`` message for ``ex`` (``on_loop``: the task process starts it on its event loop).
 
     Raises:
         wire.FrameTooLarge, TypeError, ValueError: its args or checkpoint cannot be sent.
@@ -68,12 +84,17 @@ class Modes:
 
     def __init__(self) -> None:
         self.known: dict[str, bool] = {}  # kind -> its run() is async
+        self.parking: set[str] = set()  # kinds a task of which has parked (returned None to be polled)
         self._probes: dict[str, Execution] = {}
         self._held: dict[str, dict[Key, Execution]] = {}
 
     def on_loop(self, ex: Execution) -> bool:
         """True if ``ex`` goes to an event loop: its kind is async, and it is not isolated."""
         return self.known.get(ex.lease.kind, False) and not ex.lease.isolated
+
+    def parks(self, ex: Execution) -> bool:
+        """True if ``ex``'s kind is known to park (a task of it returned None to be polled)."""
+        return ex.lease.kind in self.parking
 
     def learn(self, kind: str, is_async: bool) -> None:
         self.known[kind] = is_async

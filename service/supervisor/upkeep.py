@@ -8,7 +8,7 @@
   every ``prune_every_s``, on a thread of its own, in the small batches of ``tenure prune``.
 * **Storage trouble**: claims, heartbeats and finishes fail together when the database is
   away; they share one episode in the log (unavailable, still unavailable, recovered).
-* **Release** at a graceful stop: what still runs is handed back, uncharged.
+* **Orphaned leases**: a lease this supervisor holds but runs no attempt of is handed back.
 
 What it does is counted in the supervisor's metrics (:mod:`service.supervisor.metrics`): leases reaped,
 heartbeats and their lag, attempts released.
@@ -17,12 +17,14 @@ heartbeats and their lag, attempts released.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from service.config import Settings
 from service.errors import TenureError
 from service.storage import Store
+from service.storage.endings import End
 from service.storage.leases import Key, Leases
 from service.storage.models import Outcome
 from service.supervisor import liveness
@@ -51,48 +53,55 @@ class Upkeep:
         self._trouble_logged = 0.0
         self._trouble_lock = threading.Lock()
 
+    def register(self, host: str) -> int:
+        """Insert this supervisor's row (with its heartbeat interval and lease TTL); its id."""
+        boot_id, start_ticks = liveness.process_identity(os.getpid())
+        supervisor_id = self.leases.register(host, os.getpid(), boot_id, start_ticks)
+        self.watch_as(supervisor_id)
+        return supervisor_id
+
     def watch_as(self, supervisor_id: int) -> None:
+        """Start watching the others' heartbeats, as ``supervisor_id`` (who never judges itself)."""
         # Blind after missing two looks or more (a database outage): far above the look interval.
         blind = max(2.5 * self.settings.reclaim_every_s, self.settings.lease_ttl_s / 2)
         self._watch = HeartbeatWatch(self.settings.lease_ttl_s, supervisor_id, blind_s=blind)
         self.metrics.registered(self.settings.heartbeat_s)  # registering wrote its first heartbeat
 
     def beat(self, supervisor_id: int, inflight: list[Execution]) -> set[Key]:
-        """One heartbeat, carrying the progress and checkpoints that changed; the keys it no longer holds."""
-        updates, versions, logs, log_versions = [], [], [], []
+        """One heartbeat, carrying the progress, checkpoints and output that changed; the leases it holds."""
+        updates, versions, logs, log_totals = [], [], [], []
         for ex in inflight:
             version, progress, saved = ex.snapshot()
             if version != ex.flushed_version:
                 updates.append((ex.key[0], ex.key[1], progress, saved))
                 versions.append((ex, version))
-            log_version, text, cut = ex.logs()
-            if log_version != ex.flushed_logs_version:
-                logs.append((ex.key[0], ex.key[1], text, cut))
-                log_versions.append((ex, log_version))
+            fresh = ex.new_logs()
+            if fresh is not None:
+                total, text, whole = fresh
+                logs.append((ex.key[0], ex.key[1], text, total, whole))
+                log_totals.append((ex, total))
         held = self.leases.heartbeat(supervisor_id, updates, logs)
         self.metrics.beat()
         self.no_trouble(supervisor_id)
         for ex, version in versions:
             ex.flushed_version = version
-        for ex, version in log_versions:
-            ex.flushed_logs_version = version
-        return {ex.key for ex in inflight} - held
+        for ex, total in log_totals:
+            ex.flushed_logs_total = total
+        return held
 
-    def check_leases(self, supervisor_id: int, active: set[Key], tracked: set[Key]) -> set[Key]:
-        """Which ``active`` attempts lost their lease (a cancel, most often), from one read.
+    def lost_leases(self, supervisor_id: int, active: set[Key]) -> set[Key]:
+        """Which ``active`` attempts lost their lease (a cancel, most often), from one read."""
+        return active - self.leases.held(supervisor_id)
 
-        Also hands back any lease the supervisor holds but does not track (``tracked``), so no
-        task can stay ``running`` under a live supervisor that is not running it.
-        """
-        held = self.leases.held(supervisor_id)
-        orphans = held - tracked
-        if orphans:
-            log.error("supervisor.orphaned_leases supervisor=%s tasks=%s: handing them back", supervisor_id,
-                      sorted(orphans))
-            handed = self.leases.reclaim_keys(supervisor_id, sorted(orphans),
-                                              "its supervisor lost track of it (a bug in tenure)")
-            self.metrics.reaped("orphaned", len(handed))
-        return active - held
+    def hand_back(self, supervisor_id: int, orphans: list[Key]) -> None:
+        """Hand back, lost and uncounted, leases this supervisor holds but runs no attempt of."""
+        log.error("supervisor.orphaned_leases supervisor=%s tasks=%s: handing them back (a claim whose answer "
+                  "was lost?)", supervisor_id, orphans)
+        ends = [End(task_id=task_id, attempt=attempt, run_id=None, outcome=Outcome.LOST,
+                    error="its supervisor held its lease without running it (a claim whose answer was lost)")
+                for task_id, attempt in orphans]
+        handed = self.leases.end_attempts(supervisor_id, ends)
+        self.metrics.reaped("orphaned", len(handed))
 
     def reclaim_silent(self, supervisor_id: int) -> None:
         """Reclaim the leases of supervisors whose heartbeat stopped changing (see :mod:`liveness`)."""
@@ -124,21 +133,6 @@ class Upkeep:
             log.warning("supervisor.reclaimed dead=%s pid=%s tasks=%s supervisor=%s: its process is gone",
                         other.id, other.pid, len(lost), supervisor_id)
             self.metrics.reaped("dead", len(lost))
-
-    def release(self, supervisor_id: int, remaining: list[Execution]) -> None:
-        """At a graceful stop, hand back the attempts still running, with their progress and checkpoint."""
-        if not remaining:
-            return
-        handed = []
-        for ex in remaining:
-            _, progress, saved = ex.snapshot()
-            handed.append((ex.lease, progress, saved, ex.record()))
-        released = self.leases.release(supervisor_id, handed)
-        log.info("supervisor.released supervisor=%s tasks=%s", supervisor_id, released)
-        if released == len(remaining):  # else another supervisor reclaimed some (it counts them)
-            now = self.clock.monotonic()
-            for ex in remaining:
-                self.metrics.ended(ex.lease.kind, Outcome.RELEASED, now - ex.started_mono)
 
     def trouble(self, supervisor_id: int | None, event: str, exc: BaseException) -> None:
         """A storage error repeats every beat and poll while it lasts: one episode, logged once.

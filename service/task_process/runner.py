@@ -34,7 +34,6 @@ from service.task_process import capture, protocol, wire
 from service.task_process.event_loop import AsyncSide, current, is_async
 
 FLUSH_S = 0.1  # progress and checkpoints reach the supervisor at most this late
-MEMORY_EXIT_CODE = 86  # a host exits with this after a task ran out of its memory limit
 MAX_TRACEBACK_CHARS = 16_000
 PR_SET_PDEATHSIG = 1
 
@@ -300,7 +299,7 @@ class Runner:
         """Tell the supervisor which task ran out of memory, then end: the process may be unsound."""
         with contextlib.suppress(BaseException):
             self.send_frame(occupant.fatal_frame)
-        os._exit(MEMORY_EXIT_CODE)
+        os._exit(wire.MEMORY_EXIT_CODE)
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:

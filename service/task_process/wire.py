@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 HEADER = struct.Struct("!I")
+MEMORY_EXIT_CODE = 86  # a task process exits with this after a task ran out of its memory limit
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a result or checkpoint larger than this is refused
 
 

@@ -149,7 +149,11 @@ def test_a_task_that_kills_its_process_fails_alone_and_serve_keeps_serving(tmp_p
             _, tasks = t.run_with_tasks(run_id)
             poison, neighbours = tasks[17], tasks[:17] + tasks[18:]
             assert poison.status == "failed" and poison.charged == 3, (how, poison)
-            assert [a.outcome for a in t.attempts(poison.id)] == ["crashed"] * 3, how
+            attempts = t.attempts(poison.id)
+            assert [a.outcome for a in attempts if a.charged] == ["crashed"] * 3, how
+            # A crash in a process that earlier tasks had run in is nobody's for sure: lost, uncharged, and
+            # the task goes on alone in fresh processes, where its crashes are its own.
+            assert all(a.outcome == "lost" for a in attempts if not a.charged), (how, attempts)
             assert all(n.status == "succeeded" and n.charged == 0 and n.attempts == 1 for n in neighbours), how
             report(f"poison ({how}): failed after 3 charged attempts, \"{poison.error}\"; "
                    f"its 49 neighbours succeeded, 0 attempts charged")

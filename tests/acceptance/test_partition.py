@@ -115,7 +115,7 @@ def test_a_partitioned_worker_loses_its_tasks_to_the_other_side_and_stops_them(t
     stopped = {int(i) for i in re.findall(r"attempt\.lease_lost task=(\d+)", a_text)}
     assert on_a <= fenced | stopped, f"host A neither stopped nor was refused for {on_a - fenced - stopped}"
     learned = min((stamp(line) for line in a_text.splitlines() if "attempt.lease_lost" in line or
-                   "finish.fenced" in line), default=None)
+                   "attempt.end_fenced" in line), default=None)
     assert run.counts["succeeded"] == 12, run.counts
     for task_id, history in attempts.items():
         assert [a.outcome for a in history].count("succeeded") == 1, (task_id, history)

@@ -74,7 +74,7 @@ def test_the_same_supervisor_cannot_write_for_its_earlier_attempt(env) -> None: 
     t, leases, a, _ = env
     t.submit_run(1, "echo")
     (first,) = leases.claim(a, 1)
-    assert leases.reclaim_keys(a, [first.key], "lost track of it")
+    assert leases.finish(first, a, outcome=Outcome.LOST, error="lost track of it")
     (second,) = leases.claim(a, 1)
     assert (second.task_id, second.attempt) == (first.task_id, 2)
     assert leases.heartbeat(a, [(second.task_id, 2, 0.6, {"at": 6})]) == {(second.task_id, 2)}
@@ -94,7 +94,7 @@ def test_the_fence_needs_the_owner_too(env) -> None:  # type: ignore[no-untyped-
     (lease,) = leases.claim(a, 1)
     assert not leases.finish(lease, b, outcome=Outcome.SUCCEEDED, result="not mine")
     assert leases.heartbeat(b, [(lease.task_id, lease.attempt, 0.5, None)]) == set()
-    assert not leases.lose(lease, b, "not mine either", isolate=True)
+    assert not leases.finish(lease, b, outcome=Outcome.LOST, error="not mine either", isolate=True, counted=True)
     task = t.task(lease.task_id)
     assert (task.status, task.progress, task.supervisor_id, task.isolated) == ("running", 0.0, a, False)
     assert leases.finish(lease, a, outcome=Outcome.SUCCEEDED, result="mine")
@@ -175,8 +175,9 @@ def test_a_loss_in_a_shared_process_isolates_the_task_uncharged(env) -> None:  #
     t.submit_run(1, "echo", max_attempts=1)
     (lease,) = leases.claim(a, 1)
     assert not lease.isolated
-    assert leases.lose(lease, a, "its process died with others in it", isolate=True, progress=0.5, checkpoint={"at": 5})
-    assert not leases.lose(lease, a, "again", isolate=True)  # fenced: once only
+    assert leases.finish(lease, a, outcome=Outcome.LOST, error="its process died with others in it", isolate=True,
+                         counted=True, progress=0.5, checkpoint={"at": 5})
+    assert not leases.finish(lease, a, outcome=Outcome.LOST, error="again", isolate=True)  # fenced: once only
     (again,) = leases.claim(a, 1)
     assert again.isolated and again.checkpoint == {"at": 5} and again.charged == 0
     task = t.task(lease.task_id)
@@ -198,7 +199,7 @@ def test_release_hands_tasks_back_without_spending_attempts(env) -> None:  # typ
     t, leases, a, b = env
     t.submit_run(1, "echo", max_attempts=1)
     (lease,) = leases.claim(a, 1)
-    assert leases.release(a, [(lease, 0.4, {"step": 4}, None)]) == 1
+    assert leases.finish(lease, a, outcome=Outcome.RELEASED, progress=0.4, checkpoint={"step": 4})
     assert t.task(lease.task_id).status == "queued"
     (again,) = leases.claim(b, 1)
     assert (again.attempt, again.charged, again.checkpoint) == (2, 0, {"step": 4})

@@ -128,7 +128,7 @@ def test_an_attempt_lost_while_its_server_lived_on_is_no_outage(idle_any: TestCl
     leases = Leases(t.engine)
     me = leases.register("host-a", 11, None, None)
     one, two = leases.claim(me, 2)
-    assert leases.lose(one, me, "its shared process crashed", isolate=True)
+    assert leases.finish(one, me, outcome=Outcome.LOST, error="its shared process crashed", isolate=True, counted=True)
     leases.heartbeat(me)  # and it lives on
     for lease in (two, *leases.claim(me, 2)):
         assert leases.finish(lease, me, outcome=Outcome.SUCCEEDED, result=1)

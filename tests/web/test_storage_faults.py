@@ -45,7 +45,7 @@ def test_a_read_only_database_is_ridden_out(client: TestClient, caplog: pytest.L
         assert page.status_code == 503 and "read-only" in page.text
         assert client.get(f"/api/runs/{run_id}").status_code == 200  # reads go on
         # Tasks end while nothing can be written: their outcomes wait, they are not faked.
-        wait_for(lambda: "finish.deferred attempts=" in caplog.text, 5, "a held-back finish")
+        wait_for(lambda: "attempt.ends_deferred attempts=" in caplog.text, 5, "a held-back end")
         assert client.get(f"/api/runs/{run_id}").json()["counts"]["succeeded"] == 0
         health = client.get("/healthz")
         assert health.status_code == 200  # reading works, so the service is up
