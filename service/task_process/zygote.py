@@ -180,7 +180,10 @@ def main(argv: list[str]) -> None:
     # Terminal signals are the supervisor's to handle: it stops its tasks itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctl = socket.socket(fileno=int(argv[1]))
-    # What every host needs, imported once here so that forks share it.
+    # What every task process needs, imported once here so that forks share it (not after each
+    # fork: that would cost every task process the imports, pydantic's included).
+    import service.task_process.kinds
+    import service.task_process.runner  # noqa: F401
 
     Zygote(ctl).serve()
 
