@@ -128,13 +128,15 @@ class Spawner:
         self._flush()
 
     def close(self) -> None:
-        self._close_ctl()  # the zygote kills any host left and exits
+        self._close_ctl()  # the zygote kills any task process left and exits
         if self.process is not None:
             try:
                 self.process.wait(5)
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, OSError):
+                # OSError: a timed wait polls with time.sleep, which a preloaded clock shim (faketime)
+                # can break; a supervisor's shutdown must still go on to hand its leases back.
                 self.process.kill()
-                self.process.wait(5)
+                self.process.wait()
 
     def _bury(self) -> int | None:
         self._close_ctl()
