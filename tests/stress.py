@@ -44,7 +44,7 @@ def supervisor_actor(url: str, seed: int, seconds: float, me: int, others: list[
                         time.sleep(0.002)  # nothing due: a supervisor would wait; so does its stand-in
                 elif move < 0.45:
                     updates = [(t, a, rng.random(), {"r": rng.randint(0, 9)}) for (t, a) in list(held)[:5]]
-                    still = leases.heartbeat(me, updates)
+                    still = leases.heartbeat(me, updates).held
                     for key in set(held) - still:
                         del held[key]
                     tally["heartbeat"] += 1

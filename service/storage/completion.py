@@ -66,7 +66,7 @@ def settle_run(conn: Connection, run_id: int) -> bool:
             .values(
                 run_id=None, position=0, kind=run.on_complete, args={"run_id": run_id},
                 status=TaskStatus.QUEUED.value, max_attempts=HOOK_MAX_ATTEMPTS,
-                created_at=db_now(), next_attempt_at=db_now(),
+                created_at=db_now(), queued_at=db_now(),
             )
             .returning(Task.id)
         ).scalar_one()

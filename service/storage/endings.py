@@ -134,7 +134,9 @@ _TASK_END = (
         status=bindparam("e_status"),
         error=case((_flag("e_keep_error"), Task.error), else_=bindparam("e_error", type_=Text)),
         supervisor_id=None,
-        next_attempt_at=case((_flag("e_due"), db_now(bindparam("e_due_in_s", type_=Float))), else_=None),
+        # Due at once is NULL: no process's clock decides when (see storage.due); a retry waits its backoff.
+        next_attempt_at=case((_flag("e_retry"), db_now(bindparam("e_retry_in_s", type_=Float))), else_=None),
+        queued_at=case((_flag("e_queued"), db_now()), else_=Task.queued_at),
         charged=Task.charged + bindparam("e_charge", type_=Integer),
         lost=Task.lost + bindparam("e_lost", type_=Integer),
         isolated=case((_flag("e_isolate"), True), else_=Task.isolated),
@@ -238,7 +240,8 @@ def _task_params(e: End, holder: int) -> dict[str, Any]:
     return {
         "e_id": e.task_id, "e_holder": holder, "e_attempt": e.attempt, "e_status": e.status.value,
         "e_keep_error": e.outcome is Outcome.RELEASED, "e_error": e.task_error(),
-        "e_due": e.status in (TaskStatus.RETRYING, TaskStatus.QUEUED), "e_due_in_s": e.retry_in_s or 0.0,
+        "e_retry": e.status is TaskStatus.RETRYING, "e_retry_in_s": e.retry_in_s or 0.0,
+        "e_queued": e.status is TaskStatus.QUEUED,
         "e_charge": int(e.charged), "e_lost": int(e.outcome is Outcome.LOST and e.counted),
         "e_isolate": e.isolate, "e_succeeded": succeeded, "e_result": e.result if succeeded else None,
         "e_moved": progress is not None, "e_progress": progress or 0.0,

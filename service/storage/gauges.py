@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
 
-from service.storage.db import db_now, read_tx, status_is
+from service.storage.db import db_now, read_tx
+from service.storage.due import at_once, by_time
 from service.storage.errors import translated
 from service.storage.models import DUE_TASK_STATUSES, Run, SupervisorRow, Task, TaskAttempt
 
@@ -56,10 +57,11 @@ class Gauges:
                 select(func.count()).select_from(SupervisorRow)
                 .where(SupervisorRow.stopped_at.is_(None), SupervisorRow.heartbeat_at >= db_now(-alive_within_s))
             ).scalar_one()
-            due = (select(Task.next_attempt_at)  # the claim's order: the first entry of ix_tasks_due
-                   .where(status_is(Task.status, *DUE), Task.next_attempt_at <= db_now())
-                   .order_by(Task.next_attempt_at, Task.id).limit(1).scalar_subquery())
-            now, oldest = conn.execute(select(db_now(), due)).one()
+            # The head of each part of the claim's order (storage.due): since when it has been due.
+            timed = by_time(Task.next_attempt_at).limit(1).scalar_subquery()
+            ready = at_once(Task.queued_at).limit(1).scalar_subquery()
+            now, head_timed, head_ready = conn.execute(select(db_now(), timed, ready)).one()
+            oldest = min((at for at in (head_timed, head_ready) if at is not None), default=None)
         return Figures(
             tasks={(status, kind): int(n) for status, kind, n in tasks},
             attempts={outcome: int(n) for outcome, n in attempts},

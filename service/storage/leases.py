@@ -13,16 +13,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Boolean, Engine, Integer, Text, bindparam, case, exists, func, insert, select, update
 
-from service.storage import notify
+from service.storage import due, notify
 from service.storage.db import db_now, read_tx, status_is, text_tail, write_tx
 from service.storage.endings import MAX_LOST, End, end_attempts, leased_by
 from service.storage.errors import translated
 from service.storage.models import (
-    DUE_TASK_STATUSES,
     LOG_TAIL_CHARS,
     Outcome,
     SupervisorRow,
@@ -33,7 +32,7 @@ from service.storage.models import (
 
 log = logging.getLogger("tenure.leases")
 
-DUE = tuple(s.value for s in DUE_TASK_STATUSES)
+DUE = due.DUE
 
 Key = tuple[int, int]
 
@@ -72,6 +71,21 @@ class LiveSupervisor:
     start_ticks: int | None
 
 
+class Holder(NamedTuple):
+    """A lease holder's heartbeat as last written, and the TTL it promised (None: not kept in its row)."""
+
+    heartbeat_at: datetime
+    lease_ttl_s: float | None
+
+
+class Beat(NamedTuple):
+    """What a heartbeat learned: the leases the supervisor still holds, and whether its row was
+    still alive (False: another supervisor judged it dead, or its row was deleted)."""
+
+    held: set[Key]
+    alive: bool
+
+
 class Leases:
     """Register, claim, heartbeat, end attempts and reclaim: the supervisor's side of the database."""
 
@@ -81,17 +95,38 @@ class Leases:
     # -- supervisors ----------------------------------------------------------------------
 
     @translated
-    def register(self, host: str, pid: int, boot_id: str | None, start_ticks: int | None) -> int:
-        """Insert this supervisor's ``supervisors`` row; returns its id (what its leases carry)."""
+    def register(self, host: str, pid: int, boot_id: str | None, start_ticks: int | None, *,
+                 heartbeat_s: float | None = None, lease_ttl_s: float | None = None) -> int:
+        """Insert this supervisor's ``supervisors`` row, with its promise (how often it beats, and
+        after how long a silence others may judge it dead); returns its id (what its leases carry)."""
         with write_tx(self.engine) as conn:
             return int(
                 conn.execute(
                     insert(SupervisorRow)
-                    .values(host=host, pid=pid, boot_id=boot_id, start_ticks=start_ticks,
-                            started_at=db_now(), heartbeat_at=db_now())
+                    .values(host=host, pid=pid, boot_id=boot_id, start_ticks=start_ticks, heartbeat_s=heartbeat_s,
+                            lease_ttl_s=lease_ttl_s, started_at=db_now(), heartbeat_at=db_now())
                     .returning(SupervisorRow.id)
                 ).scalar_one()
             )
+
+    @translated
+    def register_again(self, supervisor_id: int, host: str, pid: int, boot_id: str | None, start_ticks: int | None,
+                       *, heartbeat_s: float | None = None, lease_ttl_s: float | None = None) -> None:
+        """Make a supervisor that was judged dead (marked stopped) alive again under the same id, or
+        insert its row again under that id if it was deleted (pruned). Atomic.
+
+        Safe because every write to a leased row is fenced by the attempt too: a lease taken
+        from it while it was thought dead was re-claimed as a new attempt, whoever holds it now.
+        """
+        with write_tx(self.engine) as conn:
+            revived = conn.execute(
+                update(SupervisorRow).where(SupervisorRow.id == supervisor_id)
+                .values(stopped_at=None, heartbeat_at=db_now(), heartbeat_s=heartbeat_s, lease_ttl_s=lease_ttl_s)
+            ).rowcount
+            if not revived:
+                conn.execute(insert(SupervisorRow).values(
+                    id=supervisor_id, host=host, pid=pid, boot_id=boot_id, start_ticks=start_ticks,
+                    heartbeat_s=heartbeat_s, lease_ttl_s=lease_ttl_s, started_at=db_now(), heartbeat_at=db_now()))
 
     @translated
     def live_supervisors_on(self, host: str, except_id: int) -> list[LiveSupervisor]:
@@ -105,19 +140,20 @@ class Leases:
         return [LiveSupervisor(*row) for row in rows]
 
     @translated
-    def lease_holders(self) -> dict[int, datetime]:
-        """{supervisor id: heartbeat_at} of every supervisor holding a running task; {} when none.
+    def lease_holders(self) -> dict[int, Holder]:
+        """{supervisor id: its heartbeat and promised TTL} of every supervisor holding a running
+        task; {} when none.
 
         Walks ``ix_tasks_running`` (running rows only), whatever the number of finished tasks.
         """
         with read_tx(self.engine) as conn:
             rows = conn.execute(
-                select(SupervisorRow.id, SupervisorRow.heartbeat_at)
+                select(SupervisorRow.id, SupervisorRow.heartbeat_at, SupervisorRow.lease_ttl_s)
                 .where(SupervisorRow.id.in_(
                     select(Task.supervisor_id).where(status_is(Task.status, "running")).distinct()
                 ))
             ).all()
-        return {supervisor_id: beat for supervisor_id, beat in rows}
+        return {supervisor_id: Holder(beat, ttl) for supervisor_id, beat, ttl in rows}
 
     @translated
     def held(self, supervisor_id: int) -> set[Key]:
@@ -151,7 +187,7 @@ class Leases:
 
     @translated
     def claim(self, supervisor_id: int, limit: int) -> list[Lease]:
-        """Lease up to ``limit`` due tasks, oldest due first (by the database's clock), at once.
+        """Lease up to ``limit`` due tasks, in the order :mod:`service.storage.due` states.
 
         Atomic: the tasks turn ``running`` under this supervisor's lease and each gets an open
         ``task_attempts`` row, all in one write transaction. On PostgreSQL the candidate rows
@@ -161,7 +197,11 @@ class Leases:
         if limit <= 0:
             return []
         with write_tx(self.engine) as conn:
-            rows = conn.execute(_CLAIM, {"claim_supervisor": supervisor_id, "claim_limit": limit}).all()
+            # Due by a time first (a retry whose backoff passed), then due at once: see storage.due.
+            rows = list(conn.execute(_CLAIM_BY_TIME, {"claim_supervisor": supervisor_id, "claim_limit": limit}))
+            if len(rows) < limit:
+                rows += conn.execute(_CLAIM_AT_ONCE, {"claim_supervisor": supervisor_id,
+                                                      "claim_limit": limit - len(rows)}).all()
             if not rows:
                 return []
             conn.execute(_OPEN_ATTEMPT, [{"task_id": r.id, "attempt": r.attempts, "supervisor_id": supervisor_id,
@@ -183,8 +223,8 @@ class Leases:
     def heartbeat(
         self, supervisor_id: int, updates: Sequence[tuple[int, int, float, Any]] = (),
         logs: Sequence[tuple[int, int, str, int, bool]] = (),
-    ) -> set[Key]:
-        """Show this supervisor is alive, store progress, checkpoints and output; returns what it holds.
+    ) -> Beat:
+        """Show this supervisor is alive, store progress, checkpoints and output; what it holds.
 
         One write to its ``supervisors`` row, however many tasks it runs (a lease lives while
         that row's heartbeat_at keeps changing), plus one fenced update per attempt in
@@ -193,7 +233,9 @@ class Leases:
         written since the last beat, characters written in all, whether the text is the whole
         kept tail) — whose output grew: the new text is appended to the stored output, which
         keeps its last :data:`LOG_TAIL_CHARS`. Atomic. Returns the (task_id, attempt) pairs the
-        supervisor still holds: an attempt missing from it has lost its lease and must stop.
+        supervisor still holds (an attempt missing from them has lost its lease and must stop), and
+        whether its row was alive: a row marked stopped (others judged it dead) or deleted is not
+        written, and the supervisor should :meth:`register_again`.
         """
         rows: dict[tuple[int, int], dict[str, Any]] = {}
         for task_id, attempt, progress, checkpoint in updates:
@@ -210,13 +252,15 @@ class Leases:
             if logs:
                 conn.execute(_BEAT_LOGS, [{"b_id": t, "b_attempt": a, "b_text": text, "b_total": total,
                                            "b_whole": whole} for t, a, text, total, whole in sorted(logs)])
-            conn.execute(update(SupervisorRow).where(SupervisorRow.id == supervisor_id)
-                         .values(heartbeat_at=db_now()))
+            alive = conn.execute(
+                update(SupervisorRow).where(SupervisorRow.id == supervisor_id, SupervisorRow.stopped_at.is_(None))
+                .values(heartbeat_at=db_now())
+            ).rowcount
             held = conn.execute(
                 select(Task.id, Task.attempts).where(Task.supervisor_id == supervisor_id,
                                                      status_is(Task.status, "running"))
             ).all()
-        return {(r.id, r.attempts) for r in held}
+        return Beat({(r.id, r.attempts) for r in held}, bool(alive))
 
     # -- ending attempts ----------------------------------------------------------------
 
@@ -278,42 +322,37 @@ class Leases:
             if not conn.execute(select(exists(select(Task.id).where(*ahead)))).scalar():
                 return 0
         with write_tx(self.engine) as conn:
-            changed = conn.execute(update(Task).where(*ahead).values(next_attempt_at=db_now())).rowcount
+            changed = conn.execute(update(Task).where(*ahead).values(next_attempt_at=None, queued_at=db_now())).rowcount
             if changed:
                 notify.notify(conn)
         return int(changed)
 
 
-def _due_query() -> Any:
+def _claim(due: Any) -> Any:
+    """Lease the first ``claim_limit`` of the due tasks ``due`` selects, skipping rows others lock."""
     return (
-        select(Task.id)
-        .where(status_is(Task.status, *DUE), Task.next_attempt_at <= db_now())
-        .order_by(Task.next_attempt_at, Task.id)
+        update(Task)
+        .where(Task.id.in_(
+            due.limit(bindparam("claim_limit", type_=Integer)).with_for_update(skip_locked=True).scalar_subquery()
+        ))
+        .values(
+            status=TaskStatus.RUNNING.value, supervisor_id=bindparam("claim_supervisor", type_=Integer),
+            attempts=Task.attempts + 1, output_chars=0, started_at=func.coalesce(Task.started_at, db_now()),
+            next_attempt_at=None,
+        )
+        .returning(
+            Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id, Task.position, Task.kind,
+            Task.args, Task.checkpoint, Task.timeout_s, Task.isolated, Task.memory_limit_mb, Task.created_at,
+            Task.started_at,
+        )
+        .execution_options(synchronize_session=False)
     )
-
-
-def _coalesce_now(column: Any) -> Any:
-    return func.coalesce(column, db_now())
 
 
 # Built once: building a statement per call costs more than running it.
-_ANYTHING_DUE = select(exists(_due_query()))
-_CLAIM = (
-    update(Task)
-    .where(Task.id.in_(
-        _due_query().limit(bindparam("claim_limit", type_=Integer)).with_for_update(skip_locked=True).scalar_subquery()
-    ))
-    .values(
-        status=TaskStatus.RUNNING.value, supervisor_id=bindparam("claim_supervisor", type_=Integer),
-        attempts=Task.attempts + 1, output_chars=0, started_at=_coalesce_now(Task.started_at), next_attempt_at=None,
-    )
-    .returning(
-        Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id, Task.position, Task.kind,
-        Task.args, Task.checkpoint, Task.timeout_s, Task.isolated, Task.memory_limit_mb, Task.created_at,
-        Task.started_at,
-    )
-    .execution_options(synchronize_session=False)
-)
+_ANYTHING_DUE = due.anything()
+_CLAIM_BY_TIME = _claim(due.by_time(Task.id))
+_CLAIM_AT_ONCE = _claim(due.at_once(Task.id))
 _OPEN_ATTEMPT = insert(TaskAttempt).values(started_at=db_now())
 _BEAT_TASKS = (
     update(Task)
@@ -340,4 +379,4 @@ _BEAT_LOGS = (
 
 
 
-__all__ = ["MAX_LOST", "End", "Key", "Lease", "Leases", "LiveSupervisor"]
+__all__ = ["MAX_LOST", "Beat", "End", "Holder", "Key", "Lease", "Leases", "LiveSupervisor"]

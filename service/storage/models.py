@@ -103,8 +103,9 @@ class Task(Base):
     max_attempts: Mapped[int] = mapped_column(Integer)
     # Attempts that used up the budget (failed, timed out, crashed): the task fails at max_attempts.
     charged: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    # Attempts interrupted through no fault of the task (its supervisor died, or the process it
-    # shared crashed); never charged, but capped (see leases.MAX_LOST) against a task that kills them.
+    # Attempts lost where the task might be at fault (its supervisor died, a process it shared or
+    # reused crashed, no process started for it): never charged, but capped (storage.endings.MAX_LOST)
+    # against a task that kills whatever runs it. A loss its supervisor caused on purpose is not counted.
     lost: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Runs alone in a process of its own: it was in a shared process that crashed, so the next
     # crash, if any, is its own and charged exactly.
@@ -122,8 +123,12 @@ class Task(Base):
     # The supervisor holding its lease while it runs; NULL otherwise. A lease lives as long as
     # that supervisor's heartbeat_at keeps changing (see service.supervisor.liveness).
     supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"))
-    # When a queued or retrying task is due, by the database's clock (see storage.db.db_now).
+    # When a retrying (or delayed) task is due, by the database's clock (see storage.db.db_now);
+    # NULL for a queued task that is due at once, whatever any clock says ...
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # ... and since when such a task waits (by the database's clock): for people and the backlog
+    # figure only, never to decide when it runs.
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -132,13 +137,20 @@ class Task(Base):
         # A run's tiles in order, and its grouped status counts, are index lookups.
         Index("ix_tasks_run_position", "run_id", "position", unique=True),
         Index("ix_tasks_run_status", "run_id", "status"),
-        # Claiming walks only due rows, oldest first (the statuses are literals in the SQL sent,
-        # or SQLite cannot match the partial index).
+        # Claiming walks only due rows (the statuses are literals in the SQL sent, or SQLite cannot
+        # match a partial index; see storage.due): those due by a time, earliest first ...
         Index(
             "ix_tasks_due",
             "next_attempt_at", "id",
             sqlite_where=text("status IN ('queued', 'retrying')"),
             postgresql_where=text("status IN ('queued', 'retrying')"),
+        ),
+        # ... then those due at once (no time: no clock decides), in submission order.
+        Index(
+            "ix_tasks_ready",
+            "id",
+            sqlite_where=text("status IN ('queued', 'retrying') AND next_attempt_at IS NULL"),
+            postgresql_where=text("status IN ('queued', 'retrying') AND next_attempt_at IS NULL"),
         ),
         # Tasks submitted on their own (and completion hooks), newest first.
         Index("ix_tasks_single", "id", sqlite_where=text("run_id IS NULL"), postgresql_where=text("run_id IS NULL")),
@@ -203,6 +215,10 @@ class SupervisorRow(Base):
     start_ticks: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+    # Its promise: how often it beats, and how long a silence of its heartbeat means it is dead.
+    # Others judge it by these (NULL: a supervisor from before they were kept; its watcher's own TTL).
+    heartbeat_s: Mapped[float | None] = mapped_column(Float)
+    lease_ttl_s: Mapped[float | None] = mapped_column(Float)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (Index("ix_supervisors_host_live", "host", "stopped_at"),)

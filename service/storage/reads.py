@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from service.errors import InvalidInput, NotFound
 from service.storage.db import db_now, read_tx, status_is, text_tail
+from service.storage.due import claim_order
 from service.storage.errors import translated
 from service.storage.models import Run, RunStatus, SupervisorRow, Task, TaskAttempt, TaskStatus
 from service.storage.views import (
@@ -223,7 +224,7 @@ def _ahead(conn: Connection, run: RunView, now: datetime) -> tuple[int | None, i
     """(due tasks to be claimed before this run's first, live supervisors), when it waits for a slot.
 
     (None, None) unless the run is live, runs nothing and has a task waiting. Then one statement
-    walks the claim order (ix_tasks_due, as the claim does) for at most MAX_AHEAD + 1 due tasks,
+    walks the claim order (:mod:`service.storage.due`) for at most MAX_AHEAD + 1 due tasks,
     with the count of live supervisors (not stopped, a heartbeat within LIVE_WITHIN_S) beside
     them: the poll of any run, however long the queue or the run, reads a bounded window.
     None ahead when the window holds none of this run's tasks and ends before MAX_AHEAD: its
@@ -239,10 +240,7 @@ def _ahead(conn: Connection, run: RunView, now: datetime) -> tuple[int | None, i
         .where(SupervisorRow.stopped_at.is_(None), SupervisorRow.heartbeat_at >= db_now(-LIVE_WITHIN_S))
         .scalar_subquery()
     )
-    window = conn.execute(
-        select(Task.run_id, alive).where(status_is(Task.status, *due), Task.next_attempt_at <= now)
-        .order_by(Task.next_attempt_at, Task.id).limit(MAX_AHEAD + 1)
-    )
+    window = conn.execute(claim_order(MAX_AHEAD + 1, Task.run_id, alive.label("alive")))
     seen, workers = 0, None
     for owner, live in window:
         workers = int(live)

@@ -86,7 +86,7 @@ class Runs:
                 .where(Task.id.in_(ids))
                 .values(
                     status=TaskStatus.QUEUED.value, max_attempts=Task.charged + extra_attempts, lost=0,
-                    error=None, finished_at=None, next_attempt_at=db_now(), progress=0.0,
+                    error=None, finished_at=None, next_attempt_at=None, queued_at=db_now(), progress=0.0,
                 )
             )
             conn.execute(

@@ -49,7 +49,7 @@ class Submissions:
         on_complete: str | None = None,
         idempotency: Idempotency | None = None,
     ) -> Created:
-        """Insert a run and its ``total`` queued tasks, due now; ``tasks`` yields one row each.
+        """Insert a run and its ``total`` queued tasks, due at once; ``tasks`` yields one row each.
 
         Each row holds ``kind``, ``args``, ``label``, ``max_attempts``, ``timeout_s`` and
         ``memory_limit_mb``; positions are given in order from 0. Atomic: the run and all its
@@ -66,7 +66,7 @@ class Submissions:
             ).scalar_one())
             rows = [{**row, "run_id": run_id, "position": i, "status": TaskStatus.QUEUED.value, "attempts": 0,
                      "progress": 0.0} for i, row in enumerate(tasks)]
-            conn.execute(insert(Task).values(created_at=db_now(), next_attempt_at=db_now()), rows)
+            conn.execute(insert(Task).values(created_at=db_now(), queued_at=db_now()), rows)  # due at once: no time
             return run_id
 
         return self._submit(make, idempotency, "run_id")
@@ -83,7 +83,7 @@ class Submissions:
         memory_limit_mb: int | None = None,
         idempotency: Idempotency | None = None,
     ) -> Created:
-        """Insert one queued task that belongs to no run, due now. Atomic.
+        """Insert one queued task that belongs to no run, due at once. Atomic.
 
         Raises:
             Conflict: ``idempotency`` names a key already used for a different request.
@@ -122,7 +122,7 @@ class Submissions:
 # Built once: the values of a statement built per call cost more to hash than to run.
 _INSERT_TASK = (
     insert(Task)
-    .values(run_id=None, position=0, status=TaskStatus.QUEUED.value, created_at=db_now(), next_attempt_at=db_now())
+    .values(run_id=None, position=0, status=TaskStatus.QUEUED.value, created_at=db_now(), queued_at=db_now())
     .returning(Task.id)
 )
 

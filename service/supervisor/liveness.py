@@ -4,11 +4,15 @@ Two ways, and no other:
 
 * **Silence**, for any supervisor anywhere: :class:`HeartbeatWatch` watches each lease
   holder's ``supervisors.heartbeat_at``. While the value keeps changing the holder is alive,
-  whatever the value says; once it has not changed for ``ttl_s`` seconds of the *watcher's
-  monotonic clock*, the holder is dead and its leases are reclaimed. A wall-clock jump on
-  either side changes nothing: it neither expires live leases nor keeps dead ones alive. A
-  supervisor never judges itself: its own leases live exactly as long as its heartbeat
-  thread does (if that dies, the supervisor stops and releases them).
+  whatever the value says (one that steps back has changed too); once it has not changed for
+  the *holder's own* promised TTL (``supervisors.lease_ttl_s``; the watcher's for a row that
+  keeps none) in seconds of the *watcher's monotonic clock*, the holder is dead and its leases
+  are reclaimed. So a supervisor that beats every 2 s with a 6 s TTL is never judged by a
+  neighbour's 1 s TTL. A wall-clock jump on either side changes nothing: it neither expires
+  live leases nor keeps dead ones alive. A supervisor never judges itself: its own leases
+  live exactly as long as its heartbeat thread does (if that dies, the supervisor stops and
+  releases them); if others judged it dead all the same (a stall, a partition), it learns so
+  at its next heartbeat and registers again.
 * **A vanished process**, for a supervisor on this host: :func:`process_alive` checks its
   pid and the process's start time *in clock ticks since boot* plus the boot's id (neither
   moves when the wall clock steps), so a reused pid is not mistaken for the original.
@@ -17,8 +21,10 @@ Two ways, and no other:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -62,6 +68,13 @@ class _Seen:
     since: float  # monotonic time when this value was first seen
 
 
+class Seen(NamedTuple):
+    """A lease holder as read: its heartbeat value and the TTL it promised (None: the watcher's)."""
+
+    heartbeat_at: datetime
+    lease_ttl_s: float | None
+
+
 class HeartbeatWatch:
     """Remembers when each lease holder's heartbeat last changed, on a monotonic clock."""
 
@@ -75,24 +88,25 @@ class HeartbeatWatch:
         self._seen: dict[int, _Seen] = {}
         self._last_look: float | None = None
 
-    def dead(self, holders: dict[int, datetime], now_mono: float) -> list[int]:
-        """Given {supervisor id: heartbeat_at} of every lease holder, the ids silent for ``ttl_s``.
+    def dead(self, holders: Mapping[int, Seen | tuple[datetime, float | None]], now_mono: float) -> list[int]:
+        """Given {supervisor id: (heartbeat_at, its TTL)} of every lease holder, the ids whose
+        heartbeat has not changed for their own TTL (``ttl_s`` where a holder promised none).
 
-        A holder seen for the first time gets a full ``ttl_s`` from now: a watcher that just
-        started knows nothing yet, so it waits rather than guess. So does every holder after a
-        gap in the watcher's own looks (a database outage silences everyone at once).
+        A holder seen for the first time gets a full TTL from now: a watcher that just started
+        knows nothing yet, so it waits rather than guess. So does every holder after a gap in
+        the watcher's own looks (a database outage silences everyone at once).
         """
         if self._last_look is not None and now_mono - self._last_look >= self.blind_s:
             self._seen.clear()
         self._last_look = now_mono
         dead = []
-        for supervisor, beat in holders.items():
+        for supervisor, (beat, promised) in holders.items():
             if supervisor == self.me:
                 continue
             seen = self._seen.get(supervisor)
             if seen is None or seen.value != beat:
                 self._seen[supervisor] = _Seen(beat, now_mono)
-            elif now_mono - seen.since >= self.ttl_s:
+            elif now_mono - seen.since >= (promised if promised is not None else self.ttl_s):
                 dead.append(supervisor)
         for gone in set(self._seen) - set(holders):
             del self._seen[gone]

@@ -418,6 +418,7 @@ class Supervisor:
         try:
             while len(self._writer):  # ended attempts are written, the rest handed back
                 self._write_batch()
+            self.upkeep.stopping.set()  # a heartbeat from now on must not take the stop for a judgment
             self.leases.stop_supervisor(self.supervisor_id)
             log.info("supervisor.released supervisor=%s tasks=%s", self.supervisor_id, len(remaining))
         except TenureError as exc:

@@ -68,6 +68,9 @@ class SupervisorMetrics:
                                "process is gone, same host), orphaned (held but untracked)", ["why"], registry=r)
         self._lease_lost = Counter("tenure_leases_lost", "Attempts this process stopped because their lease was "
                                    "gone (cancelled, or reclaimed by another supervisor)", ["kind"], registry=r)
+        self._judged_dead = Counter("tenure_supervisor_judged_dead", "Times this supervisor found at its heartbeat "
+                                    "that others had judged it dead (or its row was deleted), and registered again",
+                                    registry=r)
         self._lag = Histogram("tenure_heartbeat_lag_seconds", "How late each heartbeat of this supervisor came: "
                               "the time since its previous one beyond the heartbeat interval",
                               buckets=LAG_BUCKETS_S, registry=r)
@@ -97,6 +100,9 @@ class SupervisorMetrics:
             children = self._children[key] = (self._ended.labels(*key), self._duration.labels(*key))
         children[0].inc()
         children[1].observe(max(0.0, ran_s))
+
+    def judged_dead(self) -> None:
+        self._judged_dead.inc()
 
     def lease_lost(self, kind: str) -> None:
         self._lease_lost.labels(kind).inc()

@@ -49,16 +49,31 @@ class Upkeep:
             metrics = SupervisorMetrics(clock.monotonic, lambda: 0, settings.concurrency)
         self.metrics = metrics
         self._watch: HeartbeatWatch | None = None
+        self.host = ""
+        self.stopping = threading.Event()  # set before the supervisor marks its own row stopped
         self._trouble_since: float | None = None  # when the database became unreachable (monotonic)
         self._trouble_logged = 0.0
         self._trouble_lock = threading.Lock()
 
     def register(self, host: str) -> int:
         """Insert this supervisor's row (with its heartbeat interval and lease TTL); its id."""
+        self.host = host
         boot_id, start_ticks = liveness.process_identity(os.getpid())
-        supervisor_id = self.leases.register(host, os.getpid(), boot_id, start_ticks)
+        supervisor_id = self.leases.register(host, os.getpid(), boot_id, start_ticks,
+                                             heartbeat_s=self.settings.heartbeat_s,
+                                             lease_ttl_s=self.settings.lease_ttl_s)
         self.watch_as(supervisor_id)
         return supervisor_id
+
+    def register_again(self, supervisor_id: int) -> None:
+        """Its heartbeat found its row stopped or gone: others judged it dead. Say so, and be alive again."""
+        log.warning("supervisor.judged_dead supervisor=%s: another supervisor judged it dead (no heartbeat seen for "
+                    "its %g s TTL: a stall, a partition?) or its row was deleted; its leases were handed back "
+                    "and its running attempts stop; registering again", supervisor_id, self.settings.lease_ttl_s)
+        boot_id, start_ticks = liveness.process_identity(os.getpid())
+        self.leases.register_again(supervisor_id, self.host, os.getpid(), boot_id, start_ticks,
+                                   heartbeat_s=self.settings.heartbeat_s, lease_ttl_s=self.settings.lease_ttl_s)
+        self.metrics.judged_dead()
 
     def watch_as(self, supervisor_id: int) -> None:
         """Start watching the others' heartbeats, as ``supervisor_id`` (who never judges itself)."""
@@ -80,14 +95,16 @@ class Upkeep:
                 total, text, whole = fresh
                 logs.append((ex.key[0], ex.key[1], text, total, whole))
                 log_totals.append((ex, total))
-        held = self.leases.heartbeat(supervisor_id, updates, logs)
+        beat = self.leases.heartbeat(supervisor_id, updates, logs)
+        if not beat.alive and not self.stopping.is_set():  # stopping: it marked itself stopped
+            self.register_again(supervisor_id)
         self.metrics.beat()
         self.no_trouble(supervisor_id)
         for ex, version in versions:
             ex.flushed_version = version
         for ex, total in log_totals:
             ex.flushed_logs_total = total
-        return held
+        return beat.held
 
     def lost_leases(self, supervisor_id: int, active: set[Key]) -> set[Key]:
         """Which ``active`` attempts lost their lease (a cancel, most often), from one read."""
@@ -106,13 +123,15 @@ class Upkeep:
     def reclaim_silent(self, supervisor_id: int) -> None:
         """Reclaim the leases of supervisors whose heartbeat stopped changing (see :mod:`liveness`)."""
         assert self._watch is not None
-        for dead in self._watch.dead(self.leases.lease_holders(), self.clock.monotonic()):
+        holders = self.leases.lease_holders()
+        for dead in self._watch.dead(holders, self.clock.monotonic()):
+            ttl = holders[dead].lease_ttl_s or self.settings.lease_ttl_s
             lost = self.leases.reclaim_supervisor(
-                dead, f"its supervisor (supervisor {dead}) stopped heartbeating for {self.settings.lease_ttl_s:g} s "
+                dead, f"its supervisor (supervisor {dead}) stopped heartbeating for its {ttl:g} s TTL "
                       "(crashed, hung or cut off)",
             )
-            log.warning("supervisor.reclaimed dead=%s tasks=%s supervisor=%s: no heartbeat for %s s",
-                        dead, len(lost), supervisor_id, self.settings.lease_ttl_s)
+            log.warning("supervisor.reclaimed dead=%s tasks=%s supervisor=%s: no heartbeat for its %g s TTL",
+                        dead, len(lost), supervisor_id, ttl)
             self.metrics.reaped("silent", len(lost))
         # A due time far ahead was set by a clock that stepped back since (or by a process whose
         # clock runs ahead, on SQLite): make it due now rather than hold the task for hours.

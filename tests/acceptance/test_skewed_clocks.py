@@ -103,3 +103,37 @@ def test_clocks_two_hours_apart_on_one_host_share_a_run(backend: str, request: p
     assert "lost" not in outcomes, "a live supervisor on this host was judged dead"
     assert len(by) == 2, "a worker whose clock is off took no work"
     assert took < 20, "due times judged by skewed clocks held the tasks back"
+
+
+def test_work_due_at_once_waits_for_no_clock_even_one_running_a_little_ahead(tmp_path: Path) -> None:
+    """SQLite's clock is each writing process's own. A submitter, and a worker handing work back as
+    it stops, whose clocks run 120 s ahead (inside the sweep's horizon for stepped clocks) must
+    not hold new or handed-back tasks for 120 s: a task due at once carries no time at all."""
+    url = str(tmp_path / "tenure.db")
+    t = service.open(url)
+    on_time = {"heartbeat_s": 0.2, "lease_ttl_s": 5.0, "idle_poll_s": 0.2}
+    try:
+        ahead = skewed("+120s", "submit", "--db", url, "--kind", "echo", "--tasks", "5", log=tmp_path / "ahead.log")
+        assert ahead.wait(30) == 0
+        (run,) = t.runs(limit=1)
+        sup = t.start_supervisor(**on_time)
+        try:
+            assert t.wait_run(run.id, 10).counts["succeeded"] == 5, "new work waited for the submitter's clock"
+        finally:
+            sup.stop(grace_s=0.0)
+        # A worker 120 s ahead takes a run of long tasks, then stops gracefully: it hands them back.
+        long_run = t.submit_run(3, "sleep", {"min_seconds": 30, "max_seconds": 30, "failure_rate": 0,
+                                             "transient_rate": 0})
+        worker = skewed("+120s", "worker", "--db", url, "--grace", "0", log=tmp_path / "worker.log")
+        try:
+            wait_for(lambda: t.run(long_run).counts["running"] == 3, 20, "the skewed worker to take the long run")
+        finally:
+            stop_all([worker])
+        assert t.run(long_run).counts["queued"] == 3, (tmp_path / "worker.log").read_text()[-2000:]
+        sup = t.start_supervisor(**on_time)
+        try:
+            wait_for(lambda: t.run(long_run).counts["running"] == 3, 10, "the handed-back tasks to be claimed")
+        finally:
+            sup.stop(grace_s=0.0)
+    finally:
+        t.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 from service.clock import FakeClock
 from service.storage.leases import Leases
@@ -46,9 +47,38 @@ def test_a_new_watch_gives_every_holder_a_full_ttl(fake_clock: FakeClock) -> Non
     watch = HeartbeatWatch(TTL, me=1)
     beat = fake_clock.now()
     for now in (100.0, 105.0, 110.0, 114.9):
-        assert watch.dead({2: beat}, now) == []
-    assert watch.dead({2: beat}, 115.0) == [2]
-    assert watch.dead({1: beat}, 116.0) == []  # never itself
+        assert watch.dead({2: (beat, None)}, now) == []
+    assert watch.dead({2: (beat, None)}, 115.0) == [2]
+
+
+
+def test_a_watch_never_judges_its_own_supervisor(fake_clock: FakeClock) -> None:
+    """Its own heartbeat silent for ten TTLs (a watcher looking while its heartbeat thread stalls):
+    still never dead in its own eyes (its leases live exactly as long as its heartbeat thread)."""
+    watch = HeartbeatWatch(TTL, me=1)
+    beat = fake_clock.now()
+    for now in range(100, 251):  # a look every second, as a supervisor's
+        assert watch.dead({1: (beat, None), 2: (beat, None)}, float(now)) == ([] if now < 115 else [2])
+
+
+def test_a_heartbeat_that_steps_back_is_a_change_not_silence(fake_clock: FakeClock) -> None:
+    """On SQLite a holder's heartbeat_at is its own clock: stepped back an hour, the value still changed."""
+    watch = HeartbeatWatch(TTL, me=1)
+    beat, stepped = fake_clock.now(), fake_clock.now() - timedelta(hours=1)
+    for now in range(100, 140):  # a look every second; the value steps back an hour at 110
+        value = beat if now < 110 else stepped
+        assert watch.dead({2: (value, None)}, float(now)) == ([] if now < 125 else [2]), now
+
+
+def test_each_holder_is_judged_by_the_ttl_it_promised(fake_clock: FakeClock) -> None:
+    """A watcher with a 1 s TTL of its own and two holders: one promised 6 s, one kept no promise."""
+    watch = HeartbeatWatch(1.0, me=1, blind_s=5.0)
+    beat = fake_clock.now()
+    holders = {2: (beat, 6.0), 3: (beat, None)}
+    for tenth in range(1000, 1070):  # a look every 0.1 s
+        now = tenth / 10
+        expected = [] if now < 101.0 else [3] if now < 106.0 else [2, 3]  # 3: the watcher's TTL; 2: its own
+        assert watch.dead(holders, now) == expected, now
 
 
 def test_same_host_liveness_compares_start_ticks_not_wall_times() -> None:
@@ -68,13 +98,13 @@ def test_a_watcher_that_saw_nothing_for_a_while_blames_no_one() -> None:
 
     watch = HeartbeatWatch(TTL, me=1)
     beat = datetime(2026, 1, 1)
-    assert watch.dead({2: beat}, 100.0) == []
-    assert watch.dead({2: beat}, 107.0) == []  # looking every few seconds, as a supervisor does
+    assert watch.dead({2: (beat, None)}, 100.0) == []
+    assert watch.dead({2: (beat, None)}, 107.0) == []  # looking every few seconds, as a supervisor does
     # The database is down from 107 s to 140 s: no look at all. The first look after it:
-    assert watch.dead({2: beat}, 140.0) == [], "a holder blamed for the watcher's own blindness"
+    assert watch.dead({2: (beat, None)}, 140.0) == [], "a holder blamed for the watcher's own blindness"
     for now in (145.0, 150.0):
-        assert watch.dead({2: beat}, now) == []
-    assert watch.dead({2: beat}, 155.0) == [2]  # a full TTL of looks without a change
+        assert watch.dead({2: (beat, None)}, now) == []
+    assert watch.dead({2: (beat, None)}, 155.0) == [2]  # a full TTL of looks without a change
 
 
 def test_a_supervisor_watch_still_judges_with_a_short_ttl(open_tenure) -> None:  # type: ignore[no-untyped-def]

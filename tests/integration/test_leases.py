@@ -59,7 +59,7 @@ def test_a_write_from_a_lost_lease_changes_nothing(env) -> None:  # type: ignore
     assert new.attempt == 2
     # The old holder wakes up and tries to finish: fenced off.
     assert not leases.finish(old, a, outcome=Outcome.SUCCEEDED, result="stale")
-    assert leases.heartbeat(a, [(old.task_id, old.attempt, 0.9, {"x": 1})]) == set()
+    assert leases.heartbeat(a, [(old.task_id, old.attempt, 0.9, {"x": 1})]).held == set()
     task = t.task(old.task_id)
     assert (task.status, task.result, task.progress, task.supervisor_id) == ("running", None, 0.0, b)
     # The new holder finishes once; a second finish of the same attempt is fenced too.
@@ -77,9 +77,9 @@ def test_the_same_supervisor_cannot_write_for_its_earlier_attempt(env) -> None: 
     assert leases.finish(first, a, outcome=Outcome.LOST, error="lost track of it")
     (second,) = leases.claim(a, 1)
     assert (second.task_id, second.attempt) == (first.task_id, 2)
-    assert leases.heartbeat(a, [(second.task_id, 2, 0.6, {"at": 6})]) == {(second.task_id, 2)}
+    assert leases.heartbeat(a, [(second.task_id, 2, 0.6, {"at": 6})]).held == {(second.task_id, 2)}
     # A stale progress write and a stale finish for attempt 1, from the very same supervisor.
-    assert leases.heartbeat(a, [(first.task_id, 1, 0.1, {"at": 1})]) == {(second.task_id, 2)}
+    assert leases.heartbeat(a, [(first.task_id, 1, 0.1, {"at": 1})]).held == {(second.task_id, 2)}
     assert not leases.finish(first, a, outcome=Outcome.SUCCEEDED, result="stale")
     task = t.task(first.task_id)
     assert (task.status, task.progress, task.result) == ("running", 0.6, None)
@@ -93,7 +93,7 @@ def test_the_fence_needs_the_owner_too(env) -> None:  # type: ignore[no-untyped-
     t.submit_run(1, "echo")
     (lease,) = leases.claim(a, 1)
     assert not leases.finish(lease, b, outcome=Outcome.SUCCEEDED, result="not mine")
-    assert leases.heartbeat(b, [(lease.task_id, lease.attempt, 0.5, None)]) == set()
+    assert leases.heartbeat(b, [(lease.task_id, lease.attempt, 0.5, None)]).held == set()
     assert not leases.finish(lease, b, outcome=Outcome.LOST, error="not mine either", isolate=True, counted=True)
     task = t.task(lease.task_id)
     assert (task.status, task.progress, task.supervisor_id, task.isolated) == ("running", 0.0, a, False)
@@ -104,7 +104,7 @@ def test_heartbeat_carries_progress_and_the_next_attempt_gets_the_checkpoint(env
     t, leases, a, _ = env
     t.submit_run(2, "echo")
     one, two = leases.claim(a, 2)
-    held = leases.heartbeat(a, [(one.task_id, 1, 0.8, {"elapsed_s": 8})])
+    held = leases.heartbeat(a, [(one.task_id, 1, 0.8, {"elapsed_s": 8})]).held
     assert held == {(one.task_id, 1), (two.task_id, 1)}
     assert t.task(one.task_id).progress == 0.8
     assert len(leases.reclaim_supervisor(a, "judged dead")) == 2
@@ -250,7 +250,7 @@ def test_cancel_fences_off_the_running_attempt(env) -> None:  # type: ignore[no-
     run_id = t.submit_run(3, "echo")
     (lease,) = leases.claim(a, 1)
     assert t.cancel_run(run_id) == 3
-    assert leases.heartbeat(a) == set()
+    assert leases.heartbeat(a).held == set()
     assert not leases.finish(lease, a, outcome=Outcome.SUCCEEDED, result=1)
     assert statuses(t, run_id) == ["cancelled"] * 3
     assert outcomes(t, lease.task_id) == ["cancelled"]
