@@ -431,8 +431,93 @@ register("t_shape_shifter")(shape_shifter)
 
 
 def two_faced(args: dict[str, Any], ctx: TaskContext) -> Any:
-    """One kind that parks (a polling task) unless ``args["poison"]`` says how to kill its process."""
-    return Poison({**args, "how": args["poison"]}, ctx) if args.get("poison") else Polling(args, ctx)
+    """One kind that parks (a polling task) unless ``args["poison"]`` says how to kill its process,
+    or ``args["hang"]`` asks it to hang in run()."""
+    if args.get("poison"):
+        return Poison({**args, "how": args["poison"]}, ctx)
+    return Hang(args, ctx) if args.get("hang") else Polling(args, ctx)
+
+
+class Saboteur:
+    """Returns at once, but leaves behind what kills its process ``after_s`` later (``how``: a thread,
+    a child process that signals its parent, or an alarm)."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> str:
+        import threading
+
+        note(self.args, self.ctx, "saboteur")
+        after, how = self.args.get("after_s", 0.3), self.args.get("how", "thread")
+        if how == "thread":
+            threading.Timer(after, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        elif how == "child":
+            parent = os.getpid()
+            if os.fork() == 0:
+                time.sleep(after)
+                os.kill(parent, signal.SIGKILL)
+                os._exit(0)
+        elif how == "alarm":
+            signal.setitimer(signal.ITIMER_REAL, after)  # SIGALRM's default action ends the process
+        return "left something behind"
+
+
+class Says:
+    """Prints ``print`` every ``every_s`` for ``seconds``, then raises ``error`` (permanently) or returns
+    ``value``: text of any kind from task code, NUL bytes ("NUL" in the args) and lone surrogates
+    ("LONE") included (a person cannot submit those: they would be refused)."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> Any:
+        import sys
+
+        note(self.args, self.ctx, "says")
+        stop = time.monotonic() + self.args.get("seconds", 0.0)
+        while True:
+            if "print" in self.args:
+                print(_raw(self.args["print"]), flush=True)
+                sys.stdout.write(_raw(self.args["print"]) + "\n")
+            if time.monotonic() >= stop or self.ctx.wait(self.args.get("every_s", 0.05)):
+                break
+        if "error" in self.args:
+            raise PermanentError(_raw(self.args["error"]))
+        value = self.args.get("value", "said")
+        return _raw(value) if isinstance(value, str) else value
+
+
+def _raw(text: str) -> str:
+    return text.replace("NUL", "\x00").replace("LONE", "\udc80")
+
+
+CORRUPTED = {"process": False}  # what a task that corrupts its process's state leaves, unseen from outside
+
+
+class Corrupter:
+    """Corrupts its process's state (as a C library left in a bad state would) and returns at once."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> str:
+        note(self.args, self.ctx, "corrupter")
+        CORRUPTED["process"] = True
+        return "corrupted"
+
+
+class Victim:
+    """A healthy task that dies if an earlier occupant of its process corrupted it."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> int:
+        note(self.args, self.ctx, "victim")
+        if CORRUPTED["process"]:
+            os._exit(71)
+        return os.getpid()
 
 
 register("t_two_faced")(two_faced)
@@ -444,6 +529,7 @@ for _name, _cls in {
     "t_cpu": CpuHog, "t_not_json": NotJson, "t_pid": Pid, "t_mixed": Mixed, "t_spawner": Spawner,
     "t_zygote_killer": ZygoteKiller, "t_slow_check": SlowCheck, "t_big_checkpoint": BigCheckpoint,
     "t_chatty": Chatty, "t_nice": Nice, "t_async": AsyncSleep, "t_async_block": AsyncBlock,
-    "t_async_poll": AsyncPolling,
+    "t_async_poll": AsyncPolling, "t_saboteur": Saboteur, "t_corrupter": Corrupter, "t_victim": Victim,
+    "t_says": Says,
 }.items():
     register(_name)(_cls)

@@ -23,6 +23,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from service.text import storable
+
 TAIL_BYTES = 64 * 1024
 
 
@@ -36,6 +38,7 @@ class Tail:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
+        text = storable(text) or ""  # a NUL or a lone surrogate in output must not break a frame or a heartbeat
         with self._lock:
             self.text += text
             over = len(self.text) - self.limit

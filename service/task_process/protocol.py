@@ -73,9 +73,10 @@ class TaskContext:
         """Save ``state`` (JSON, at most 1 MiB) so that a later attempt resumes from it.
 
         Raises:
-            TypeError, ValueError: ``state`` cannot be written as JSON, or is over 1 MiB.
+            TypeError, ValueError: ``state`` cannot be written as JSON (a text in it that is not valid
+                Unicode included), or is over 1 MiB.
         """
-        size = len(json.dumps(state, allow_nan=False))
+        size = len(json.dumps(state, allow_nan=False, ensure_ascii=False).encode())  # lone surrogates raise here
         if size > MAX_CHECKPOINT_BYTES:
             raise ValueError(f"a checkpoint of {size} bytes is over the limit of {MAX_CHECKPOINT_BYTES} bytes; "
                              "keep a reference (a path, a key) in it rather than the data")

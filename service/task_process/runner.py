@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from service.errors import InvalidInput, PermanentError, describe
-from service.task_process import capture, protocol, wire
+from service.task_process import capture, leftovers, protocol, wire
 from service.task_process.event_loop import AsyncSide, current, is_async
+from service.text import storable
 
 FLUSH_S = 0.1  # progress and checkpoints reach the supervisor at most this late
 MAX_TRACEBACK_CHARS = 16_000
@@ -49,6 +50,7 @@ class Occupant:
     checking: bool = False
     on_loop: bool = False  # an async task: its code runs on the host's event loop
     fatal_frame: bytes = field(default=b"")
+    leftovers: str | None = None  # what its run() left running in the process (see leftovers.py)
     tail: capture.Tail = field(default_factory=capture.Tail)  # what it wrote since the last send
 
 
@@ -213,7 +215,11 @@ class Runner:
                 self.aio.start(occupant, None)
                 return
             self.send({"op": "began", "key": list(occupant.key), "async": False})
-            value = occupant.task.run()
+            before = leftovers.baseline()
+            try:
+                value = occupant.task.run()
+            finally:
+                occupant.leftovers = leftovers.since(before)
         except BaseException as exc:  # noqa: BLE001 - task code may raise anything; all are reported
             capture.drain(occupant.tail)
             self.running = None
@@ -240,6 +246,8 @@ class Runner:
         if value is None and callable(getattr(occupant.task, "check_output", None)):
             # A polling task: its object stays here between checks, holding no thread.
             parked: dict[str, Any] = {"op": "ran", "key": list(key), "polling": True}
+            if occupant.leftovers:
+                parked["leftovers"] = occupant.leftovers
             if occupant.on_loop and not is_async(occupant.task.check_output):
                 occupant.on_loop = False  # its checks run on threads, which only ending the host can stop
                 parked["threads"] = True
@@ -277,6 +285,8 @@ class Runner:
                 self.occupants.pop(occupant.key, None)
         with self.send_lock:
             message: dict[str, Any] = {"op": op, "key": list(occupant.key), **self.flush(occupant, send=False)}
+            if op == "ran" and occupant.leftovers:
+                message["leftovers"] = occupant.leftovers
             if error is not None:
                 message["error"] = encode_error(error)
             else:
@@ -288,9 +298,10 @@ class Runner:
                 message["error"] = {"message": f"the task's output is too large to store: {exc}",
                                     "permanent": True, "traceback": None}
                 frame = wire.encode(message)
-            except (TypeError, ValueError, RecursionError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:  # not JSON, or text that is not valid Unicode
                 message.pop("value", None)
-                message["error"] = {"message": f"the task's output cannot be stored as JSON ({describe(exc)})",
+                why = storable(describe(exc))
+                message["error"] = {"message": f"the task's output cannot be stored as JSON ({why})",
                                     "permanent": True, "traceback": None}
                 frame = wire.encode(message)
             self._send_locked(frame)
@@ -307,8 +318,10 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
         tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
     except BaseException:  # noqa: BLE001 - a traceback that cannot be formatted is left out
         tb = None
-    return {"message": describe(exc), "permanent": isinstance(exc, (PermanentError, InvalidInput)),
-            "traceback": tb}
+    # Made storable here, where it leaves task code: a NUL or a lone surrogate in an exception's
+    # text must fail nothing but this attempt (see service.text).
+    return {"message": storable(describe(exc)), "permanent": isinstance(exc, (PermanentError, InvalidInput)),
+            "traceback": storable(tb)}
 
 
 def resolve_kind(name: str, module: str | None, main_path: str | None) -> protocol.Kind:

@@ -26,8 +26,14 @@ class FrameTooLarge(ValueError):
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """One frame. Raises ValueError/TypeError for a message JSON cannot carry."""
-    body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    """One frame of UTF-8 JSON.
+
+    Raises:
+        TypeError, ValueError: JSON cannot carry the message (a NaN, an object), or a text in it is
+            not valid Unicode (a lone surrogate: UnicodeEncodeError), which no database could store.
+        FrameTooLarge: over :data:`MAX_FRAME_BYTES`.
+    """
+    body = json.dumps(message, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
     if len(body) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"{len(body)} bytes of JSON, over the limit of {MAX_FRAME_BYTES // (1024 * 1024)} MiB")
     return HEADER.pack(len(body)) + body
