@@ -86,6 +86,18 @@ class Hang:
         time.sleep(10**6)
 
 
+class Stubborn:
+    """Ignores SIGTERM, then blocks: only SIGKILL ends it."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        note(self.args, self.ctx, "stubborn")
+        time.sleep(10**6)
+
+
 class Spin:
     """A pure-Python endless loop."""
 
@@ -530,6 +542,6 @@ for _name, _cls in {
     "t_zygote_killer": ZygoteKiller, "t_slow_check": SlowCheck, "t_big_checkpoint": BigCheckpoint,
     "t_chatty": Chatty, "t_nice": Nice, "t_async": AsyncSleep, "t_async_block": AsyncBlock,
     "t_async_poll": AsyncPolling, "t_saboteur": Saboteur, "t_corrupter": Corrupter, "t_victim": Victim,
-    "t_says": Says,
+    "t_says": Says, "t_stubborn": Stubborn,
 }.items():
     register(_name)(_cls)

@@ -63,6 +63,20 @@ def test_a_task_past_its_timeout_burns_nothing_after_it(  # type: ignore[no-unty
     assert time.monotonic() - timed_out < 1.5
 
 
+def test_a_task_that_ignores_sigterm_is_killed_after_the_grace(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    """Every other stopped task dies of SIGTERM alone: this one shows that SIGKILL follows the grace."""
+    log = tmp_path / "journal"
+    stuck = t.submit_task("t_stubborn", {"journal": str(log)}, timeout_s=0.3, max_attempts=1)
+    supervise(kill_grace_s=0.5)
+    wait_for(lambda: k.events(log, "stubborn"), 5, "the task to start")
+    ((_, _, _, pid),) = k.events(log, "stubborn")
+    assert [a.outcome for a in t.attempts(t.wait_task(stuck, 5).id)] == ["timed_out"]
+    timed_out = time.monotonic()
+    wait_for(lambda: not _alive(pid), 3, "the process that ignores SIGTERM to be killed")
+    assert time.monotonic() - timed_out < 2.0
+
+
 def test_cancel_then_retry_stops_the_old_attempt_and_runs_the_new_one(  # type: ignore[no-untyped-def]
         t: service.Tenure, supervise, tmp_path: Path) -> None:
     log = tmp_path / "journal"

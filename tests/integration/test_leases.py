@@ -350,3 +350,60 @@ def test_a_client_cut_off_inside_a_transaction_does_not_hold_its_leases_forever(
         assert leases.claim(other, 1)[0].attempt == 2
     finally:
         t.close()
+
+
+@pytest.mark.parametrize("outcome", [Outcome.LOST, Outcome.RELEASED, Outcome.SUCCEEDED])
+def test_a_stale_end_for_attempt_1_changes_nothing_once_the_same_supervisor_runs_attempt_2(  # type: ignore[no-untyped-def]
+        env, outcome: Outcome) -> None:
+    """The fence's attempt number, for every kind of end: a late loss, release or success of attempt 1
+    arriving after the same supervisor re-claimed the task as attempt 2."""
+    t, leases, a, _ = env
+    t.submit_run(1, "echo")
+    (first,) = leases.claim(a, 1)
+    assert leases.finish(first, a, outcome=Outcome.LOST, error="its process was stopped")
+    (second,) = leases.claim(a, 1)
+    assert second.attempt == 2
+    assert not leases.finish(first, a, outcome=outcome, error="stale", result="stale", progress=0.9,
+                             checkpoint={"stale": True}, isolate=True, counted=True)
+    task = t.task(first.task_id)
+    assert (task.status, task.attempts, task.lost, task.isolated, task.result, task.error) == (
+        "running", 2, 0, False, None, "its process was stopped")
+    assert outcomes(t, first.task_id) == ["lost", "running"]
+
+
+def test_a_released_attempt_is_stored_uncharged(env) -> None:  # type: ignore[no-untyped-def]
+    t, leases, a, _ = env
+    t.submit_run(1, "echo", max_attempts=1)
+    (lease,) = leases.claim(a, 1)
+    assert leases.finish(lease, a, outcome=Outcome.RELEASED)
+    (attempt,) = t.attempts(lease.task_id)
+    task = t.task(lease.task_id)
+    assert (attempt.outcome, attempt.charged, task.charged, task.lost, task.status) == (
+        "released", False, 0, 0, "queued")
+
+
+def test_cancelling_a_run_s_last_open_task_completes_the_run_and_creates_its_hook(env) -> None:  # type: ignore[no-untyped-def]
+    t, leases, a, _ = env
+    run_id = t.submit_run(2, "echo", on_complete="echo")
+    first, second = leases.claim(a, 2)
+    assert leases.finish(first, a, outcome=Outcome.SUCCEEDED, result=1)
+    assert t.run(run_id).status == "running"
+    assert t.cancel_task(second.task_id)
+    run = t.run(run_id)
+    assert (run.status, run.counts["succeeded"], run.counts["cancelled"]) == ("completed", 1, 1)
+    assert run.hook_task_id is not None and t.task(run.hook_task_id).status == "queued"
+    assert outcomes(t, second.task_id) == ["cancelled"]
+
+
+def test_a_run_whose_last_task_waits_out_a_retry_backoff_does_not_complete(env) -> None:  # type: ignore[no-untyped-def]
+    t, leases, a, _ = env
+    run_id = t.submit_run(2, "echo", on_complete="echo")
+    first, second = leases.claim(a, 2)
+    assert leases.finish(first, a, outcome=Outcome.SUCCEEDED, result=1)
+    assert leases.finish(second, a, outcome=Outcome.FAILED, error="transient", retry_in_s=3600)
+    run = t.run(run_id)
+    assert (run.status, run.counts["retrying"], run.hook_task_id) == ("running", 1, None)
+    make_due(t, second.task_id)
+    (again,) = leases.claim(a, 1)
+    assert leases.finish(again, a, outcome=Outcome.SUCCEEDED, result=2)
+    assert t.run(run_id).status == "completed" and t.run(run_id).hook_task_id is not None

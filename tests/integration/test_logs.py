@@ -88,3 +88,45 @@ def test_the_cli_refuses_an_unknown_format_in_one_line(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
     assert "--log-format 'yaml' is not one of text, json" in out.stderr
+
+
+def test_a_heartbeat_appends_only_what_was_written_since_the_last_one(open_tenure) -> None:  # type: ignore[no-untyped-def]
+    """A chatty task used to have its whole 64 KiB tail rewritten at every beat: now each beat sends the
+    new text, the database appends it and keeps the last 64 KiB, and logs_cut counts what fell out."""
+    from service.storage.leases import Leases
+    from service.storage.models import LOG_TAIL_CHARS
+    from service.supervisor.attempt import Execution
+
+    t = open_tenure()
+    leases = Leases(t.engine)
+    me = leases.register("logs", 1, None, None)
+    t.submit_run(1, "echo")
+    (lease,) = leases.claim(me, 1)
+    ex = Execution(lease=lease, started_mono=0.0, deadline_mono=60.0)
+    sent: list[int] = []
+
+    def beat() -> None:
+        fresh = ex.new_logs()
+        if fresh is not None:
+            total, text, whole = fresh
+            sent.append(len(text))
+            leases.heartbeat(me, logs=[(lease.task_id, lease.attempt, text, total, whole)])
+            ex.flushed_logs_total = total
+
+    line = "x" * 99 + "\n"
+    ex.add_logs(line * 700, 0)  # 70,000 characters: more than the tail keeps
+    kept = len(ex.logs()[0])
+    beat()
+    for i in range(3):
+        ex.add_logs(f"line {i}\n", 0)
+        beat()
+    assert sent == [kept, 7, 7, 7], sent
+    (attempt,) = t.attempts(lease.task_id)
+    assert (attempt.logs, attempt.logs_cut) == ex.logs(), "the stored tail and what it cut, as the supervisor keeps them"
+    ex.add_logs("y" * 100 + "\n", 0)  # the stored tail overflows: the database keeps the last 64 KiB
+    beat()
+    (attempt,) = t.attempts(lease.task_id)
+    assert attempt.logs is not None and len(attempt.logs) == LOG_TAIL_CHARS and attempt.logs.endswith("y\n")
+    assert attempt.logs_cut == 70_000 + 21 + 101 - LOG_TAIL_CHARS
+    beat()
+    assert len(sent) == 5, "a beat with nothing new sends nothing"

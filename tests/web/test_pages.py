@@ -222,3 +222,30 @@ def test_a_run_waiting_for_a_free_slot_says_how_many_tasks_are_ahead(idle_client
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(statements) <= 2, statements
+
+
+def test_a_small_run_s_etag_changes_when_a_task_writes_output_and_when_its_hook_ends(idle_client: TestClient) -> None:
+    """Everything the page shows is in the ETag: a running task's output grows (its tile shows the
+    last lines), and after completion the hook's status (the summary says whether it ran)."""
+    from service.storage.leases import Leases
+    from service.storage.models import Outcome
+
+    response = idle_client.post("/api/runs", json={"tasks": 2, "kind": "echo", "on_complete": "echo"})
+    run_id = response.json()["id"]
+    leases = Leases(idle_client.app.state.tenure.engine)  # type: ignore[attr-defined]
+    me = leases.register("etag", 1, None, None)
+    first, second = leases.claim(me, 2)
+
+    def etag() -> str:
+        return str(idle_client.get(f"/runs/{run_id}/status").headers["etag"])
+
+    before = etag()
+    assert leases.heartbeat(me, logs=[(first.task_id, first.attempt, "hello\n", 6, False)]).held
+    after_output = etag()
+    assert after_output != before, "a task's output grew and the ETag did not change"
+    assert leases.finish(first, me, outcome=Outcome.SUCCEEDED, result=1)
+    assert leases.finish(second, me, outcome=Outcome.SUCCEEDED, result=2)
+    completed = etag()
+    (hook,) = leases.claim(me, 1)
+    assert leases.finish(hook, me, outcome=Outcome.SUCCEEDED, result="hooked")
+    assert etag() != completed, "the hook ended and the ETag did not change"
