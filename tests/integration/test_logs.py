@@ -122,7 +122,7 @@ def test_a_heartbeat_appends_only_what_was_written_since_the_last_one(open_tenur
         beat()
     assert sent == [kept, 7, 7, 7], sent
     (attempt,) = t.attempts(lease.task_id)
-    assert (attempt.logs, attempt.logs_cut) == ex.logs(), "the stored tail and what it cut, as the supervisor keeps them"
+    assert (attempt.logs, attempt.logs_cut) == ex.logs(), "the stored tail and its cut differ from the supervisor's"
     ex.add_logs("y" * 100 + "\n", 0)  # the stored tail overflows: the database keeps the last 64 KiB
     beat()
     (attempt,) = t.attempts(lease.task_id)
