@@ -139,6 +139,13 @@ class Execution:
                 self.phase = Phase.RUNNING
 
     @property
+    def wake_at(self) -> float:
+        """When the loop must look at it next: its deadline, or its next check (never, once ending)."""
+        if self.phase is Phase.ENDING:
+            return float("inf")
+        return min(self.deadline_mono, self.next_check_mono) if self.phase is Phase.WAITING else self.deadline_mono
+
+    @property
     def overdue_because(self) -> str:
         """At its deadline, why it is stopped: ``no_process`` (none started in time) or ``timeout``."""
         return "no_process" if self.timeout_s is not None else "timeout"

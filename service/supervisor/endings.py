@@ -39,11 +39,12 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.config import Settings
-from service.errors import Conflict, StorageRefused, TenureError
+from service.errors import Conflict, StorageRefused, TenureError, describe
 from service.storage.endings import End
 from service.storage.leases import Leases
 from service.storage.models import Outcome
@@ -51,6 +52,9 @@ from service.supervisor.attempt import MAX_CHECK_ERRORS, Execution, Failure
 from service.supervisor.processes import Blame, Event
 from service.supervisor.retry import RetryPolicy
 from service.text import storable
+
+if TYPE_CHECKING:
+    from service.supervisor.metrics import SupervisorMetrics
 
 log = logging.getLogger("tenure.supervisor")
 
@@ -118,6 +122,11 @@ class Endings:
                           "stopped", permanent=True)
         return self._charged(ex, Outcome.TIMED_OUT, failure)
 
+    def unsendable(self, ex: Execution, exc: Exception) -> End:
+        """Its args or checkpoint cannot be sent to a task process (too large, not JSON): it fails for good."""
+        failure = Failure(f"its args or checkpoint cannot be sent to a task process: {describe(exc)}", permanent=True)
+        return self.failed(ex, failure)
+
     def lost(self, ex: Execution, reason: str, *, counted: bool, isolate: bool) -> End:
         """Interrupted through no proven fault of its own: not charged; ``counted`` toward the loss cap."""
         return _end(ex, Outcome.LOST, error=reason, counted=counted, isolate=isolate)
@@ -167,8 +176,8 @@ class Written:
 class EndWriter:
     """Ends waiting to be written, oldest first (see the module: group commits, retries, refusals)."""
 
-    def __init__(self, leases: Leases) -> None:
-        self.leases = leases
+    def __init__(self, leases: Leases, metrics: SupervisorMetrics, monotonic: Callable[[], float]) -> None:
+        self.leases, self.metrics, self.monotonic = leases, metrics, monotonic
         self.waiting: deque[Execution] = deque()
 
     def __len__(self) -> int:
@@ -193,9 +202,22 @@ class EndWriter:
     def write(self, holder: int, now: float) -> list[Written]:
         """Write up to :data:`MAX_BATCH` waiting ends in one transaction; what became of each.
 
+        Each end written is acknowledged then, and only then: logged (``attempt.<outcome>``) and
+        counted in the metrics.
+
         Raises:
             TenureError: the database is away (not a refusal); the ends wait :data:`RETRY_S`.
         """
+        written = self._write(holder, now)
+        for w in written:
+            if w.applied:
+                end = w.end
+                log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", end.outcome.value, end.task_id,
+                         end.attempt, holder, f" error={end.error!r}" if end.error else "")
+                self.metrics.ended(w.ex.lease.kind, end.outcome, self.monotonic() - w.ex.started_mono)
+        return written
+
+    def _write(self, holder: int, now: float) -> list[Written]:
         batch = [self.waiting.popleft() for _ in range(min(MAX_BATCH, len(self.waiting)))]
         try:
             try:

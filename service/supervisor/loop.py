@@ -27,21 +27,21 @@ import os
 import queue
 import socket
 import threading
-from collections import deque
 from typing import Any
 
 from sqlalchemy import Engine
 
 from service.clock import Clock, SystemClock
 from service.config import Settings
-from service.errors import TenureError, describe
+from service.errors import TenureError
 from service.storage import notify
 from service.storage.endings import End
 from service.storage.leases import Key, Lease, Leases
 from service.storage.models import Outcome
 from service.supervisor import upkeep
-from service.supervisor.attempt import Execution, Failure
+from service.supervisor.attempt import Execution
 from service.supervisor.endings import Endings, EndWriter, Next
+from service.supervisor.holdings import Holdings
 from service.supervisor.pool import Pool
 from service.supervisor.processes import Event
 from service.supervisor.retry import RetryPolicy
@@ -53,7 +53,6 @@ log = logging.getLogger("tenure.supervisor")
 SCAN_HOST_EVERY_S = 5.0  # how often to look for dead supervisors on this host
 IDLE_POLL_LISTENING_S = 2.0  # with LISTEN/NOTIFY (PostgreSQL), an idle supervisor polls only this often
 IDLE_POLL_DOORBELL_S = 1.0  # with a doorbell (SQLite), for work that becomes due by the clock
-FORGOTTEN_KEPT = 100_000  # attempts let go, remembered so that a heartbeat read before can be judged
 
 
 class Supervisor:
@@ -82,8 +81,7 @@ class Supervisor:
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._inflight: dict[Key, Execution] = {}
         self._inflight_lock = threading.Lock()
-        self._let_go_count = 0  # attempts let go so far: a heartbeat notes it before reading what it holds
-        self._let_go_keys: deque[tuple[int, Key]] = deque(maxlen=FORGOTTEN_KEPT)
+        self._holdings = Holdings()  # what it runs against what it holds, compared at each heartbeat
         self._stopping = threading.Event()  # stop claiming; finish or release what runs
         self._grace_s = self.settings.shutdown_grace_s
         self._halt = threading.Event()  # side loops end
@@ -92,7 +90,7 @@ class Supervisor:
         self.metrics = SupervisorMetrics(self.clock.monotonic, lambda: len(self._inflight), self.settings.concurrency)
         self.upkeep = Upkeep(self.leases, self.settings, self.clock, self.metrics)
         self._claim_now = False  # a slot came free or work was announced: claim at once
-        self._writer = EndWriter(self.leases)  # ended attempts waiting for their group commit
+        self._writer = EndWriter(self.leases, self.metrics, self.clock.monotonic)  # ends waiting for their commit
         self._idle_s = self.settings.idle_poll_s
         self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
@@ -261,14 +259,7 @@ class Supervisor:
                 self.pool.check(ex)
 
     def _next_deadline(self) -> float:
-        soonest = float("inf")
-        for ex in self._inflight.values():
-            if ex.ending:
-                continue
-            soonest = min(soonest, ex.deadline_mono)
-            if ex.phase == "waiting":
-                soonest = min(soonest, ex.next_check_mono)
-        return soonest
+        return min((ex.wake_at for ex in self._inflight.values()), default=float("inf"))
 
     def _claim(self) -> float:
         """Claim into free slots; returns seconds until the next claim should be tried."""
@@ -299,9 +290,7 @@ class Supervisor:
         try:
             self.pool.run(ex)
         except (wire.FrameTooLarge, TypeError, ValueError) as exc:
-            failure = Failure(f"its args or checkpoint cannot be sent to a task process: {describe(exc)}",
-                              permanent=True)
-            self._end(ex, self.endings.failed(ex, failure), "ended")
+            self._end(ex, self.endings.unsendable(ex, exc), "ended")
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -325,14 +314,7 @@ class Supervisor:
         """Raises TenureError when the database is away (the ends wait in the writer)."""
         assert self.supervisor_id is not None
         for w in self._writer.write(self.supervisor_id, self.clock.monotonic()):
-            if w.applied:
-                end = w.end
-                log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", end.outcome.value, end.task_id,
-                         end.attempt, self.supervisor_id, f" error={end.error!r}" if end.error else "")
-                self.metrics.ended(w.ex.lease.kind, end.outcome, self.clock.monotonic() - w.ex.started_mono)
-                if end.outcome is Outcome.LOST:
-                    self._claim_now = True  # it is due again at once; we may as well take it
-            self._let_go(w.ex)
+            self._let_go(w.ex)  # a slot is free: claim at once (a task lost just now may be the one taken)
 
     def _lease_lost(self, ex: Execution) -> None:
         """Cancelled or reclaimed: stop its code now; whoever took the lease wrote its end."""
@@ -349,8 +331,7 @@ class Supervisor:
         with self._inflight_lock:
             if self._inflight.get(ex.key) is ex:
                 del self._inflight[ex.key]
-                self._let_go_count += 1
-                self._let_go_keys.append((self._let_go_count, ex.key))
+                self._holdings.let_go(ex.key)
                 self._claim_now = True
 
     # -- heartbeat, leases, reaping, recovery ---------------------------------------------
@@ -363,26 +344,18 @@ class Supervisor:
         assert self.supervisor_id is not None
         with self._inflight_lock:
             snapshot = list(self._inflight.values())
-            let_go = self._let_go_count
+            let_go = self._holdings.let_go_count
         held = self.upkeep.beat(self.supervisor_id, snapshot)
         self._post(("held", held, {ex.key for ex in snapshot}, let_go))
 
     def _compare_held(self, held: set[Key], beaten: set[Key], let_go_before: int) -> None:
-        """Compare the leases a heartbeat read with the attempts this supervisor runs, both ways.
-
-        An attempt it runs but no longer holds was cancelled or reclaimed: stop it. A lease it holds
-        but runs no attempt of (a claim whose answer never arrived) is handed back at once, lost and
-        uncounted. Attempts let go since the heartbeat's read are neither.
-        """
-        for key in beaten - held:
-            ex = self._inflight.get(key)
-            if ex is not None:
-                self._lease_lost(ex)
-        recent = {key for n, key in self._let_go_keys if n > let_go_before}
-        orphans = held - set(self._inflight) - recent
+        """What a heartbeat read against what runs (see :mod:`service.supervisor.holdings`)."""
+        stop, orphans = self._holdings.compare(held, beaten, let_go_before, self._inflight)
+        for ex in stop:
+            self._lease_lost(ex)
         if orphans:
             assert self.supervisor_id is not None
-            self._guard("orphans", lambda: self.upkeep.hand_back(self.supervisor_id, sorted(orphans)))
+            self._guard("orphans", lambda: self.upkeep.hand_back(self.supervisor_id, orphans))
 
     def _check_leases(self) -> None:
         assert self.supervisor_id is not None

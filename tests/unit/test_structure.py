@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import ast
+import io
 import subprocess
 import sys
+import tokenize
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-MAX_MODULE_LINES = 450
+MAX_MODULE_TOKENS = 3_000  # code tokens: about 400 lines of plain code, however the lines are packed
+MAX_MODULE_LINES = 450  # and never longer than this, docstrings and comments included
+SHARED = ("service.errors", "service.config", "service.clock", "service.text", "service.validation")
+# What each side of service/ may import from service/ (besides itself and SHARED): the process
+# boundary as folders. Task processes never load the database, the supervisor or the faces.
+MAY_IMPORT = {
+    "task_process": (),
+    "storage": (),
+    "supervisor": ("service.storage", "service.task_process"),
+    "faces": ("service.storage", "service.supervisor", "service.task_process"),
+}
 
 
 def parse(path: Path) -> ast.Module:
@@ -69,10 +81,34 @@ def test_task_processes_load_neither_the_database_nor_the_web_stack() -> None:
     assert out.strip() == "[]", out
 
 
+def code_tokens(path: Path) -> int:
+    """Tokens of code: comments, blank lines, line breaks and indentation do not count, so packing
+    several statements into fewer, longer lines changes nothing (a docstring is one token)."""
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    return sum(1 for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline) if token.type not in skip)
+
+
 def test_modules_stay_small_enough_to_read_in_one_sitting() -> None:
+    """One concept per module: a module past these sizes holds two, and is split by concept."""
+    big = {str(p.relative_to(REPO)): n for p in modules("service") + modules("web")
+           if (n := code_tokens(p)) > MAX_MODULE_TOKENS}
+    assert not big, f"split these by concept (over {MAX_MODULE_TOKENS} code tokens): {big}"
     long = {str(p.relative_to(REPO)): n for p in modules("service") + modules("web")
             if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long, f"split these (over {MAX_MODULE_LINES} lines): {long}"
+
+
+def test_the_folders_of_service_are_its_process_boundaries() -> None:
+    """task_process/ and storage/ import nothing of the other sides; supervisor/ never the faces."""
+    offenders = {}
+    for side, allowed in MAY_IMPORT.items():
+        own = f"service.{side}"
+        for path in modules(f"service/{side}"):
+            bad = sorted(m for m in imports(path) if (m == "service" or m.startswith("service."))
+                         and not m.startswith((own, *SHARED, *allowed)) and m != "service")
+            if bad:
+                offenders[str(path.relative_to(REPO))] = bad
+    assert not offenders, offenders
 
 
 def test_the_zygote_imports_what_every_task_process_needs_before_it_forks() -> None:
