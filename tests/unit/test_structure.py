@@ -85,7 +85,8 @@ def code_tokens(path: Path) -> int:
     """Tokens of code: comments, blank lines, line breaks and indentation do not count, so packing
     several statements into fewer, longer lines changes nothing (a docstring is one token)."""
     skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
-    return sum(1 for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline) if token.type not in skip)
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+    return sum(1 for token in tokens if token.type not in skip)
 
 
 def test_modules_stay_small_enough_to_read_in_one_sitting() -> None:
