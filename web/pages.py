@@ -32,6 +32,7 @@ from web import charts, forms
 from web.board import STATUS, BadView, attempts_used, pages_of, parse_view, status_context, tile
 from web.http import MAX_ID, BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of
 from web.shared import Answer, SharedAnswers, kept_for
+from web.timeline import timeline
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -145,14 +146,14 @@ async def _history(request: Request, status: RunStatusView) -> RunHistory:
 
 
 def chart_context(request: Request, history: RunHistory) -> dict[str, Any]:
-    """What the timeline and the durations' histogram draw (see :mod:`web.charts`)."""
-    timeline = charts.timeline(history)
+    """What the timeline and the durations' histogram draw (see :mod:`web.timeline` and :mod:`web.charts`)."""
+    tl = timeline(history)
     return {"charts": {
-        "run_id": history.run_id, "live": history.live, "timeline": timeline,
+        "run_id": history.run_id, "live": history.live, "timeline": tl,
         "histogram": charts.histogram(history), "slowest": history.slowest, "truncated": history.truncated,
         "url": request.url_for("run_charts", run_id=history.run_id),
         # A run of tiles costs a few milliseconds to draw: its pictures keep closer to the tiles.
-        "every_s": 5 if timeline.grouped else 2,
+        "every_s": 5 if tl.grouped else 2,
     }}
 
 

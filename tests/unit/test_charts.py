@@ -1,4 +1,5 @@
-"""The pictures' geometry (web.charts): lanes, bars, outages, big runs' lanes, the histogram, recent runs."""
+"""The pictures' geometry (web.timeline, web.charts, web.chart_axes): lanes, bars, outages, big runs' lanes,
+the histogram, recent runs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from service.storage.history import AttemptSpan, LaneCell, Outage, RunHistory, SlowTask, bin_width_ms
 from service.storage.views import RunView, zero_counts
-from web import charts
+from web import chart_axes, charts, timeline
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 
@@ -41,7 +42,7 @@ def test_one_lane_per_task_and_each_attempt_a_bar_of_its_own() -> None:
         span(1, 1, 0, 20, "failed", error="ValueError: no"), span(1, 2, 25, 75, "succeeded"),
         span(2, 1, 10, 100, "failed", error="boom"),
     ])
-    tl = charts.timeline(h)
+    tl = timeline.timeline(h)
     assert tl.lanes == 3 and not tl.grouped
     assert [(b.kind, round(b.x, 3), round(b.w, 3)) for b in tl.bars] == [
         ("succeeded", 0, 50), ("failed", 0, 20), ("succeeded", 25, 50), ("failed", 10, 90)]
@@ -59,7 +60,7 @@ def test_one_lane_per_task_and_each_attempt_a_bar_of_its_own() -> None:
 
 def test_a_live_run_ends_at_now_and_a_running_attempt_reaches_it() -> None:
     h = history(status="running", finished_at=None, now=at(40), attempts=[span(0, 1, 10, None, "running")])
-    tl = charts.timeline(h)
+    tl = timeline.timeline(h)
     assert tl.now_x == 100.0
     (bar,) = tl.bars
     assert bar.kind == "running" and round(bar.x, 3) == 25 and round(bar.x + bar.w, 3) == 100
@@ -71,7 +72,7 @@ def test_an_attempt_lost_in_a_crash_ends_at_its_servers_last_sign_of_life_and_th
         span(0, 1, 10, 42, "lost"), span(0, 2, 43, 80, "succeeded", supervisor=2),
         span(1, 1, 20, 42, "lost"), span(1, 2, 60, 100, "succeeded", supervisor=2),
     ])
-    tl = charts.timeline(h)
+    tl = timeline.timeline(h)
     lost = [b for b in tl.bars if b.kind == "lost"]
     assert [(round(b.x, 3), round(b.x + b.w, 3)) for b in lost] == [(10, 30), (20, 30)]
     # Each lost attempt's wait until its task ran again, in its lane, and one band across the run.
@@ -88,7 +89,7 @@ def test_an_attempt_lost_in_a_crash_ends_at_its_servers_last_sign_of_life_and_th
 def test_a_task_lost_while_its_server_lived_on_has_no_outage() -> None:
     # A shared process crashed: the attempt is lost but its supervisor kept beating, so no band.
     h = history(total=1, attempts=[span(0, 1, 0, 10, "lost"), span(0, 2, 11, 20, "succeeded")])
-    tl = charts.timeline(h)
+    tl = timeline.timeline(h)
     assert tl.bands == [] and [(round(g.x, 3), round(g.x + g.w, 3)) for g in tl.gaps] == [(10, 11)]
     assert [b.kind for b in tl.bars] == ["lost", "succeeded"]
 
@@ -97,11 +98,11 @@ def test_column_busy_is_exact_for_attempts_across_columns() -> None:
     # Two attempts started in column 1 (of 10 s) and ended in column 4: 12 s→45 s and 18 s→41 s.
     cell = LaneCell(lane=0, outcome="succeeded", first=1, last=4, count=2, start_ms=12_000 + 18_000,
                     end_ms=45_000 + 41_000)
-    spent = charts.column_busy(cell, 10_000)
+    spent = timeline.column_busy(cell, 10_000)
     assert spent == [(1, 8_000 + 2_000), (2, 20_000), (3, 20_000), (4, 5_000 + 1_000)]
     assert sum(ms for _, ms in spent) == (45_000 - 12_000) + (41_000 - 18_000)
     same = LaneCell(lane=0, outcome="failed", first=2, last=2, count=3, start_ms=60_000, end_ms=75_000)
-    assert charts.column_busy(same, 10_000) == [(2, 15_000)]
+    assert timeline.column_busy(same, 10_000) == [(2, 15_000)]
 
 
 def big(total: int, cells: list[LaneCell], **overrides: Any) -> RunHistory:
@@ -114,7 +115,7 @@ def test_a_big_run_draws_at_most_fifty_lanes_of_position_ranges() -> None:
     cells = [LaneCell(lane, "succeeded", lane, lane, 200, 200 * (lane * 60_000 + 5_000), 200 * (lane * 60_000 + 50_000))
              for lane in range(50)]
     cells.append(LaneCell(3, "failed", 3, 3, 2, 2 * 185_000, 2 * 200_000))
-    tl = charts.timeline(big(10_000, cells))
+    tl = timeline.timeline(big(10_000, cells))
     assert tl.grouped and tl.lanes == 50 and tl.lane_size == 200
     assert [m.text for m in tl.lane_labels][:3] == ["1", "401", "801"]  # every other lane: 11 px apart
     assert len(tl.cells) == 50  # one column drawn per lane here
@@ -132,9 +133,9 @@ def test_a_big_run_that_ran_everywhere_at_once_stays_bounded() -> None:
     cells = [LaneCell(lane, outcome, col, col, 10, 10 * col * 6_000, 10 * (col * 6_000 + 5_000))
              for lane in range(50) for col in range(600) for outcome in ("succeeded", "failed")]
     h = big(100_000, cells, column_ms=6_000)
-    tl = charts.timeline(h)
-    assert len(tl.cells) * 2 <= charts.MAX_RECTS
-    assert sum(len(parts) for _, parts in tl.cells) <= charts.MAX_RECTS
+    tl = timeline.timeline(h)
+    assert len(tl.cells) * 2 <= timeline.MAX_RECTS
+    assert sum(len(parts) for _, parts in tl.cells) <= timeline.MAX_RECTS
     assert tl.lanes == 50 and tl.lane_size == 2_000
 
 
@@ -186,7 +187,7 @@ def test_recent_runs_oldest_first_each_a_bar_of_its_tasks_shares() -> None:
 
 
 def test_time_ticks_are_round_and_few() -> None:
-    assert charts.time_ticks(100) == [0, 30, 60, 90]
-    assert charts.time_ticks(2750) == [0, 600, 1200, 1800, 2400]
-    assert charts.time_ticks(0.4) == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
-    assert all(len(charts.time_ticks(s)) <= 7 for s in (0.1, 1, 7, 59, 61, 3599, 86_400, 10 * 86_400))
+    assert chart_axes.time_ticks(100) == [0, 30, 60, 90]
+    assert chart_axes.time_ticks(2750) == [0, 600, 1200, 1800, 2400]
+    assert chart_axes.time_ticks(0.4) == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+    assert all(len(chart_axes.time_ticks(s)) <= 7 for s in (0.1, 1, 7, 59, 61, 3599, 86_400, 10 * 86_400))

@@ -23,8 +23,8 @@ from service.storage.leases import Leases
 from service.storage.models import Outcome, Run, SupervisorRow, Task, TaskAttempt
 from tests.conftest import report, wait_for
 from tests.web.test_big_runs import mid_run
-from web import charts
 from web.app import create_app
+from web.timeline import MAX_RECTS
 
 BAR = re.compile(r'<rect class="k-(\w+)" x="([\d.]+)%" width="([\d.]+)%" y="([\d.]+)" height="([\d.]+)"><title>([^<]*)')
 
@@ -253,7 +253,7 @@ def test_a_big_run_is_read_in_a_fixed_number_of_statements_and_drawn_bounded(idl
             answer = idle_client.get(f"/runs/{run_id}/charts")
             assert answer.status_code == 200
             costs.append(len(statements))
-            assert len(answer.content) < 250_000 and answer.text.count("<rect") < charts.MAX_RECTS + 200
+            assert len(answer.content) < 250_000 and answer.text.count("<rect") < MAX_RECTS + 200
             assert 'hx-trigger="every 5s [' in answer.text  # a big run's pictures are redrawn less often
     finally:
         event.remove(t.engine, "before_cursor_execute", count)
