@@ -10,6 +10,7 @@ from sqlalchemy import select, text, update
 
 import service
 from service.storage.models import Run, SupervisorRow, Task
+from tests import kinds_for_tests  # noqa: F401 - registers t_blocking, which these runs are made of
 from tests.conftest import wait_for
 from tests.integration.conftest import FAST
 
