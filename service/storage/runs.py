@@ -37,7 +37,8 @@ class Runs:
 
         Raises:
             NotFound: no run has this id.
-            Conflict: the run is not running (it completed or was cancelled, perhaps just now).
+            Conflict: the run is not running (it completed, was cancelled or is being pruned,
+                perhaps just now).
         """
         with write_tx(self.engine) as conn:
             _lock_running_run(conn, run_id, "only a running run can be cancelled")
@@ -75,13 +76,17 @@ class Runs:
 
         Raises:
             NotFound: no run has this id.
-            Conflict: the run is still running, or none of its tasks failed or was cancelled.
+            Conflict: the run is still running, or is being deleted by retention (a retry would
+                bring back a run that lost some of its tasks already), or none of its tasks
+                failed or was cancelled.
         """
         again = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
         with write_tx(self.engine) as conn:
             status = _lock_run(conn, run_id)
             if status == RunStatus.RUNNING.value:
                 raise Conflict(f"run {run_id} is still running; retry its failed tasks once it ends")
+            if status == RunStatus.DELETING.value:
+                raise Conflict(_being_deleted(run_id, "it can no longer be retried: submit its tasks as a new run"))
             if not lock_tasks(conn, select(Task.id).where(Task.run_id == run_id, status_is(Task.status, *again))):
                 raise Conflict(f"run {run_id} has no failed or cancelled task to retry")
             queued = int(conn.execute(
@@ -143,5 +148,12 @@ def _lock_run(conn: Connection, run_id: int) -> str:
 
 def _lock_running_run(conn: Connection, run_id: int, only: str) -> None:
     status = _lock_run(conn, run_id)
+    if status == RunStatus.DELETING.value:
+        raise Conflict(_being_deleted(run_id, only))
     if status != RunStatus.RUNNING.value:
         raise Conflict(f"run {run_id} is {status}; {only}")
+
+
+def _being_deleted(run_id: int, what_now: str) -> str:
+    """Why a run being pruned refuses a change: half its tasks may be gone already."""
+    return f"run {run_id} is being deleted by retention (pruned); {what_now}"
