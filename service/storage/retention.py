@@ -3,7 +3,11 @@
 What goes: runs that ended (completed or cancelled) before the cutoff, with their tasks,
 attempts, logs, idempotency keys and completion hook; single tasks that ended before it; and
 supervisors stopped before it that no remaining row refers to. A run in progress is never
-touched: each batch re-checks, under the run's lock, that it has still ended. Each batch is one
+touched: each batch re-checks, under the run's lock, that it has still ended. Nor is a run whose
+completion hook has not ended (the run waits for it), and a hook that has not ended is never
+deleted. A run takes several batches, so the first marks it ``deleting`` under its lock: retry
+and cancel refuse such a run (they would revive one whose tasks are half gone), and the next
+prune finishes a run a stopped one left half deleted, whatever its window. Each batch is one
 transaction, sized to take about :data:`TARGET_BATCH_S` (it starts at ``batch`` tasks and
 grows or shrinks by what the last one took), so the write lock is held for milliseconds
 whatever the disk; between batches the lock is left free as long as the batch held it,
