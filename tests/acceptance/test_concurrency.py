@@ -3,7 +3,8 @@
 Threads and processes drive the real storage verbs on the same small runs for a fixed number
 of rounds, seeded (TENURE_STRESS_SEED replays one). Between rounds the invariants are checked
 against the database. Wanted: no deadlock, no error of any kind, no invariant broken. Also the
-two races a review found, each made to happen on purpose. An acceptance test: about 25 s.
+two races a review found, each made to happen on purpose. An acceptance test: about 30 s (the
+stress alone takes 15 to 35 s, by how busy the machine is).
 """
 
 from __future__ import annotations
