@@ -2,8 +2,10 @@
 
 A *supervisor actor* claims, heartbeats, finishes (succeeds, fails for a retry, fails for good,
 crashes), loses and releases attempts, and now and then judges another supervisor dead and
-reclaims its leases, all through the real verbs. A *person actor* cancels and retries runs.
-Each records every error it did not expect; the test wants none. Runnable in a process of its
+reclaims its leases, all through the real verbs. A *person actor* cancels and retries runs. A
+*pruner* makes an ended run look 40 days old now and then and prunes what ended 30 days ago, in
+small batches, while the others work on the same runs. Each records every error it did not
+expect; the test wants none. Runnable in a process of its
 own: ``python -m tests.stress URL SEED SECONDS SUPERVISOR_IDS`` prints its tallies as JSON.
 """
 
@@ -16,6 +18,9 @@ import time
 from collections import Counter
 from typing import Any
 
+from sqlalchemy import bindparam, text
+
+import service
 from service.errors import Conflict, NotFound, StorageError, TenureError
 from service.storage import Store
 from service.storage.db import make_engine
@@ -103,6 +108,75 @@ def person_actor(url: str, seed: int, seconds: float, runs: list[int]) -> dict[s
     finally:
         engine.dispose()
     return {"tally": dict(tally), "errors": errors, "retried": dict(retried)}
+
+
+DAY_S = 86_400.0
+AGE = text("UPDATE runs SET finished_at = finished_at - interval '40 days' "
+           "WHERE id = :r AND status IN ('completed', 'cancelled')")
+# Hooks too: prune must still keep a hook its run names, and never delete one that has not ended.
+AGE_SINGLE = text("UPDATE tasks SET finished_at = finished_at - interval '40 days' WHERE run_id IS NULL "
+                  "AND status IN ('succeeded', 'failed', 'cancelled')")
+LAST_ENDED = text("SELECT id FROM runs WHERE status = 'completed' ORDER BY finished_at DESC LIMIT 1")
+HOOK_OPEN_WHILE_DELETING = text(
+    "SELECT r.id, t.id, t.status FROM runs r JOIN tasks t ON t.id = r.hook_task_id "
+    "WHERE r.status = 'deleting' AND t.status IN ('queued', 'running', 'retrying')")
+EXISTING = text("SELECT id FROM runs WHERE id IN :ids").bindparams(bindparam("ids", expanding=True))
+
+
+def pruner_actor(url: str, seed: int, seconds: float, runs: list[int], tasks: int) -> dict[str, Any]:
+    """Age one run (if it has ended) and prune, again and again; each run pruned is replaced in ``runs``
+    by a new one of ``tasks`` tasks.
+
+    ``runs`` is the list the person actors pick from (threads of one process share it), so they
+    go on cancelling and retrying runs that exist. Returns its tallies, its errors, what it
+    ``pruned`` (runs, tasks, batches) and ``deleting``: every run it saw being deleted between
+    two batches (none may ever come back).
+    """
+    rng = random.Random(seed)
+    t = service.open(url, migrate=False)
+    tally: Counter[str] = Counter()
+    pruned: Counter[str] = Counter()
+    errors: list[str] = []
+    deleting: set[int] = set()
+
+    def between_batches(_report: Any) -> None:
+        with t.engine.connect() as conn:
+            now_deleting = list(conn.execute(text("SELECT id FROM runs WHERE status = 'deleting'")).scalars())
+            for run_id, hook, status in conn.execute(HOOK_OPEN_WHILE_DELETING).all():
+                errors.append(f"run {run_id} is being deleted while its completion hook {hook} is {status}")
+        deleting.update(now_deleting)
+        for run_id in now_deleting:  # a person clicking Retry or Cancel at the worst moment
+            for verb in (t.retry_run, t.cancel_run):
+                try:
+                    verb(run_id)
+                    errors.append(f"{verb.__name__} accepted run {run_id}, which was being deleted")
+                except (Conflict, NotFound):
+                    tally["refused"] += 1
+
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with t.engine.begin() as conn:
+                    # Half the time the run that ended last: its completion hook may well not have ended.
+                    last = conn.execute(LAST_ENDED).scalar() if rng.random() < 0.5 else None
+                    tally["aged"] += conn.execute(AGE, {"r": last or rng.choice(runs)}).rowcount
+                with t.engine.begin() as conn:
+                    conn.execute(AGE_SINGLE)
+                report = t.prune(30 * DAY_S, batch=5, progress=between_batches)
+                tally["prune"] += 1
+                pruned.update(runs=report.runs, tasks=report.tasks, batches=report.batches)
+                with t.engine.connect() as conn:
+                    existing = set(conn.execute(EXISTING, {"ids": list(runs)}).scalars())
+                for slot, run_id in enumerate(list(runs)):
+                    if run_id not in existing:
+                        runs[slot] = t.submit_run(tasks, "echo", on_complete="echo")
+            except TenureError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(rng.uniform(0, 0.05))  # pacing, as the person's clicks: not a synchronization
+    finally:
+        t.close()
+    return {"tally": dict(tally), "errors": errors, "pruned": dict(pruned), "deleting": sorted(deleting)}
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ def map_label(run: RunView) -> str:
 def page_title(run: RunView) -> str:
     c = run.counts
     label = run.name or f"run {run.id}"
-    state = "" if run.live else f" · {run.status}"
+    state = "" if run.live else f" · {summary.run_status_words(run.status)}"
     return f"{c['succeeded']}/{run.total} ✓ {c['failed']} ✗{state} · {label} · tenure"
 
 

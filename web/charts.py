@@ -14,7 +14,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from service.faces.summary import format_seconds
+from service.faces.summary import format_seconds, run_status_words
 from service.storage.history import RunHistory
 from service.storage.views import RunView
 from web.chart_axes import nice_ceiling, short_duration
@@ -124,7 +124,8 @@ def runs_chart(runs: list[RunView]) -> RunsChart:
         c, total = run.counts, max(run.total, 1)
         x, w = i * slot + slot * 0.15, slot * 0.7
         words = (f"run #{run.id}{' ' + run.name if run.name else ''}: {c.get('succeeded', 0):,} succeeded, "
-                 f"{c.get('failed', 0):,} failed, {c.get('cancelled', 0):,} cancelled of {run.total:,} · {run.status}")
+                 f"{c.get('failed', 0):,} failed, {c.get('cancelled', 0):,} cancelled of {run.total:,} · "
+                 f"{run_status_words(run.status)}")
         base = chart.base
         for status in ("succeeded", "failed", "cancelled"):
             if c.get(status, 0):
@@ -134,7 +135,7 @@ def runs_chart(runs: list[RunView]) -> RunsChart:
         chart.links.append((run.id, x, w, words))
         if i % every == 0 or i == len(shown) - 1:
             chart.labels.append(Mark(x + w / 2, chart.base + 14, f"#{run.id}"))
-        chart.rows.append({"id": run.id, "name": run.name, "status": run.status, "total": run.total,
+        chart.rows.append({"id": run.id, "name": run.name, "status": run_status_words(run.status), "total": run.total,
                            "succeeded": c.get("succeeded", 0), "failed": c.get("failed", 0),
                            "cancelled": c.get("cancelled", 0)})
         chart.live = chart.live or run.live

@@ -37,6 +37,7 @@ from web.timeline import timeline
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["duration"] = summary.format_seconds
+templates.env.filters["run_status"] = summary.run_status_words
 HISTORY_PAGE = 15
 RECENT_RUNS = 20  # bars of the home page's chart
 FINAL_HISTORIES = 32  # finished runs whose pictures' history is kept in memory (see _history)

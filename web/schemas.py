@@ -222,7 +222,7 @@ class Counts(BaseModel):
 class Run(BaseModel):
     id: int
     name: str | None
-    status: Literal["running", "completed", "cancelled"]
+    status: Literal["running", "completed", "cancelled", "deleting"]  # deleting: retention is deleting it
     kind: str
     total: int
     params: dict[str, Any] = Field(description="a simulation's parameters as completed ({} for explicit tasks)")

@@ -11,9 +11,17 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
+from service.storage.models import RunStatus
 from service.storage.views import MAX_AHEAD, RunView, TaskView
 
 _AT_PERCENT = re.compile(r"\s*\(at \d+%\)")
+# A run's status as people read it, where the stored word would not do ("Run 7 deleting").
+_RUN_STATUS_WORDS = {RunStatus.DELETING.value: "being deleted"}
+
+
+def run_status_words(status: str) -> str:
+    """A run's status in the words a page or the terminal shows: "being deleted" for ``deleting``."""
+    return _RUN_STATUS_WORDS.get(status, status)
 
 
 @dataclass(frozen=True)

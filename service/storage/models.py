@@ -36,6 +36,7 @@ class RunStatus(enum.StrEnum):
     RUNNING = "running"  # some task is not terminal yet
     COMPLETED = "completed"  # every task is terminal (succeeded or failed)
     CANCELLED = "cancelled"  # cancelled by a person
+    DELETING = "deleting"  # ended long ago; retention is deleting it batch by batch (never retried or cancelled)
 
 
 class Outcome(enum.StrEnum):

@@ -3,7 +3,11 @@
 What goes: runs that ended (completed or cancelled) before the cutoff, with their tasks,
 attempts, logs, idempotency keys and completion hook; single tasks that ended before it; and
 supervisors stopped before it that no remaining row refers to. A run in progress is never
-touched: each batch re-checks, under the run's lock, that it has still ended. Each batch is one
+touched: each batch re-checks, under the run's lock, that it has still ended. Nor is a run whose
+completion hook has not ended (the run waits for it), and a hook that has not ended is never
+deleted. A run takes several batches, so the first marks it ``deleting`` under its lock: retry
+and cancel refuse such a run (they would revive one whose tasks are half gone), and the next
+prune finishes a run a stopped one left half deleted, whatever its window. Each batch is one
 transaction, sized to take about :data:`TARGET_BATCH_S` (it starts at ``batch`` tasks and
 grows or shrinks by what the last one took), so the write lock is held for milliseconds
 whatever the disk; between batches the lock is left free as long as the batch held it,
@@ -18,15 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, exists, select, update
+from sqlalchemy import Connection, Engine, Row, delete, exists, literal_column, select, update
 
-from service.storage.completion import lock_tasks
+from service.storage.completion import OPEN_TASK_STATUSES, lock_tasks
 from service.storage.db import db_now, status_is, write_tx
 from service.storage.errors import translated
 from service.storage.models import (
     TERMINAL_TASK_STATUSES,
     IdempotencyKey,
     Run,
+    RunStatus,
     SupervisorRow,
     Task,
     TaskAttempt,
@@ -36,6 +41,7 @@ PAUSE_S = 0.002  # at least, between batches: other writers take the lock meanwh
 TARGET_BATCH_S = 0.02  # what one batch (one write transaction, its commit included) should take
 MIN_BATCH, MAX_BATCH = 5, 1000  # tasks a batch deletes, whatever the last one took
 TERMINAL = tuple(s.value for s in TERMINAL_TASK_STATUSES)
+ENDED_RUN = (RunStatus.COMPLETED.value, RunStatus.CANCELLED.value)
 
 
 @dataclass
@@ -88,13 +94,14 @@ class Retention:
         return report
 
     def _prune_run_batch(self, conn: Connection, older_than_s: float, batch: int, report: PruneReport) -> bool:
-        run = conn.execute(
-            select(Run.id, Run.hook_task_id)
-            .where(Run.status != "running", Run.finished_at < db_now(-older_than_s))
-            .order_by(Run.finished_at).limit(1).with_for_update()
-        ).one_or_none()
+        run = _next_run(conn, older_than_s)
         if run is None:
             return False
+        if run.status != RunStatus.DELETING.value:
+            # Marked under its lock before its first task goes, so no retry or cancel can bring
+            # back a run whose tasks are half gone (they refuse a run being deleted).
+            conn.execute(update(Run).where(Run.id == run.id, status_is(Run.status, *ENDED_RUN))
+                         .values(status=RunStatus.DELETING.value))
         ids = list(conn.execute(select(Task.id).where(Task.run_id == run.id).order_by(Task.position).limit(batch))
                    .scalars())
         if ids:
@@ -102,7 +109,9 @@ class Retention:
             return True
         if run.hook_task_id is not None:
             conn.execute(update(Run).where(Run.id == run.id).values(hook_task_id=None))
-            _delete_tasks(conn, [run.hook_task_id], report)
+            ended = conn.execute(select(Task.id).where(Task.id == run.hook_task_id,
+                                                       status_is(Task.status, *TERMINAL))).scalars().all()
+            _delete_tasks(conn, list(ended), report)  # a hook that has not ended is never deleted
         conn.execute(delete(IdempotencyKey).where(IdempotencyKey.run_id == run.id))
         conn.execute(delete(Run).where(Run.id == run.id))
         report.runs += 1
@@ -133,6 +142,24 @@ class Retention:
         conn.execute(delete(SupervisorRow).where(SupervisorRow.id.in_(ids)))
         report.supervisors += len(ids)
         return True
+
+
+def _next_run(conn: Connection, older_than_s: float) -> Row[int, str, int | None] | None:
+    """Lock the run to prune next (the lock order's first step): one being deleted, whatever its
+    age (a prune stopped half-way is finished), else the one that ended first before the cutoff
+    and whose completion hook, if any, has ended (a hook still to run keeps its run). None if none."""
+    columns = (Run.id, Run.status, Run.hook_task_id)
+    deleting = conn.execute(select(*columns).where(status_is(Run.status, RunStatus.DELETING.value))
+                            .order_by(Run.id).limit(1).with_for_update()).one_or_none()
+    if deleting is not None:
+        return deleting
+    hook_open = exists().where(Task.id == Run.hook_task_id, status_is(Task.status, *OPEN_TASK_STATUSES))
+    return conn.execute(
+        select(*columns)
+        # The literal matches ix_runs_finished's own condition, so SQLite can use that partial index.
+        .where(Run.status != literal_column("'running'"), Run.finished_at < db_now(-older_than_s), ~hook_open)
+        .order_by(Run.finished_at).limit(1).with_for_update()
+    ).one_or_none()
 
 
 def _next_size(size: int, took: float) -> int:

@@ -3,6 +3,9 @@
 Each verb is one transaction and takes its locks in the order :mod:`service.storage` states
 (the run row, then its tasks by id, then their attempts), and each run-level update is
 guarded: it changes the run only if the run is still in the state the verb read under lock.
+A run's tasks are selected and changed by predicate (its id and their status), never by a
+list of their ids: a run of 100,000 tasks would bind more parameters than one statement takes
+(65,535 on PostgreSQL, 32,766 on a default build of SQLite).
 """
 
 from __future__ import annotations
@@ -34,30 +37,32 @@ class Runs:
 
         Raises:
             NotFound: no run has this id.
-            Conflict: the run is not running (it completed or was cancelled, perhaps just now).
+            Conflict: the run is not running (it completed, was cancelled or is being pruned,
+                perhaps just now).
         """
         with write_tx(self.engine) as conn:
             _lock_running_run(conn, run_id, "only a running run can be cancelled")
-            ids = lock_tasks(conn, select(Task.id).where(Task.run_id == run_id,
-                                                         status_is(Task.status, *OPEN_TASK_STATUSES)))
-            if ids:
-                cancel_attempts(conn, select(Task.id).where(Task.id.in_(ids)))
-                conn.execute(
-                    update(Task)
-                    .where(Task.id.in_(ids))
-                    .values(
-                        status=TaskStatus.CANCELLED.value, finished_at=db_now(), supervisor_id=None,
-                        next_attempt_at=None,
-                        error=case((Task.error.is_(None), "cancelled"), else_=Task.error),
-                    )
+            # By predicate, never by a list of ids: a run of 100,000 tasks would bind more
+            # parameters than either backend takes in one statement.
+            open_tasks = select(Task.id).where(Task.run_id == run_id, status_is(Task.status, *OPEN_TASK_STATUSES))
+            lock_tasks(conn, open_tasks)
+            cancel_attempts(conn, open_tasks)  # while the tasks are still running: it picks those
+            cancelled = int(conn.execute(
+                update(Task)
+                .where(Task.run_id == run_id, status_is(Task.status, *OPEN_TASK_STATUSES))
+                .values(
+                    status=TaskStatus.CANCELLED.value, finished_at=db_now(), supervisor_id=None,
+                    next_attempt_at=None,
+                    error=case((Task.error.is_(None), "cancelled"), else_=Task.error),
                 )
+            ).rowcount)
             changed = conn.execute(
                 update(Run)
                 .where(Run.id == run_id, status_is(Run.status, "running"))
                 .values(status=RunStatus.CANCELLED.value, finished_at=db_now())
             ).rowcount
             assert changed == 1  # the row is locked and was running
-        return len(ids)
+        return cancelled
 
     @translated
     def retry_run(self, run_id: int, extra_attempts: int = 3) -> int:
@@ -71,31 +76,34 @@ class Runs:
 
         Raises:
             NotFound: no run has this id.
-            Conflict: the run is still running, or none of its tasks failed or was cancelled.
+            Conflict: the run is still running, or is being deleted by retention (a retry would
+                bring back a run that lost some of its tasks already), or none of its tasks
+                failed or was cancelled.
         """
         again = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
         with write_tx(self.engine) as conn:
             status = _lock_run(conn, run_id)
             if status == RunStatus.RUNNING.value:
                 raise Conflict(f"run {run_id} is still running; retry its failed tasks once it ends")
-            ids = lock_tasks(conn, select(Task.id).where(Task.run_id == run_id, status_is(Task.status, *again)))
-            if not ids:
+            if status == RunStatus.DELETING.value:
+                raise Conflict(_being_deleted(run_id, "it can no longer be retried: submit its tasks as a new run"))
+            if not lock_tasks(conn, select(Task.id).where(Task.run_id == run_id, status_is(Task.status, *again))):
                 raise Conflict(f"run {run_id} has no failed or cancelled task to retry")
-            conn.execute(
+            queued = int(conn.execute(
                 update(Task)
-                .where(Task.id.in_(ids))
+                .where(Task.run_id == run_id, status_is(Task.status, *again))  # by predicate, as cancel_run
                 .values(
                     status=TaskStatus.QUEUED.value, max_attempts=Task.charged + extra_attempts, lost=0,
                     error=None, finished_at=None, next_attempt_at=None, queued_at=db_now(), progress=0.0,
                 )
-            )
+            ).rowcount)
             conn.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.status == status)
                 .values(status=RunStatus.RUNNING.value, finished_at=None)
             )
             notify.notify(conn)
-        return len(ids)
+        return queued
 
 
     @translated
@@ -140,5 +148,12 @@ def _lock_run(conn: Connection, run_id: int) -> str:
 
 def _lock_running_run(conn: Connection, run_id: int, only: str) -> None:
     status = _lock_run(conn, run_id)
+    if status == RunStatus.DELETING.value:
+        raise Conflict(_being_deleted(run_id, only))
     if status != RunStatus.RUNNING.value:
         raise Conflict(f"run {run_id} is {status}; {only}")
+
+
+def _being_deleted(run_id: int, what_now: str) -> str:
+    """Why a run being pruned refuses a change: half its tasks may be gone already."""
+    return f"run {run_id} is being deleted by retention (pruned); {what_now}"

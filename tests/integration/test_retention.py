@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import select, text, update
 
 import service
-from service.storage.models import Run, SupervisorRow, Task
+from service.storage.leases import Leases
+from service.storage.models import Outcome, Run, SupervisorRow, Task
+from tests import kinds_for_tests  # noqa: F401 - registers t_blocking, which these runs are made of
 from tests.conftest import wait_for
 from tests.integration.conftest import FAST
 
@@ -71,6 +73,96 @@ def test_prune_keeps_what_ended_within_the_window(t: service.Tenure) -> None:
     assert (report.runs, report.tasks) == (0, 0) and t.run(run).status == "cancelled"
     report = t.prune(5 * DAY_S)
     assert (report.runs, report.tasks) == (1, 1)
+
+
+def test_a_run_being_pruned_is_neither_retried_nor_cancelled_between_batches(t: service.Tenure) -> None:
+    """Issue 17: a retry between two batches revived a half-deleted run (total 100, 95 tasks, forever)."""
+    run = t.submit_run("echo", [{"i": i} for i in range(100)])
+    t.cancel_run(run)
+    age(t, 40)
+    seen: list[tuple[int, str, int, str, str]] = []
+
+    def between_batches(report: object) -> None:
+        if seen:
+            return
+        mid = t.run(run)
+        refusals = []
+        for verb in (t.retry_run, t.cancel_run):
+            try:
+                verb(run)
+                refusals.append("accepted")
+            except service.Conflict as exc:
+                refusals.append(str(exc))
+        seen.append((mid.total, mid.status, sum(mid.counts.values()), *refusals))
+
+    report = t.prune(30 * DAY_S, batch=5, progress=between_batches)
+
+    total, status, tasks_left, retry, cancel = seen[0]
+    assert retry.startswith(f"run {run} is being deleted by retention (pruned); "), retry
+    assert cancel.startswith(f"run {run} is being deleted by retention (pruned); "), cancel
+    assert (total, status, tasks_left) == (100, "deleting", 95)
+    assert (report.runs, report.tasks) == (1, 100)
+    assert counts(t) == {"runs": 0, "tasks": 0, "task_attempts": 0, "supervisors": 0, "idempotency_keys": 0}
+
+
+def test_a_prune_stopped_half_way_is_finished_by_the_next_whatever_its_window(t: service.Tenure) -> None:
+    run = t.submit_run("echo", [{"i": i} for i in range(30)])
+    t.cancel_run(run)
+    age(t, 40)
+    stop = threading.Event()
+    t.prune(30 * DAY_S, batch=10, stop=stop, progress=lambda r: stop.set())
+    assert t.run(run).status == "deleting"
+    # A window the run's end is inside: it would not start deleting the run, but finishes what was started.
+    report = t.prune(60 * DAY_S, batch=10)
+    assert (report.runs, report.tasks) == (1, 20)
+    with pytest.raises(service.NotFound):
+        t.run(run)
+
+
+def test_prune_keeps_a_run_until_its_completion_hook_has_ended(t: service.Tenure) -> None:
+    run = t.submit_run("echo", [{"i": i} for i in range(2)], on_complete="echo")
+    leases = Leases(t.engine)
+    me = leases.register("hooks", 1, None, None)
+    for lease in leases.claim(me, 2):
+        assert leases.finish(lease, me, outcome=Outcome.SUCCEEDED, result=1)
+    hook = t.run(run).hook_task_id
+    assert t.run(run).status == "completed" and hook is not None and t.task(hook).status == "queued"
+    age(t, 40)
+
+    assert (t.prune(30 * DAY_S).runs, t.task(hook).status) == (0, "queued")  # the hook waits its turn
+    (running,) = leases.claim(me, 1)
+    assert running.task_id == hook
+    assert (t.prune(30 * DAY_S).runs, t.task(hook).status) == (0, "running")  # and runs
+    assert t.run(run).status == "completed" and sum(t.run(run).counts.values()) == 2
+
+    assert leases.finish(running, me, outcome=Outcome.SUCCEEDED, result=1)
+    age(t, 40)
+    report = t.prune(30 * DAY_S)
+    assert (report.runs, report.tasks) == (1, 3)  # the run, its two tasks and its hook, once the hook ended
+    with pytest.raises(service.NotFound):
+        t.task(hook)
+
+
+def test_prune_never_deletes_finished_tasks_of_a_run_in_progress(t: service.Tenure) -> None:
+    run = t.submit_run("echo", [{"i": i} for i in range(10)])
+    leases = Leases(t.engine)
+    me = leases.register("in-progress", 1, None, None)
+    for n, lease in enumerate(leases.claim(me, 10)):
+        outcome = Outcome.SUCCEEDED if n < 4 else Outcome.FAILED  # fails for good: no retry_in_s
+        assert leases.finish(lease, me, outcome=outcome, result=1, error=None if n < 4 else "no")
+    assert t.run(run).status == "completed"
+    lone = t.submit_task("echo", {"x": 1})
+    (single,) = leases.claim(me, 1)
+    assert single.task_id == lone and leases.finish(single, me, outcome=Outcome.SUCCEEDED, result=1)
+    age(t, 40)
+    assert t.retry_run(run) == 6  # in progress again; its 4 successes ended 40 days ago
+
+    report = t.prune(30 * DAY_S, batch=5)
+
+    assert (report.runs, report.tasks) == (0, 1)  # the old single task went: the prune did run
+    after = t.run(run)
+    assert after.status == "running" and after.counts["succeeded"] == 4 and after.counts["queued"] == 6
+    assert sum(after.counts.values()) == after.total == 10
 
 
 def test_prune_can_be_stopped_between_batches(t: service.Tenure) -> None:

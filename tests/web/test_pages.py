@@ -249,3 +249,30 @@ def test_a_small_run_s_etag_changes_when_a_task_writes_output_and_when_its_hook_
     (hook,) = leases.claim(me, 1)
     assert leases.finish(hook, me, outcome=Outcome.SUCCEEDED, result="hooked")
     assert etag() != completed, "the hook ended and the ETag did not change"
+
+
+def test_a_run_being_pruned_says_so_in_words_and_offers_no_retry(idle_client: TestClient) -> None:
+    import threading
+
+    from sqlalchemy import text
+
+    run_id = start(idle_client, tasks="12")
+    assert idle_client.post(f"/runs/{run_id}/cancel", follow_redirects=False).status_code == 303
+    t = idle_client.app.state.tenure  # type: ignore[attr-defined]
+    with t.engine.begin() as conn:  # it ended long ago
+        conn.execute(text("UPDATE runs SET finished_at = '2000-01-01 00:00:00'"))
+    stop = threading.Event()
+    t.prune(86_400.0, batch=5, stop=stop, progress=lambda r: stop.set())  # one batch of 5, then stopped
+
+    page = idle_client.get(f"/runs/{run_id}")
+    assert page.status_code == 200
+    assert "Run being deleted</h2>" in page.text and "retention is deleting it" in page.text
+    assert "Run deleting" not in page.text and "· deleting" not in page.text  # the stored word, not for people
+    assert f"/runs/{run_id}/retry" not in page.text  # a retry would be refused: no button for it
+    status = idle_client.get(f"/runs/{run_id}/status").text
+    assert f"Run {run_id} being deleted" in status and "hx-trigger" not in status
+    assert "being deleted" in idle_client.get("/").text
+    refused = idle_client.post(f"/runs/{run_id}/retry")
+    assert refused.status_code == 409 and f"run {run_id} is being deleted by retention (pruned)" in refused.text
+    api = idle_client.get(f"/api/runs/{run_id}").json()
+    assert api["status"] == "deleting" and len(api["tasks"]) == 7
