@@ -21,7 +21,7 @@ def tenure(
                           text=True, check=check, env={**os.environ, **(env or {})}, cwd=REPO, timeout=60)
 
 
-def start_worker(db: Path, log: Path, env: dict[str, str] | None = None, *extra: str) -> subprocess.Popen[bytes]:
+def start_worker(db: Path | str, log: Path, env: dict[str, str] | None = None, *extra: str) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "service", "worker", "--db", str(db), *extra],
                                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO)

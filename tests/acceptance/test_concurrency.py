@@ -3,12 +3,15 @@
 Threads and processes drive the real storage verbs on the same small runs for a fixed number
 of rounds, seeded (TENURE_STRESS_SEED replays one). Between rounds the invariants are checked
 against the database. Wanted: no deadlock, no error of any kind, no invariant broken. Also the
-two races a review found, each made to happen on purpose. An acceptance test: about 30 s (the
-stress alone takes 15 to 35 s, by how busy the machine is).
+two races a review found, each made to happen on purpose, and the lock order of a cancel that
+waits; a test knows that a statement waits on a lock from PostgreSQL itself (``pg_stat_activity``,
+``pg_locks``), never from a sleep. An acceptance test: about 30 s (the stress alone takes 15 to
+35 s, by how busy the machine is).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -16,17 +19,20 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 import service
 from service.errors import Conflict
 from service.storage.leases import Leases
 from service.storage.models import Outcome
 from tests.acceptance.procs import REPO
-from tests.conftest import report
+from tests.conftest import report, wait_for
 from tests.stress import HOOK_OPEN_WHILE_DELETING, person_actor, pruner_actor, supervisor_actor
 
 pytestmark = pytest.mark.acceptance
@@ -163,30 +169,100 @@ def _collect(results: list[dict[str, Any]], actor: Any, args: tuple[Any, ...]) -
     results.append(actor(*args))
 
 
+@contextlib.contextmanager
+def holding_run_row(pg_url: str, run_id: int) -> Iterator[tuple[Connection, int]]:
+    """A transaction of its own holding the run row ``FOR UPDATE`` (as a finish does), and its backend's pid.
+
+    Its engine has no idle-in-transaction timeout, so the server does not end it while the test waits.
+    """
+    engine = create_engine(pg_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("SELECT id FROM runs WHERE id = :r FOR UPDATE"), {"r": run_id})
+            yield conn, int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def waiting_for_run_row(t: service.Tenure, holder_pid: int, timeout_s: float = 10.0) -> Any:
+    """Wait until PostgreSQL says a backend waits on a lock that ``holder_pid`` holds, in a statement
+    locking rows of ``runs``, holding the tuple lock on a ``runs`` row meanwhile; that backend's row."""
+    def blocked() -> Any:
+        with t.engine.connect() as conn:  # a new transaction per look: pg_stat_activity is snapshotted in one
+            return conn.execute(text(
+                "SELECT a.pid, a.wait_event_type, a.wait_event, a.query FROM pg_stat_activity a "
+                "WHERE a.datname = current_database() AND a.wait_event_type = 'Lock' "
+                "AND :holder = ANY(pg_blocking_pids(a.pid)) AND a.query ILIKE '%FROM runs%FOR UPDATE%' "
+                "AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'tuple' "
+                "AND l.relation = 'runs'::regclass)"), {"holder": holder_pid}).first()
+
+    return wait_for(blocked, timeout_s, f"a statement to wait on the run row that backend {holder_pid} holds")
+
+
 def test_a_cancel_waiting_on_a_finishing_run_sees_it_completed(pg_url: str) -> None:
-    """Defect 2: cancel read the run unlocked, and overwrote a completion that landed meanwhile."""
+    """Defect 2: cancel read the run unlocked, and overwrote a completion that landed meanwhile.
+
+    The finish commits only once PostgreSQL shows the cancel waiting on the run row it holds.
+    """
     t = service.open(pg_url)
     leases = Leases(t.engine)
     me = leases.register("race", 1, None, None)
     run_id = t.submit_run(1, "echo", on_complete="echo")
     (lease,) = leases.claim(me, 1)
     outcome: dict[str, Any] = {}
+    canceller = threading.Thread(target=lambda: outcome.update(result=_try_cancel(t, run_id)), daemon=True)
     try:
-        with t.engine.connect() as conn, conn.begin():
+        with holding_run_row(pg_url, run_id) as (conn, holder_pid):
             # An in-flight finish of the run's last task: it holds the run row, as finish does.
-            conn.execute(text("SELECT id FROM runs WHERE id = :r FOR UPDATE"), {"r": run_id})
-            canceller = threading.Thread(target=lambda: outcome.update(result=_try_cancel(t, run_id)))
             canceller.start()
-            canceller.join(0.5)
-            assert canceller.is_alive(), "cancel did not wait for the run row"
+            waiting_for_run_row(t, holder_pid)
             conn.execute(text("UPDATE tasks SET status = 'succeeded', supervisor_id = NULL WHERE id = :t"),
                          {"t": lease.task_id})
             conn.execute(text("UPDATE runs SET status = 'completed' WHERE id = :r"), {"r": run_id})
-        canceller.join(10)
-        assert outcome["result"] == "conflict: run 1 is completed; only a running run can be cancelled".replace(
-            "run 1", f"run {run_id}")
+        canceller.join(10)  # a deadline: the lock is free now
+        assert not canceller.is_alive(), "the cancel still waits after the finish committed"
+        assert outcome["result"] == f"conflict: run {run_id} is completed; only a running run can be cancelled"
         assert t.run(run_id).status == "completed"
     finally:
+        if canceller.ident is not None:
+            canceller.join(10)  # whatever failed, its transaction ends before its engine is closed
+        t.close()
+
+
+@pytest.mark.parametrize("verb", ["cancel_task", "cancel_run"])
+def test_a_waiting_cancel_holds_no_task_row_before_its_run_row(pg_url: str, verb: str) -> None:
+    """The lock order is the run row, then its tasks: a cancel waiting on the run holds none of its tasks.
+
+    Were it the other way round, a cancel and a finish (which takes the run first) could deadlock.
+    """
+    t = service.open(pg_url)
+    run_id = t.submit_run(1, "echo")
+    (task_id,) = [task.id for task in t.run_with_tasks(run_id)[1]]
+    cancel = (lambda: t.cancel_task(task_id)) if verb == "cancel_task" else (lambda: t.cancel_run(run_id))
+    done: dict[str, Any] = {}
+    canceller = threading.Thread(target=lambda: done.update(result=cancel()), daemon=True)
+    probe = create_engine(pg_url, poolclass=NullPool)
+    try:
+        with holding_run_row(pg_url, run_id) as (_conn, holder_pid):
+            canceller.start()
+            waiting_for_run_row(t, holder_pid)
+            with probe.connect() as third:
+                tx = third.begin()
+                try:
+                    third.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE NOWAIT"), {"t": task_id})
+                except OperationalError as exc:
+                    pytest.fail(f"{verb} holds its task's row while it waits for the run's: {exc.orig}")
+                finally:
+                    tx.rollback()
+            assert canceller.is_alive() and not done, f"{verb} went on while the run row was held"
+        canceller.join(10)  # a deadline: the run row is free now
+        assert not canceller.is_alive(), f"{verb} still waits after the run row was let go"
+        assert done["result"] in (True, 1)
+        assert t.task(task_id).status == "cancelled"
+    finally:
+        if canceller.ident is not None:
+            canceller.join(10)  # whatever failed, its transaction ends before its engine is closed
+        probe.dispose()
         t.close()
 
 
