@@ -93,9 +93,16 @@ def person_actor(url: str, seed: int, seconds: float, runs: list[int]) -> dict[s
         while time.monotonic() < deadline:
             run = rng.choice(runs)
             try:
-                if rng.random() < 0.4:
+                roll = rng.random()
+                if roll < 0.25:
                     store.cancel_run(run)
                     tally["cancelled"] += 1
+                elif roll < 0.45:  # one task of it: cancelling a run's last open task completes the run
+                    with engine.connect() as conn:
+                        ids = [int(i) for i in conn.execute(TASKS_OF, {"r": run}).scalars()]
+                    if ids:
+                        store.cancel_task(rng.choice(ids))
+                        tally["task_cancelled"] += 1
                 else:
                     store.retry_run(run)
                     tally["retried"] += 1
@@ -110,6 +117,7 @@ def person_actor(url: str, seed: int, seconds: float, runs: list[int]) -> dict[s
     return {"tally": dict(tally), "errors": errors, "retried": dict(retried)}
 
 
+TASKS_OF = text("SELECT id FROM tasks WHERE run_id = :r")
 DAY_S = 86_400.0
 AGE = text("UPDATE runs SET finished_at = finished_at - interval '40 days' "
            "WHERE id = :r AND status IN ('completed', 'cancelled')")
