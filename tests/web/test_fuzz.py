@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from starlette.testclient import TestClient
@@ -120,6 +120,7 @@ FUZZ = settings(max_examples=BUDGET, deadline=None, suppress_health_check=[Healt
 @seed(FUZZ_SEED)
 @FUZZ
 @given(body=run_bodies)
+@example(body={"kind": "echo", "name": "\u0000", "tasks": [{"path": "a\u0000.csv"}]})  # PostgreSQL refuses a NUL
 def test_start_run_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None:
     if isinstance(body.get("tasks"), int) and body["tasks"] > 200:
         body["tasks"] = 200  # keep the database small; the limit itself is tested elsewhere
@@ -129,6 +130,7 @@ def test_start_run_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None
 @seed(FUZZ_SEED)
 @FUZZ
 @given(body=task_bodies)
+@example(body={"kind": "echo", "args": {"x": "\u0000"}, "label": "\u0000"})
 def test_submit_task_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None:
     check(fuzz_client.post("/api/tasks", content=json.dumps(body)), "/api/tasks", "POST")
 
