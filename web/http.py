@@ -17,6 +17,9 @@ from service.errors import (
 )
 
 MAX_ID = 2**63 - 1
+BIG_BODY_BYTES = 1024 * 1024  # thousands of explicit tasks: a body whose planning takes a noticeable time
+BIG_BODIES_AT_ONCE = 2
+BIG_BODY_WAIT_S = 30.0
 
 
 def tenure_of(request: Request) -> service.Tenure:
@@ -82,15 +85,10 @@ async def read_body(request: Request, limit: int, big: BigBodies | None = None) 
     return body
 
 
-BIG_BODY_BYTES = 1024 * 1024  # about 6,000 explicit tasks: a body that costs a noticeable time to plan
-BIG_BODIES_AT_ONCE = 2
-BIG_BODY_WAIT_S = 30.0
-
-
 class BigBodies:
     """At most ``slots`` big bodies are read, parsed, planned and written at once; the rest wait.
 
-    A 100,000-task body is 16 MiB read and several times that parsed, and takes seconds of a
+    A 100,000-task body is up to 16 MiB read and several times that parsed, and takes seconds of a
     core to plan and write: a handful at once could exhaust memory, and would slow everyone.
     A request over the bound waits for a slot *before its body is read* (a chunked body once
     it passes :data:`BIG_BODY_BYTES`), so waiting costs a connection, not memory: the server
@@ -117,8 +115,8 @@ class BigBodies:
                 return
         finally:
             self.waiting -= 1
-        raise Busy(f"tenure handles at most {self.slots} large submissions at once and none ended within "
-                   f"{self.wait_s:g} s; send this one again in {Busy.retry_after_s} s")
+        raise Busy(f"tenure is busy with as many large submissions as it handles at once ({self.slots}) and "
+                   f"none ended within {self.wait_s:g} s; send this one again in {Busy.retry_after_s} s")
 
     def leave(self, request: Request) -> None:
         """Give back the slot ``request`` took, if it took one."""

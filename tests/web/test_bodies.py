@@ -122,8 +122,8 @@ def test_a_big_body_that_waits_past_its_deadline_is_refused_with_retry_after(
     assert one_big_slot.started.wait(DEADLINE_S)
     refused = idle_client.post("/api/runs", json=BIG)
     assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
-    assert refused.json()["error"] == ("tenure handles at most 1 large submissions at once and none ended within "
-                                       "0.2 s; send this one again in 5 s")
+    assert refused.json()["error"] == ("tenure is busy with as many large submissions as it handles at once (1) "
+                                       "and none ended within 0.2 s; send this one again in 5 s")
     one_big_slot.release.set()
     first.join(DEADLINE_S)
     assert first_answer["response"].status_code == 201
