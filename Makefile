@@ -44,6 +44,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/isolation.py
 	$(BIN)/python bench/fragment.py
+	$(BIN)/python bench/loop_stall.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/retention.py

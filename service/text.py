@@ -25,6 +25,8 @@ from service.errors import InvalidInput
 
 NUL_SHOWN = "\u2400"  # ␀, SYMBOL FOR NULL: what a NUL from task code is stored as
 _SURROGATE = re.compile("[\ud800-\udfff]")
+NUL_CHARACTER = "contains a NUL character (\\u0000), which the database cannot store"
+LONE_SURROGATE = "contains a lone surrogate (not valid Unicode), which the database cannot store"
 MAX_DEPTH = 100  # of nested JSON walked (deeper values were refused when they were parsed)
 
 
@@ -58,9 +60,9 @@ def unstorable(text: str) -> str | None:
     if text.isascii() and "\x00" not in text:
         return None
     if "\x00" in text:
-        return "contains a NUL character (\\u0000), which the database cannot store"
+        return NUL_CHARACTER
     if _SURROGATE.search(text):
-        return "contains a lone surrogate (not valid Unicode), which the database cannot store"
+        return LONE_SURROGATE
     return None
 
 

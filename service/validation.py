@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, BeforeValidator, TypeAdapter, ValidationError
 
 from service.errors import InvalidInput
+from service.text import LONE_SURROGATE
 
 M = TypeVar("M", bound=BaseModel)
 SHOWN_CHARS = 40
@@ -123,6 +124,8 @@ def _sentence(error: Any, where: str) -> str:
     if kind in ("string_too_long", "string_too_short"):
         limit = ctx.get("max_length") if kind == "string_too_long" else ctx.get("min_length")
         return f"{subject} must be {'at most' if kind == 'string_too_long' else 'at least'} {limit} characters"
+    if kind == "string_unicode":  # a lone surrogate: said as service.text says it of the fields it checks
+        return f"{subject} {LONE_SURROGATE}"
     if kind == "literal_error" or kind == "enum":
         return f"{subject} must be one of {ctx.get('expected')}, got {_shown(value)}"
     message = str(error["msg"]).replace("Input should be", "must be").replace("Value error, ", "")

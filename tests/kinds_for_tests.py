@@ -147,11 +147,13 @@ class Flaky:
 
 
 class Doomed:
+    """Fails at once, for good: "the input can never work", or ``args["message"]``."""
+
     def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
-        pass
+        self.message = args.get("message", "the input can never work")
 
     def run(self) -> None:
-        raise PermanentError("the input can never work")
+        raise PermanentError(self.message)
 
 
 class Hook:

@@ -25,7 +25,7 @@ from service.storage.views import AttemptView, RunView, TaskDetail, TaskView
 from service.task_process.protocol import get_kind
 from service.validation import check, check_as
 from web import schemas
-from web.http import BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of
+from web.http import BigBodies, BodyTooLarge, Busy, read_body, run_id, status_for, task_id, tenure_of
 from web.openapi import spec
 
 MAX_RUN_BODY_BYTES = 16 * 1024 * 1024  # 100,000 tasks of about 160 bytes each
@@ -33,8 +33,8 @@ MAX_TASK_BODY_BYTES = 128 * 1024  # one task's args may be 64 KiB of JSON
 _KEY: TypeAdapter[str] = TypeAdapter(schemas.IdempotencyKey)
 
 
-def error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -60,6 +60,8 @@ def guarded(handler: Handler) -> Handler:
             return error(str(exc), 415)
         except MalformedJson as exc:
             return error(str(exc), 400)
+        except Busy as exc:
+            return error(str(exc), 503, {"Retry-After": str(exc.retry_after_s)})
         except TenureError as exc:
             return error(str(exc), status_for(exc))
 
@@ -102,18 +104,19 @@ def detail_json(request: Request, detail: TaskDetail) -> dict[str, Any]:
     return {**task_json(request, detail.task), "history": [attempt_json(a) for a in detail.attempts]}
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON; None when there is none.
-
-    Raises:
-        Unsupported: a body sent as something other than JSON.
-        BodyTooLarge: over ``limit`` bytes.
-        MalformedJson: not JSON (or NaN, Infinity).
-    """
+def check_media(request: Request) -> None:
+    """Raises Unsupported for a body sent as something other than JSON (none at all is fine)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media and media != "application/json" and not media.endswith("+json"):
         raise Unsupported(f"the body must be JSON (Content-Type: application/json), not {media[:60]}")
-    body = await read_body(request, limit)
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; None when there is none. CPU-bound: called off the event loop.
+
+    Raises:
+        MalformedJson: not UTF-8, not JSON (or NaN, Infinity).
+    """
     if not body.strip():
         return None
     try:
@@ -180,10 +183,21 @@ def _created(body: dict[str, Any], made: Created, url: str) -> JSONResponse:
 
 
 async def _create_run(request: Request) -> Response:
+    """Read the body on the event loop; parse, check, plan and write it on a worker thread.
+
+    A run of 100,000 tasks takes seconds to plan and write: on the event loop, that would hold
+    up every other request of the server. A big body also takes one of the app's
+    :class:`~web.http.BigBodies` slots for as long as it is handled.
+    """
     t = tenure_of(request)
     key = idempotency_key(request)
-    plan = plan_run(await read_json(request, MAX_RUN_BODY_BYTES))
-    made = await run_in_threadpool(t.start_run, plan, key)
+    check_media(request)
+    big: BigBodies = request.app.state.big_bodies
+    try:
+        body = await read_body(request, MAX_RUN_BODY_BYTES, big)
+        made = await run_in_threadpool(lambda: t.start_run(plan_run(parse_json(body)), key))
+    finally:
+        big.leave(request)
     run = await run_in_threadpool(t.run, made.id)
     return _created(run_json(request, run), made, str(request.url_for("api_run", run_id=made.id)))
 
@@ -231,8 +245,9 @@ async def tasks(request: Request) -> Response:
     t = tenure_of(request)
     if request.method == "POST":
         key = idempotency_key(request)
-        plan = plan_task(await read_json(request, MAX_TASK_BODY_BYTES))
-        made = await run_in_threadpool(t.start_task, plan, key)
+        check_media(request)
+        body = await read_body(request, MAX_TASK_BODY_BYTES)
+        made = await run_in_threadpool(lambda: t.start_task(plan_task(parse_json(body)), key))
         detail = await run_in_threadpool(t.store.task_detail, made.id)
         return _created(detail_json(request, detail), made, str(request.url_for("api_task", task_id=made.id)))
     page = check(schemas.Page, dict(request.query_params), strict=False)

@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 import service
 from service.config import Settings
 from service.supervisor.metrics import DatabaseCollector
-from web import api, guard, metrics, pages
+from web import api, guard, http, metrics, pages
 
 log = logging.getLogger("tenure.web")
 HERE = Path(__file__).resolve().parent
@@ -53,6 +53,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         t = service.open(db)
         app.state.tenure = t
+        app.state.big_bodies = http.BigBodies()
         chosen = settings or Settings.from_env()
         web_metrics.database = DatabaseCollector(t.engine, alive_within_s=chosen.lease_ttl_s)
         app.state.supervisor = t.start_supervisor(chosen) if supervise else None

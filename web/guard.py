@@ -3,9 +3,10 @@
 * **Host** (DNS rebinding): a request whose ``Host`` is not an allowed host gets 400. A page on
   ``evil.example`` that re-points its name at 127.0.0.1 still sends ``Host: evil.example``.
 * **Origin** (cross-site requests): a state-changing request (POST, PUT, PATCH, DELETE) whose
-  ``Origin`` is not this server's own origin or an allowed one gets 403; without an ``Origin``,
-  a browser's ``Sec-Fetch-Site: cross-site`` is refused too. Tools like curl send neither and
-  pass.
+  ``Origin`` is not this server's own origin (its host *and port*, as in ``Host``) or an allowed
+  one gets 403, so a page served on another port of the same machine is refused; without an
+  ``Origin``, a browser's ``Sec-Fetch-Site`` must say ``same-origin`` (or ``none``: typed by the
+  user), not ``same-site``, which covers other ports. Tools like curl send neither and pass.
 
 Allowed hosts default to 127.0.0.1, localhost and ::1 (plus the address ``serve`` binds);
 ``TENURE_ALLOWED_HOSTS`` and ``TENURE_ALLOWED_ORIGINS`` (comma-separated) add more, ``*`` allows any.
@@ -63,11 +64,14 @@ class Guard:
     def _same_site(self, headers: dict[str, str], host: str) -> bool:
         origin = headers.get("origin")
         if origin is None:
-            return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "same-site", "none")
+            # "same-site" would let in a page on another port of this host (a site ignores ports)
+            return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
         origin = origin.lower().rstrip("/")
         if "*" in self.origins or origin in self.origins:
             return True
         parsed = urlsplit(origin)
+        # host and port, as the browser wrote both (a page on another port is another origin); the
+        # scheme is not compared, since behind a TLS proxy this server sees http for https pages
         return parsed.scheme in ("http", "https") and parsed.netloc == host.lower()
 
 

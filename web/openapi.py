@@ -53,6 +53,8 @@ def _key() -> dict[str, Any]:
 
 
 BUSY = (503, 507)  # the database is unavailable, or full
+NO_NUL = ("No text in it (a name, a label, a string or key of args) may contain a NUL (\\u0000) or a lone "
+          "surrogate, which the database cannot store: 422.")
 
 
 def _components(catalog: schemas.Catalog) -> dict[str, Any]:
@@ -63,9 +65,10 @@ def _components(catalog: schemas.Catalog) -> dict[str, Any]:
     tops, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
     components: dict[str, Any] = dict(defs.get("$defs", {}))
     run = tops[("RunRequest", "validation")]
+    components["TaskRequest"]["description"] += " " + NO_NUL
     components["RunRequest"] = {
         "description": "Start a run: a simulation (tasks a number, with the kind's parameters; kind \"sleep\" "
-                       "when absent), or your own tasks (tasks a list).",
+                       "when absent), or your own tasks (tasks a list). " + NO_NUL,
         **run}
     return components
 

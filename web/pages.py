@@ -94,9 +94,8 @@ async def create_run(request: Request) -> Response:
     except Exception:  # noqa: BLE001 - any unreadable form body is the client's mistake
         return error_page(request, "the form could not be read; send it from the start page", 400)
     values = {k: v for k, v in form.items() if isinstance(v, str)}
-    try:
-        plan = forms.plan_form(form)
-        new_id = (await run_in_threadpool(t.start_run, plan)).id
+    try:  # planning may make 100,000 rows: off the event loop, as the JSON API does
+        new_id = (await run_in_threadpool(lambda: t.start_run(forms.plan_form(form)))).id
     except InvalidInput as exc:
         return await _render_index(request, values, str(exc), 422)
     except TenureError as exc:

@@ -25,6 +25,7 @@ from typing import Any
 from service.config import check_memory_mb
 from service.errors import InvalidInput
 from service.task_process.protocol import Kind, get_kind
+from service.text import check_json_text, check_text
 
 MAX_TASKS_PER_RUN = 100_000
 MAX_NAME_CHARS = 200
@@ -76,7 +77,8 @@ def plan_simulation(
     """A run of ``count`` tasks of ``kind``, their args derived from ``params`` by the kind.
 
     Raises:
-        InvalidInput: unknown kind or hook, bad count, name, attempts, timeout or parameters.
+        InvalidInput: unknown kind or hook, bad count, name, attempts, timeout or parameters, or
+            text the database cannot store (:mod:`service.text`) in the name or a parameter.
     """
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_TASKS_PER_RUN:
         raise InvalidInput(f"a run needs between 1 and {MAX_TASKS_PER_RUN:,} tasks, got {count!r}")
@@ -85,6 +87,9 @@ def plan_simulation(
     name = _name(name)
     if params is not None and not isinstance(params, dict):
         raise InvalidInput(f"params must be an object of named values, got {type(params).__name__}")
+    for key, value in (params or {}).items():  # named as the API and the form name them: by themselves
+        check_text(str(key), "a parameter's name")
+        check_json_text(value, str(key))
     asked = {"count": count, "kind": kind, "params": params or {}, "name": name, **options}
     checked = task_kind.validate(dict(params or {}))
     rows = [{"kind": kind, "args": task_kind.args_for(checked, i), "label": None, **_row_options(options)}
@@ -102,7 +107,8 @@ def plan_tasks(
 
     Raises:
         InvalidInput: an unknown kind, an entry that is not an object or has unknown keys beside
-            ``args``, args too large, a bad option, or more than :data:`MAX_TASKS_PER_RUN` tasks;
+            ``args``, args too large, a bad option, text the database cannot store (a NUL, a
+            lone surrogate) in the name, a label or args, or more than :data:`MAX_TASKS_PER_RUN` tasks;
             the message names the entry's index (0-based), or what ``where(index)`` calls it
             ("line 7" of a file).
     """
@@ -197,6 +203,8 @@ def _task_row(spec: TaskSpec, kind: str, options: dict[str, Any], index: str | N
         raise InvalidInput(f"{where}label must be text of at most {MAX_LABEL_CHARS} characters")
     row_options = _row_options(options)
     try:
+        check_json_text(spec.args, "args")
+        check_text(label, "label")
         if spec.max_attempts is not None:
             _check_attempts(spec.max_attempts)
             row_options["max_attempts"] = spec.max_attempts
@@ -233,6 +241,7 @@ def _name(name: str | None) -> str | None:
         return None
     if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
         raise InvalidInput(f"a run's name must be text of at most {MAX_NAME_CHARS} characters")
+    check_text(name, "name")
     return name.strip() or None
 
 

@@ -136,6 +136,7 @@ def test_submit_a_run_of_your_own_tasks_from_a_jsonl_file_or_stdin(
         ('{"a": 1}\n\n[1, 2]\n', "line 3: a task must be a JSON object"),
         ('{"args": 5}\n', "line 1: args must be a JSON object"),
         ('{"args": {}, "kind": "nope"}\n', "line 1: unknown task kind 'nope'"),
+        ('{"a": 1}\n{"path": "a\\u0000.csv"}\n', "line 2: args.path contains a NUL character"),
         ("\n\n", "has no tasks"),
     ],
 )

@@ -34,3 +34,10 @@ def idle_client(sqlite_url: str) -> Iterator[TestClient]:
     """The app with no supervisor: runs stay exactly as submitted."""
     with TestClient(create_app(sqlite_url, supervise=False, allowed_hosts=["testserver"])) as c:
         yield c
+
+
+@pytest.fixture
+def any_idle_client(db_url: str) -> Iterator[TestClient]:
+    """As ``idle_client``, once per backend."""
+    with TestClient(create_app(db_url, supervise=False, allowed_hosts=["testserver"])) as c:
+        yield c

@@ -70,6 +70,19 @@ def test_the_same_idempotency_key_never_starts_a_second_run(idle_client: TestCli
     assert post(idle_client, "/api/tasks", {**task, "args": {"x": 2}}, key="k1").status_code == 409
 
 
+def test_the_same_key_with_other_simulation_parameters_is_a_conflict(idle_client: TestClient) -> None:
+    first = post(idle_client, "/api/runs", {"tasks": 5, "min_seconds": 1}, key="nightly-sim")
+    again = post(idle_client, "/api/runs", {"tasks": 5, "min_seconds": 1}, key="nightly-sim")
+    assert (first.status_code, again.status_code) == (201, 200)  # the seed drawn for the first is no "other body"
+    assert again.json()["id"] == first.json()["id"]
+    for other in ({"tasks": 5, "min_seconds": 2}, {"tasks": 5, "min_seconds": 1, "seed": 7},
+                  {"tasks": 6, "min_seconds": 1}, {"tasks": 5, "min_seconds": 1, "max_attempts": 4}):
+        refused = post(idle_client, "/api/runs", other, key="nightly-sim")
+        assert refused.status_code == 409, (other, refused.text)
+        assert "'nightly-sim' was already used with a different request" in refused.json()["error"]
+    assert idle_client.get("/api/runs").json()["total"] == 1
+
+
 def test_a_single_task_by_id_its_result_and_its_cancel(idle_client: TestClient) -> None:
     made = post(idle_client, "/api/tasks", {"kind": "echo", "args": {"x": 1}, "label": "one echo"})
     assert made.status_code == 201, made.text

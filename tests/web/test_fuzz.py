@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from starlette.testclient import TestClient
 
-from tests.conftest import report
+from tests.conftest import PG_TEMPLATE, _pg_url, report
 from web.app import create_app
 from web.openapi import spec
 from web.schemas import catalog
@@ -70,13 +71,30 @@ def schema_for(path: str, method: str, status: int) -> dict[str, Any] | None:
     return {**response["content"]["application/json"]["schema"], "components": SPEC["components"]}
 
 
-@pytest.fixture(scope="module")
-def fuzz_client(migrated_template: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
-    path.write_bytes(migrated_template.read_bytes())
-    with TestClient(create_app(f"sqlite:///{path}", supervise=False, allowed_hosts=["testserver"])) as c:
-        yield c
-    report(f"fuzz: seed {FUZZ_SEED}, {TRIED['cases']} cases tried, {TRIED['server_errors']} server errors")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzz_client(request: pytest.FixtureRequest, migrated_template: Any,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One database per backend for the whole module: PostgreSQL refuses text SQLite stores (a NUL)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
+        path.write_bytes(migrated_template.read_bytes())
+        url, dropped = f"sqlite:///{path}", None
+    else:
+        admin = request.getfixturevalue("pg_admin")
+        dropped = f"tenure_fuzz_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{dropped}" TEMPLATE "{PG_TEMPLATE}"')
+        url = _pg_url(dropped)
+    TRIED.update(cases=0, server_errors=0)
+    try:
+        with TestClient(create_app(url, supervise=False, allowed_hosts=["testserver"])) as c:
+            yield c
+    finally:
+        if dropped is not None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dropped}" WITH (FORCE)')
+    report(f"fuzz on {request.param}: seed {FUZZ_SEED}, {TRIED['cases']} cases tried, "
+           f"{TRIED['server_errors']} server errors")
 
 
 def check(response: Any, path: str, method: str) -> None:
@@ -102,6 +120,7 @@ FUZZ = settings(max_examples=BUDGET, deadline=None, suppress_health_check=[Healt
 @seed(FUZZ_SEED)
 @FUZZ
 @given(body=run_bodies)
+@example(body={"kind": "echo", "name": "\u0000", "tasks": [{"path": "a\u0000.csv"}]})  # PostgreSQL refuses a NUL
 def test_start_run_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None:
     if isinstance(body.get("tasks"), int) and body["tasks"] > 200:
         body["tasks"] = 200  # keep the database small; the limit itself is tested elsewhere
@@ -111,6 +130,7 @@ def test_start_run_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None
 @seed(FUZZ_SEED)
 @FUZZ
 @given(body=task_bodies)
+@example(body={"kind": "echo", "args": {"x": "\u0000"}, "label": "\u0000"})
 def test_submit_task_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None:
     check(fuzz_client.post("/api/tasks", content=json.dumps(body)), "/api/tasks", "POST")
 

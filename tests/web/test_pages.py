@@ -7,6 +7,7 @@ import re
 from sqlalchemy import event
 from starlette.testclient import TestClient
 
+from tests import kinds_for_tests  # noqa: F401 - registers t_doomed
 from tests.conftest import wait_for
 
 FORM = {"tasks": "4", "kind": "sleep", "min_seconds": "0.01", "max_seconds": "0.03", "failure_rate": "0",
@@ -105,6 +106,22 @@ def test_html_in_names_and_errors_is_escaped(idle_client: TestClient) -> None:
         text = idle_client.get(path).text
         assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in idle_client.get(f"/runs/{run_id}").text
+
+
+def test_html_in_a_tasks_error_is_escaped_on_every_page_that_shows_it(client: TestClient) -> None:
+    raw, escaped = "<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"
+    doomed = {"kind": "t_doomed", "args": {"message": raw}, "label": "doomed"}
+    run_id = client.post("/api/runs", json={"kind": "t_doomed", "tasks": [doomed]}).json()["id"]
+    task_id = client.post("/api/tasks", json=doomed).json()["id"]
+    in_run = client.get(f"/api/runs/{run_id}").json()["tasks"][0]["id"]
+    for tid in (in_run, task_id):
+        wait_for(lambda tid=tid: client.get(f"/api/tasks/{tid}").json()["status"] == "failed", 10, "the task to fail")
+    assert client.get(f"/api/tasks/{task_id}").json()["error"].endswith(raw)  # stored as the task raised it
+    for path in (f"/runs/{run_id}", f"/runs/{run_id}/status", f"/tasks/{in_run}", f"/tasks/{task_id}", "/tasks"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert raw not in page.text and "<script>alert" not in page.text, path
+        assert escaped in page.text, path
 
 
 def test_unknown_runs_and_actions_give_readable_pages(idle_client: TestClient) -> None:
