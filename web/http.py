@@ -16,7 +16,7 @@ from service.errors import (
     TenureError,
 )
 
-MAX_ID = 2**63 - 1
+MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL: no row has a greater id on either backend
 BIG_BODY_BYTES = 1024 * 1024  # thousands of explicit tasks: a body whose planning takes a noticeable time
 BIG_BODIES_AT_ONCE = 2
 BIG_BODY_WAIT_S = 30.0

@@ -110,3 +110,11 @@ def test_health_and_openapi(client: TestClient) -> None:
     assert spec["openapi"].startswith("3.1")
     assert {"/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/cancel", "/api/runs/{run_id}/retry",
             "/healthz"} <= set(spec["paths"])
+
+
+def test_an_id_past_what_the_columns_hold_is_not_found_on_either_backend(any_client: TestClient) -> None:
+    """PostgreSQL's ids are 32-bit: one past them used to reach the database, which refused it (422)."""
+    for path in ("/api/runs/2147483648", "/api/tasks/2147483648", "/runs/2147483648"):
+        assert any_client.get(path).status_code == 404, path
+    for path in ("/api/runs/2147483648/cancel", "/api/runs/2147483648/retry", "/api/tasks/2147483648/cancel"):
+        assert any_client.post(path).status_code == 404, path
