@@ -7,6 +7,8 @@ notification arrives, so it can poll slowly (every 2 s) the rest of the time.
 SQLite has no notification channel, and one SQLite database lives on one machine. Each
 supervisor binds a *doorbell*: a Unix datagram socket in Linux's abstract namespace, named after
 the database file and the supervisor's id (no file is created, none is left behind by a crash).
+The file is named by what it is, its device and inode, not by how its URL spells it: a relative
+path, an absolute one and one through a symlink all ring the same bells.
 A writer that made work due rings every live supervisor's doorbell right after its commit (it
 reads who is live inside its own transaction): one
 ``sendto`` each, which never blocks and fails silently for a supervisor that is gone. A
@@ -20,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import socket
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 
 from sqlalchemy import Connection, Engine, select, text
@@ -94,13 +98,38 @@ def _live_supervisors(conn: Connection) -> list[int]:
     return [int(i) for i in conn.execute(_LIVE).scalars()]
 
 
+_PREFIXES: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
+
+
 def _bell_prefix(engine: Engine) -> bytes | None:
     if engine.dialect.name != "sqlite" or not sys.platform.startswith("linux"):
         return None
+    prefix = _PREFIXES.get(engine)  # every write asks: found once per engine, not a stat per ring
+    if prefix is not None:
+        return prefix
     database = engine.url.database
     if database in (None, "", ":memory:"):
         return None
-    return b"\0tenure-" + hashlib.sha1(str(database).encode()).hexdigest()[:20].encode() + b"-"
+    name, found = _file_identity(str(database))
+    prefix = b"\0tenure-" + hashlib.sha1(name.encode()).hexdigest()[:20].encode() + b"-"
+    if found:
+        _PREFIXES[engine] = prefix
+    return prefix
+
+
+def _file_identity(database: str) -> tuple[str, bool]:
+    """What names the database file whatever the spelling of its path, and whether it was found.
+
+    Its device and inode (``os.stat`` follows symlinks; a relative path is the process's
+    working directory's, as for SQLite). A file that cannot be stat'ed (not created yet) is
+    named by its resolved real path, which every spelling of that path shares too, and is not
+    remembered: once the file exists, its inode names it, as in every other process.
+    """
+    try:
+        st = os.stat(database)
+    except OSError:
+        return "path:" + os.path.realpath(database), False
+    return f"inode:{st.st_dev}:{st.st_ino}", True
 
 
 class Doorbell:
