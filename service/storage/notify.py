@@ -111,6 +111,8 @@ def _live_supervisors(conn: Connection) -> list[int]:
     return [int(i) for i in conn.execute(_LIVE).scalars()]
 
 
+# Per engine rather than per URL text: the same relative URL names another file in another working
+# directory (tests chdir between engines).
 _PREFIXES: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
 
 
