@@ -7,7 +7,10 @@ idle IDLE_S seconds (default 30), then submit SAMPLES (default 40) `echo` tasks 
 from this process, each after a random pause of 0.3-0.7 s (so that no submit lines up with the
 worker's poll), and read the pickup of each from the database: its attempt's ``started_at``
 minus the task's ``created_at``, both stamped by the database's clock. Prints median, p99, max.
-Asserts nothing (a benchmark, not a test).
+A third row has the worker open the SQLite file by a relative URL (``--db sqlite:///pickup.db``
+in the file's directory) while this process submits through the absolute path: the doorbell is
+named after the file itself, so the spelling must not matter. Asserts nothing (a benchmark, not
+a test).
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("TENURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-def measure(url: str, idle_s: float, samples: int) -> list[float]:
+def measure(url: str, idle_s: float, samples: int, worker_db: str | None = None,
+            worker_cwd: Path = REPO) -> list[float]:
     t = service.open(url)
-    worker = subprocess.Popen([sys.executable, "-m", "service", "worker", "--db", url, "--log-level", "WARNING"],
-                              cwd=REPO)
+    worker = subprocess.Popen([sys.executable, "-m", "service", "worker", "--db", worker_db or url,
+                               "--log-level", "WARNING"], cwd=worker_cwd)
     try:
         first = t.submit_task("echo", {})  # the worker is up once it ran one task
         t.wait_task(first, 30)
@@ -81,6 +85,8 @@ def main() -> None:
           "from another process; pickup = attempt started_at - task created_at (database clock)")
     with tempfile.TemporaryDirectory() as tmp:
         report("SQLite (doorbell)", measure(f"sqlite:///{tmp}/pickup.db", idle_s, samples))
+        report("SQLite, worker's URL relative", measure(f"sqlite:///{tmp}/spelled.db", idle_s, samples,
+                                                        "sqlite:///spelled.db", Path(tmp)))
     admin = make_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     name = f"tenure_pickup_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:

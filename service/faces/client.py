@@ -210,16 +210,21 @@ class Tenure:
         self.engine.dispose()
 
 
-def open(db: str | None = None, *, migrate: bool = True, clock: Clock | None = None) -> Tenure:  # noqa: A001
+def open(db: str | None = None, *, migrate: bool = True, clock: Clock | None = None,  # noqa: A001
+         sqlite_sync: str | None = None) -> Tenure:
     """Open tenure's database (a URL or a file path; default TENURE_DB, then ./tenure.db).
 
     With ``migrate`` (the default) a new or older database is brought to the current schema.
+    ``sqlite_sync`` (default TENURE_SQLITE_SYNC, else ``"normal"``) is how durable a SQLite commit
+    is: ``"normal"`` survives any process crash but a power loss can undo the last commits;
+    ``"full"`` syncs every commit to disk before it returns. PostgreSQL ignores it.
 
     Raises:
+        InvalidInput: a sync level other than normal or full.
         SchemaError: the database is not tenure's, or newer than this code.
         StorageError: it cannot be opened.
     """
-    engine = make_engine(normalize_url(db))
+    engine = make_engine(normalize_url(db), sqlite_sync=sqlite_sync)
     try:
         if migrate:
             schema.migrate(engine)

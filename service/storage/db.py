@@ -1,6 +1,7 @@
 """Engine factory and the one place where SQLite and PostgreSQL differ.
 
-* SQLite: WAL (set when tenure migrates the file), a busy timeout, foreign keys on; Python's
+* SQLite: WAL (set when tenure migrates the file), a busy timeout, foreign keys on, ``PRAGMA
+  synchronous`` NORMAL or FULL (:func:`sqlite_sync_level`); Python's
   own transaction handling is switched off so that write transactions begin ``IMMEDIATE``
   (they take the write lock up front instead of failing half-way with "database is locked")
   and reads begin deferred, each a snapshot of the file (WAL).
@@ -56,6 +57,30 @@ def normalize_url(db: str | None) -> str:
     return db
 
 
+SQLITE_SYNC_LEVELS = {"normal": "NORMAL", "full": "FULL"}  # what TENURE_SQLITE_SYNC accepts -> the PRAGMA's value
+
+
+def sqlite_sync_level(level: str | None = None, what: str = "sqlite_sync") -> str:
+    """The ``PRAGMA synchronous`` of tenure's SQLite connections: ``level``, else ``TENURE_SQLITE_SYNC``,
+    else normal. Returns ``"NORMAL"`` or ``"FULL"``.
+
+    In WAL mode, *normal* syncs the WAL to disk only at checkpoints: a commit survives the crash of
+    any process, but a power loss or an operating-system crash can undo the last commits before
+    one (acknowledged submits and successes included). *full* syncs the WAL at every commit, before
+    it returns: nothing acknowledged is lost, at the cost of a sync per write transaction.
+
+    Raises:
+        InvalidInput: neither normal nor full.
+    """
+    if level is None:
+        what, level = "environment variable TENURE_SQLITE_SYNC", os.environ.get("TENURE_SQLITE_SYNC") or "normal"
+    found = SQLITE_SYNC_LEVELS.get(str(level).strip().lower())
+    if found is None:
+        raise InvalidInput(f"{what}={level!r} is not a SQLite sync level; use normal (the default: a power loss "
+                           "can undo the last commits) or full (every commit is on disk before it returns)")
+    return found
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
     parsed = make_url(url)
@@ -71,14 +96,23 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 IDLE_IN_TRANSACTION_S = 5.0  # PostgreSQL ends a session idle inside a transaction this long (see make_engine)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url`` with tenure's connection settings."""
+def make_engine(url: str, *, sqlite_sync: str | None = None, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` with tenure's connection settings.
+
+    ``sqlite_sync`` is the SQLite durability level (see :func:`sqlite_sync_level`; default
+    ``TENURE_SQLITE_SYNC``, else normal), checked whatever the database so that a typo is never
+    silent; PostgreSQL ignores it (its commits are synced by default).
+
+    Raises:
+        InvalidInput: a sync level other than normal or full.
+    """
+    sync = sqlite_sync_level(sqlite_sync)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             **kwargs,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sync)
         return engine
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql" and "options" not in parsed.query:
@@ -92,14 +126,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, sync: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Autocommit at the driver level: we emit BEGIN ourselves (see _on_begin).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute(f"PRAGMA synchronous = {sync}")  # per connection; one of SQLITE_SYNC_LEVELS' values
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 

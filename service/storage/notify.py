@@ -2,11 +2,15 @@
 
 PostgreSQL: submitting or releasing work sends ``NOTIFY tenure_tasks`` in the same transaction
 (delivered on commit); each supervisor LISTENs on a connection of its own and claims as soon as a
-notification arrives, so it can poll slowly (every 2 s) the rest of the time.
+notification arrives, so it can poll slowly (every 2 s) the rest of the time. A new LISTEN checks
+that it hears a probe sent from another connection, and says so once if it does not (a
+transaction-pooling PgBouncer drops what LISTEN would receive): see :class:`Listener`.
 
 SQLite has no notification channel, and one SQLite database lives on one machine. Each
 supervisor binds a *doorbell*: a Unix datagram socket in Linux's abstract namespace, named after
 the database file and the supervisor's id (no file is created, none is left behind by a crash).
+The file is named by what it is, its device and inode, not by how its URL spells it: a relative
+path, an absolute one and one through a symlink all ring the same bells.
 A writer that made work due rings every live supervisor's doorbell right after its commit (it
 reads who is live inside its own transaction): one
 ``sendto`` each, which never blocks and fails silently for a supervisor that is gone. A
@@ -20,22 +24,35 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+import secrets
 import socket
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, select, text
 
+from service.errors import TenureError
+from service.storage.errors import translated
 from service.storage.models import SupervisorRow
+
+if TYPE_CHECKING:
+    import psycopg
 
 CHANNEL = "tenure_tasks"
 LISTEN_TIMEOUT_S = 1.0  # how often the listener checks whether it should stop
+PROBE_WAIT_S = 1.0  # how long a new LISTEN waits for its own probe before it is judged deaf
+PROBE_PREFIX = "probe:"  # a listener's probe carries this payload prefix; announcements of work carry ''
 RING_FLAG = "tenure_ring"  # on a connection's info: ring the doorbells after this commit
 
 log = logging.getLogger("tenure.wakeup")
 
 _LIVE = select(SupervisorRow.id).where(SupervisorRow.stopped_at.is_(None))
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 def supported(engine: Engine | Connection) -> bool:
@@ -51,7 +68,7 @@ def doorbells(engine: Engine) -> bool:
 def notify(conn: Connection) -> None:
     """Announce new due work; delivered when the caller's transaction commits."""
     if supported(conn):
-        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": ""})
     elif doorbells(conn.engine):
         conn.info[RING_FLAG] = _live_supervisors(conn)  # read now, inside the caller's transaction
 
@@ -94,13 +111,40 @@ def _live_supervisors(conn: Connection) -> list[int]:
     return [int(i) for i in conn.execute(_LIVE).scalars()]
 
 
+# Per engine rather than per URL text: the same relative URL names another file in another working
+# directory (tests chdir between engines).
+_PREFIXES: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
+
+
 def _bell_prefix(engine: Engine) -> bytes | None:
     if engine.dialect.name != "sqlite" or not sys.platform.startswith("linux"):
         return None
+    prefix = _PREFIXES.get(engine)  # every write asks: found once per engine, not a stat per ring
+    if prefix is not None:
+        return prefix
     database = engine.url.database
     if database in (None, "", ":memory:"):
         return None
-    return b"\0tenure-" + hashlib.sha1(str(database).encode()).hexdigest()[:20].encode() + b"-"
+    name, found = _file_identity(str(database))
+    prefix = b"\0tenure-" + hashlib.sha1(name.encode()).hexdigest()[:20].encode() + b"-"
+    if found:
+        _PREFIXES[engine] = prefix
+    return prefix
+
+
+def _file_identity(database: str) -> tuple[str, bool]:
+    """What names the database file whatever the spelling of its path, and whether it was found.
+
+    Its device and inode (``os.stat`` follows symlinks; a relative path is the process's
+    working directory's, as for SQLite). A file that cannot be stat'ed (not created yet) is
+    named by its resolved real path, which every spelling of that path shares too, and is not
+    remembered: once the file exists, its inode names it, as in every other process.
+    """
+    try:
+        st = os.stat(database)
+    except OSError:
+        return "path:" + os.path.realpath(database), False
+    return f"inode:{st.st_dev}:{st.st_ino}", True
 
 
 class Doorbell:
@@ -133,10 +177,25 @@ class Doorbell:
 
 
 class Listener:
-    """A thread that LISTENs and calls ``on_work`` for every notification (PostgreSQL only)."""
+    """A thread that LISTENs and calls ``on_work`` for every announcement of work (PostgreSQL only).
 
-    def __init__(self, engine: Engine, on_work: Callable[[], None], halt: threading.Event) -> None:
+    After each LISTEN it checks that it can hear: it sends a probe ``NOTIFY`` through the engine
+    (another connection, as a submitter's would be) and waits up to ``PROBE_WAIT_S`` for it on its
+    own. Behind a transaction-pooling PgBouncer it cannot: each statement gets whichever server
+    connection is free, and the one that ran LISTEN stops being this client's once LISTEN returns,
+    so its notifications are dropped. Then it logs ``wakeup.listen_deaf`` once and goes on (a probe
+    that was only slow is logged as ``wakeup.listen_heard`` when it arrives); the supervisor finds
+    new work by its idle poll. It never raises for that: a dead listener would stop its supervisor.
+
+    ``heard`` is set once a probe came back, ``deaf`` once one did not in time.
+    """
+
+    def __init__(self, engine: Engine, on_work: Callable[[], None], halt: threading.Event, *,
+                 supervisor_id: int | None = None, poll_s: float = 2.0) -> None:
         self.engine, self.on_work, self.halt = engine, on_work, halt
+        self.supervisor_id, self.poll_s = supervisor_id, poll_s
+        self.heard, self.deaf = threading.Event(), threading.Event()
+        self._probe = ""  # the payload of this listener's latest probe
 
     def run(self) -> None:
         import psycopg
@@ -147,9 +206,52 @@ class Listener:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.on_work()  # anything submitted while we were not listening
+                    if not self.heard.is_set():
+                        self._check_hearing(conn)
                     while not self.halt.is_set():
-                        for _ in conn.notifies(timeout=LISTEN_TIMEOUT_S):
-                            self.on_work()
+                        for note in conn.notifies(timeout=LISTEN_TIMEOUT_S):
+                            self._received(note.payload)
             except psycopg.Error as exc:
-                log.warning("wakeup.listen_failed error=%s (polling meanwhile; retrying in 5 s)", exc)
+                log.warning("wakeup.listen_failed supervisor=%s error=%s (polling meanwhile; retrying in 5 s)",
+                            self.supervisor_id, exc)
                 self.halt.wait(5.0)
+
+    def _check_hearing(self, conn: psycopg.Connection[Any]) -> None:
+        self._probe = PROBE_PREFIX + secrets.token_hex(8)
+        try:
+            _send_probe(self.engine, self._probe)
+        except TenureError as exc:  # the database is away: listening goes on, the next connection asks again
+            log.warning("wakeup.probe_failed supervisor=%s error=%s (cannot tell whether notifications arrive)",
+                        self.supervisor_id, exc)
+            return
+        deadline = time.monotonic() + PROBE_WAIT_S
+        while not self.heard.is_set() and not self.halt.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for note in conn.notifies(timeout=left, stop_after=1):
+                self._received(note.payload)
+        if self.heard.is_set() or self.halt.is_set() or self.deaf.is_set():
+            return
+        self.deaf.set()
+        log.warning("wakeup.listen_deaf supervisor=%s channel=%s: a NOTIFY sent on another connection did not "
+                    "arrive within %g s (a transaction-pooling PgBouncer in front? point TENURE_DB at a "
+                    "session-pooled port or the server itself): polling every %g s instead",
+                    self.supervisor_id, CHANNEL, PROBE_WAIT_S, self.poll_s)
+
+    def _received(self, payload: str) -> None:
+        if not payload.startswith(PROBE_PREFIX):
+            self.on_work()
+        elif payload == self._probe and not self.heard.is_set():
+            self.heard.set()
+            if self.deaf.is_set():
+                log.info("wakeup.listen_heard supervisor=%s: the probe arrived late; notifications do reach "
+                         "this supervisor", self.supervisor_id)
+        # Another listener's probe announces no work.
+
+
+@translated
+def _send_probe(engine: Engine, payload: str) -> None:
+    """Send ``payload`` on the channel from a connection of the engine's pool, committed at once."""
+    with engine.begin() as conn:
+        conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})

@@ -115,8 +115,10 @@ class Supervisor:
             loops.append((lambda: upkeep.prune_loop(self.leases, self.settings, self._halt), "prune"))
         engine, on_work = self.leases.engine, lambda: self._post(("work",))
         if notify.supported(engine):
-            loops.append((notify.Listener(engine, on_work, self._halt).run, "listen"))
             self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_LISTENING_S)
+            listener = notify.Listener(engine, on_work, self._halt, supervisor_id=self.supervisor_id,
+                                       poll_s=self._idle_s)
+            loops.append((listener.run, "listen"))
         elif notify.doorbells(engine):
             loops.append((notify.Doorbell(engine, self.supervisor_id, on_work, self._halt).run, "doorbell"))
             self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_DOORBELL_S)

@@ -6,14 +6,17 @@ claimed because the submit rang the supervisor's doorbell.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 import service
 from service.storage import notify
+from service.storage.db import make_engine, normalize_url
 from service.storage.leases import Leases
 from tests.acceptance.procs import REPO
 from tests.conftest import wait_for
@@ -86,3 +89,68 @@ def test_a_stopping_supervisor_ends_its_doorbell_at_once(t: service.Tenure, monk
     wait_for(lambda: sup.loop_turns > 0, 5, "the supervisor to go idle")
     assert sup.stop(timeout_s=10)  # the default grace, 30 s: nothing runs, so nothing to wait for
     assert not bells[0].is_alive(), "the doorbell thread outlived its supervisor's stop"
+
+
+def test_every_spelling_of_the_database_file_names_the_same_doorbell(
+        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bell is named after the file, so a relative URL, the absolute path `--db tenure.db` becomes,
+    a symlinked directory and a symlink to the file itself all reach the same supervisors."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "link.db").symlink_to(tmp_path / "tenure.db")
+    (tmp_path / "other.db").write_bytes((tmp_path / "tenure.db").read_bytes())
+
+    def name(url: str) -> bytes | None:
+        engine = make_engine(url)
+        try:
+            return notify._bell_prefix(engine)
+        finally:
+            engine.dispose()
+
+    spellings = [sqlite_url, "sqlite:///tenure.db", "sqlite:///./alias/./tenure.db", normalize_url("tenure.db"),
+                 f"sqlite:///{tmp_path}/alias/tenure.db", "sqlite:///link.db"]
+    names = [name(url) for url in spellings]
+    assert None not in names
+    assert len(set(names)) == 1, dict(zip(spellings, names, strict=True))
+    assert name("sqlite:///other.db") != names[0], "another file (a copy) rings other bells"
+
+    # A file not created yet is named by its real path, which its spellings share too.
+    assert name("sqlite:///later.db") == name(f"sqlite:///{tmp_path}/alias/later.db") is not None
+
+
+def test_a_ring_costs_no_stat_once_the_file_was_found(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write that makes work due asks for the bell's name: the file is looked up once per engine."""
+    engine = make_engine(sqlite_url)
+    try:
+        first = notify._bell_prefix(engine)
+
+        def no_stat(*args: object, **kwargs: object) -> os.stat_result:
+            raise AssertionError("the bell's name was looked up again")
+
+        monkeypatch.setattr(notify.os, "stat", no_stat)
+        assert notify._bell_prefix(engine) == first is not None
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("spelling", ["relative", "symlinked directory"])
+def test_a_submit_rings_a_supervisor_that_spelled_the_file_differently(
+        spelling: str, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor polls only every 30 s, so a pickup within 5 s means the submit rang its doorbell
+    although the two opened the file by different URLs (`--db sqlite:///tenure.db` and `--db tenure.db`)."""
+    monkeypatch.chdir(tmp_path)
+    if spelling == "relative":
+        sup_url, submit_url = "sqlite:///tenure.db", sqlite_url
+    else:
+        (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
+        sup_url, submit_url = sqlite_url, f"sqlite:///{tmp_path}/alias/tenure.db"
+    runner, submitter = service.open(sup_url, migrate=False), service.open(submit_url, migrate=False)
+    sup = runner.start_supervisor(heartbeat_s=0.05, lease_ttl_s=5.0, idle_poll_s=30.0, reclaim_every_s=30.0)
+    try:
+        wait_for(lambda: sup.loop_turns > 0, 5, "the supervisor to go idle")
+        task_id = submitter.submit_task("echo", {"spelled": spelling})
+        wait_for(lambda: submitter.task(task_id).status == "succeeded", 5, "the rung supervisor to run the task")
+    finally:
+        assert sup.stop(grace_s=0.0, timeout_s=5)
+        runner.close()
+        submitter.close()
