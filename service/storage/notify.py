@@ -176,6 +176,22 @@ class Doorbell:
             self.sock.close()
 
 
+IDLE_POLL_LISTENING_S = 2.0  # with LISTEN/NOTIFY (PostgreSQL), an idle supervisor polls only this often
+IDLE_POLL_DOORBELL_S = 1.0  # with a doorbell (SQLite), for work that becomes due by the clock
+
+
+def waker(engine: Engine, supervisor_id: int, on_work: Callable[[], None], halt: threading.Event,
+          idle_poll_s: float) -> tuple[Callable[[], None], str, float] | None:
+    """How this database wakes a supervisor: (the thread's body, its name, how often the supervisor
+    should still poll when idle), or None where nothing can (it polls every ``idle_poll_s``)."""
+    if supported(engine):
+        poll_s = max(idle_poll_s, IDLE_POLL_LISTENING_S)
+        return Listener(engine, on_work, halt, supervisor_id=supervisor_id, poll_s=poll_s).run, "listen", poll_s
+    if doorbells(engine):
+        return Doorbell(engine, supervisor_id, on_work, halt).run, "doorbell", max(idle_poll_s, IDLE_POLL_DOORBELL_S)
+    return None
+
+
 class Listener:
     """A thread that LISTENs and calls ``on_work`` for every announcement of work (PostgreSQL only).
 

@@ -51,8 +51,6 @@ from service.task_process import wire
 log = logging.getLogger("tenure.supervisor")
 
 SCAN_HOST_EVERY_S = 5.0  # how often to look for dead supervisors on this host
-IDLE_POLL_LISTENING_S = 2.0  # with LISTEN/NOTIFY (PostgreSQL), an idle supervisor polls only this often
-IDLE_POLL_DOORBELL_S = 1.0  # with a doorbell (SQLite), for work that becomes due by the clock
 
 
 class Supervisor:
@@ -113,15 +111,11 @@ class Supervisor:
         loops = [(self._loop, "loop"), (self._heartbeat_loop, "heartbeat")]
         if self.settings.prune_after_s is not None:
             loops.append((lambda: upkeep.prune_loop(self.leases, self.settings, self._halt), "prune"))
-        engine, on_work = self.leases.engine, lambda: self._post(("work",))
-        if notify.supported(engine):
-            self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_LISTENING_S)
-            listener = notify.Listener(engine, on_work, self._halt, supervisor_id=self.supervisor_id,
-                                       poll_s=self._idle_s)
-            loops.append((listener.run, "listen"))
-        elif notify.doorbells(engine):
-            loops.append((notify.Doorbell(engine, self.supervisor_id, on_work, self._halt).run, "doorbell"))
-            self._idle_s = max(self.settings.idle_poll_s, IDLE_POLL_DOORBELL_S)
+        waker = notify.waker(self.leases.engine, self.supervisor_id, lambda: self._post(("work",)), self._halt,
+                             self.settings.idle_poll_s)
+        if waker is not None:  # new work rings: the idle poll is only for work due by the clock
+            run, name, self._idle_s = waker
+            loops.append((run, name))
         for target, name in loops:
             thread = threading.Thread(target=self._supervised(target), name=f"tenure-{name}", daemon=True)
             self._threads.append(thread)
