@@ -123,7 +123,9 @@ class Runs:
             if row is None:
                 raise NotFound(f"there is no task {task_id}")
             lock_runs(conn, [row.run_id])
-            found = conn.execute(select(Task.status).where(Task.id == task_id).with_for_update()).one()
+            found = conn.execute(select(Task.status).where(Task.id == task_id).with_for_update()).one_or_none()
+            if found is None:  # deleted (pruned with its run) between the first read and the lock
+                raise NotFound(f"there is no task {task_id}")
             if found.status not in OPEN_TASK_STATUSES:
                 raise Conflict(f"task {task_id} is {found.status}; only a task that has not ended can be cancelled")
             cancel_attempts(conn, select(Task.id).where(Task.id == task_id))

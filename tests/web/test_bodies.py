@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -146,5 +147,8 @@ def test_a_body_in_many_small_chunks_is_joined_in_linear_time() -> None:
         return {"type": "http.request", "body": chunk, "more_body": sent < count}
 
     request = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
-    body = anyio.run(http.read_body, request, 16 * 1024 * 1024)
+    # On a thread of its own: the test's thread may already run an event loop (a test before it on this
+    # worker left one running), and anyio.run refuses to start another there.
+    with ThreadPoolExecutor(1) as pool:
+        body = pool.submit(anyio.run, http.read_body, request, 16 * 1024 * 1024).result()
     assert len(body) == count * len(chunk)
