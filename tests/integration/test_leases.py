@@ -396,11 +396,13 @@ def test_cancelling_a_run_s_last_open_task_completes_the_run_and_creates_its_hoo
 
 
 def test_a_run_whose_last_task_waits_out_a_retry_backoff_does_not_complete(env) -> None:  # type: ignore[no-untyped-def]
+    """The other task ends for good while the last one waits out its backoff: only then is the run
+    settled with a retrying task in it (a retry end alone does not settle its run)."""
     t, leases, a, _ = env
     run_id = t.submit_run(2, "echo", on_complete="echo")
     first, second = leases.claim(a, 2)
-    assert leases.finish(first, a, outcome=Outcome.SUCCEEDED, result=1)
     assert leases.finish(second, a, outcome=Outcome.FAILED, error="transient", retry_in_s=3600)
+    assert leases.finish(first, a, outcome=Outcome.SUCCEEDED, result=1)
     run = t.run(run_id)
     assert (run.status, run.counts["retrying"], run.hook_task_id) == ("running", 1, None)
     make_due(t, second.task_id)

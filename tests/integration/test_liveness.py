@@ -80,12 +80,28 @@ def test_a_supervisor_judged_dead_learns_it_at_its_next_heartbeat_and_is_alive_a
     assert t.wait_task(t.submit_task("echo", {"x": 1}), 5).status == "succeeded", "it was not rung"
 
 
-def test_a_supervisor_that_stops_stays_stopped(t: service.Tenure, supervise) -> None:  # type: ignore[no-untyped-def]
+def test_a_supervisor_that_stops_stays_stopped(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its own stop is no judgment: a heartbeat between marking itself stopped and its heartbeat
-    thread ending must not register it again (it beats every 10 ms here, so one would)."""
+    thread ending must not register it again. That window is short, so the stop holds it open
+    until the heartbeat thread (every 10 ms here) has beaten in it at least once."""
     sup = supervise(heartbeat_s=0.01)
     assert sup.supervisor_id is not None
-    wait_for(lambda: (sup.metrics.registry.get_sample_value("tenure_heartbeat_lag_seconds_count") or 0) > 5, 5,
-             "a few heartbeats")
-    assert sup.stop(grace_s=0.0, timeout_s=5)
+
+    def beats() -> float:
+        return sup.metrics.registry.get_sample_value("tenure_heartbeat_lag_seconds_count") or 0
+
+    wait_for(lambda: beats() > 5, 5, "a few heartbeats")
+    mark_stopped = sup.leases.stop_supervisor
+    beats_in_window: list[float] = []
+
+    def mark_stopped_then_let_it_beat(supervisor_id: int) -> None:
+        mark_stopped(supervisor_id)
+        before = beats()  # a beat counted from here on began no earlier than the one in flight now
+        wait_for(lambda: beats() >= before + 2, 5, "a heartbeat after the supervisor marked itself stopped")
+        beats_in_window.append(beats() - before)
+
+    monkeypatch.setattr(sup.leases, "stop_supervisor", mark_stopped_then_let_it_beat)
+    assert sup.stop(grace_s=0.0, timeout_s=10)
+    assert beats_in_window and beats_in_window[0] >= 2
     assert _stopped_at(t, sup.supervisor_id) is not None

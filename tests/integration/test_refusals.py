@@ -58,21 +58,30 @@ def test_a_result_that_is_not_valid_unicode_fails_its_own_attempt_with_the_reaso
     assert sup.fatal is None and not sup.stopped.is_set()
 
 
-@pytest.fixture
-def refusing(t: service.Tenure) -> Iterator[Engine]:
+@pytest.fixture(params=["value", "constraint"])
+def refusing(t: service.Tenure, request: pytest.FixtureRequest) -> Iterator[Engine]:
     """The database itself refuses to close an attempt whose error mentions "refuse-me" (a trigger),
-    as it would any value it cannot take: not a lost connection, a refusal of these values."""
+    as it would any value it cannot take: not a lost connection, a refusal of these values.
+
+    Two ways, one for each kind of refusal the supervisor writes around: ``value``, a value it
+    cannot take (a DataError: StorageRefused), and ``constraint``, a constraint that says no (an
+    IntegrityError: Conflict). SQLite's RAISE() is always a constraint error, so there the value
+    refusal is a string too big to make (SQLITE_TOOBIG, which the driver raises as a DataError).
+    """
     engine = t.engine
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
+            refuse = ("SELECT zeroblob(4611686018427387904)" if request.param == "value" else
+                      "SELECT RAISE(ABORT, 'this value is refused')")
             conn.exec_driver_sql(
                 "CREATE TRIGGER refuse_me BEFORE UPDATE ON task_attempts WHEN NEW.error LIKE '%refuse-me%' "
-                "BEGIN SELECT RAISE(ABORT, 'this value is refused'); END")
+                f"BEGIN {refuse}; END")
         else:
+            code = "22023" if request.param == "value" else "23514"  # invalid_parameter_value, check_violation
             conn.exec_driver_sql(
                 "CREATE FUNCTION refuse_me() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
                 "IF NEW.error LIKE '%%refuse-me%%' THEN "
-                "RAISE EXCEPTION 'this value is refused' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$")
+                f"RAISE EXCEPTION 'this value is refused' USING ERRCODE = '{code}'; END IF; RETURN NEW; END $$")
             conn.exec_driver_sql("CREATE TRIGGER refuse_me BEFORE UPDATE ON task_attempts FOR EACH ROW "
                                  "EXECUTE FUNCTION refuse_me()")
     yield engine
