@@ -44,10 +44,10 @@ def test_a_crash_in_a_process_an_earlier_task_used_is_nobody_s_for_sure(  # type
     assert t.wait_task(t.submit_task("t_corrupter", {"journal": str(log)}), 5).status == "succeeded"
     victim = t.submit_task("t_victim", {"journal": str(log)}, max_attempts=1)
     done = t.wait_task(victim, 10)
+    assert (done.status, done.charged, done.isolated) == ("succeeded", 0, True), t.attempts(victim)
     (*_, corrupted), = k.events(log, "corrupter")
     first, second = k.events(log, "victim")
     assert first[3] == corrupted and second[3] != corrupted, "the scenario: its first attempt reused the process"
-    assert (done.status, done.charged, done.isolated) == ("succeeded", 0, True), t.attempts(victim)
     assert [(a.outcome, a.charged) for a in t.attempts(victim)] == [("lost", False), ("succeeded", False)]
     assert "in a process that earlier tasks had run in" in (t.attempts(victim)[0].error or "")
 
