@@ -97,3 +97,15 @@ def test_a_value_the_database_refuses_fails_only_the_attempt_that_carries_it(  #
     assert task.status == "failed"
     assert task.error == "the database refused the values of this attempt's end (see the supervisor's log)"
     assert sup.fatal is None and not sup.stopped.is_set()
+
+
+def test_a_lone_surrogate_in_a_task_s_error_is_kept_readable_and_fails_only_it(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise) -> None:
+    """An exception whose text is not valid Unicode (what surrogateescape makes of undecodable bytes):
+    no frame, driver or page could carry it as it is; its one attempt fails, with the text readable."""
+    bad = t.submit_task("t_says", {"error": "badLONEbyte"}, max_attempts=1)  # raises "bad\udc80byte"
+    neighbours = [t.submit_task("echo", {"i": i}) for i in range(10)]
+    supervise()
+    task = t.wait_task(bad, 10)
+    assert (task.status, task.error) == ("failed", "PermanentError: bad\ufffdbyte")
+    assert all(t.wait_task(n, 10).status == "succeeded" for n in neighbours)
