@@ -15,9 +15,10 @@ figure (:mod:`gauges`) all read this order from here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, exists, literal, or_, select, union_all
+from sqlalchemy import Select, exists, literal, select, union_all
 
 from service.storage.db import db_now, status_is
 from service.storage.models import DUE_TASK_STATUSES, Task
@@ -47,6 +48,17 @@ def claim_order(limit: int, *columns: Any) -> Select[Any]:
         both.c.part, both.c.at, both.c.tid).limit(limit)
 
 
-def anything() -> Select[Any]:
-    """Whether any task is due: two index probes, no write lock."""
-    return select(or_(exists(by_time(Task.id)), exists(at_once(Task.id))))
+@dataclass(frozen=True)
+class Due:
+    """Which parts of the claim order hold a due task (true when either does)."""
+
+    by_time: bool
+    at_once: bool
+
+    def __bool__(self) -> bool:
+        return self.by_time or self.at_once
+
+
+def anything() -> Select[bool, bool]:
+    """Whether each part holds a due task: two index probes, no write lock."""
+    return select(exists(by_time(Task.id)), exists(at_once(Task.id)))

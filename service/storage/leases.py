@@ -180,14 +180,19 @@ class Leases:
     # -- claim and heartbeat ------------------------------------------------------------
 
     @translated
-    def anything_due(self) -> bool:
-        """Whether a claim would find a task, from a read that takes no write lock."""
+    def anything_due(self) -> due.Due:
+        """Whether a claim would find a task (and in which part of the claim order), from a read
+        that takes no write lock. Falsy when nothing is due."""
         with read_tx(self.engine) as conn:
-            return bool(conn.execute(_ANYTHING_DUE).scalar())
+            by_time, at_once = conn.execute(_ANYTHING_DUE).one()
+        return due.Due(bool(by_time), bool(at_once))
 
     @translated
-    def claim(self, supervisor_id: int, limit: int) -> list[Lease]:
+    def claim(self, supervisor_id: int, limit: int, found: due.Due | None = None) -> list[Lease]:
         """Lease up to ``limit`` due tasks, in the order :mod:`service.storage.due` states.
+
+        ``found`` (what :meth:`anything_due` just said) skips a part of the order that held
+        nothing then: one statement instead of two; what arrives there meanwhile rings a claim.
 
         Atomic: the tasks turn ``running`` under this supervisor's lease and each gets an open
         ``task_attempts`` row, all in one write transaction. On PostgreSQL the candidate rows
@@ -198,8 +203,10 @@ class Leases:
             return []
         with write_tx(self.engine) as conn:
             # Due by a time first (a retry whose backoff passed), then due at once: see storage.due.
-            rows = list(conn.execute(_CLAIM_BY_TIME, {"claim_supervisor": supervisor_id, "claim_limit": limit}))
-            if len(rows) < limit:
+            rows = []
+            if found is None or found.by_time:
+                rows = list(conn.execute(_CLAIM_BY_TIME, {"claim_supervisor": supervisor_id, "claim_limit": limit}))
+            if len(rows) < limit and (found is None or found.at_once):
                 rows += conn.execute(_CLAIM_AT_ONCE, {"claim_supervisor": supervisor_id,
                                                       "claim_limit": limit - len(rows)}).all()
             if not rows:

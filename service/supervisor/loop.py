@@ -265,7 +265,8 @@ class Supervisor:
         assert self.supervisor_id is not None
         try:
             # A read first: an idle supervisor asks without taking the database's write lock.
-            leases = self.leases.claim(self.supervisor_id, room) if self.leases.anything_due() else []
+            found = self.leases.anything_due()
+            leases = self.leases.claim(self.supervisor_id, room, found) if found else []
         except TenureError as exc:
             self._warn_once("claim.failed", exc)
             return self._idle_s
