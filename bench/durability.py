@@ -18,19 +18,16 @@ every sample; asserts nothing (a benchmark, not a test).
 from __future__ import annotations
 
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import text
+import throughput  # bench/throughput.py: measure() starts a worker and times a drain
 
 import service
 
-REPO = Path(__file__).resolve().parents[1]
 LEVELS = ("normal", "full")
 
 
@@ -46,25 +43,12 @@ def submits_per_s(db: Path, level: str, submits: int) -> float:
 
 
 def drained_per_s(db: Path, level: str, tasks: int) -> float:
-    t = service.open(str(db), sqlite_sync=level)
-    worker = subprocess.Popen([sys.executable, "-m", "service", "worker", "--db", str(db), "--log-level", "WARNING"],
-                              cwd=REPO, env={**os.environ, "TENURE_SQLITE_SYNC": level})
+    """One worker draining ``tasks`` no-ops, both it and this process at sync ``level`` (bench/throughput.py)."""
+    os.environ["TENURE_SQLITE_SYNC"] = level  # read by this process's open and by the worker it starts
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with t.engine.connect() as conn:
-                if conn.execute(text("SELECT count(*) FROM supervisors WHERE stopped_at IS NULL")).scalar():
-                    break
-            time.sleep(0.05)
-        start = time.monotonic()
-        run_id = t.submit_run(tasks, "sleep", {"min_seconds": 0, "max_seconds": 0, "failure_rate": 0,
-                                               "transient_rate": 0})
-        t.wait_run(run_id, 600, poll_s=0.02)
-        return tasks / (time.monotonic() - start)
+        return float(throughput.measure(str(db), 1, tasks))
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
-        t.close()
+        del os.environ["TENURE_SQLITE_SYNC"]
 
 
 def filesystem(path: Path) -> str:
