@@ -33,9 +33,17 @@ def upgrade() -> None:
     # What was queued to run at once before 0005 (its due time was "now" when it was written).
     op.execute("UPDATE tasks SET queued_at = COALESCE(next_attempt_at, created_at), next_attempt_at = NULL "
                "WHERE status = 'queued'")
+    # Counts of characters a task wrote can pass 2**31; PostgreSQL's INTEGER would refuse them (SQLite's
+    # holds 64 bits: no rebuild of its tables there).
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column('tasks', 'output_chars', type_=sa.BigInteger())
+        op.alter_column('task_attempts', 'logs_cut', type_=sa.BigInteger())
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column('task_attempts', 'logs_cut', type_=sa.Integer())
+        op.alter_column('tasks', 'output_chars', type_=sa.Integer())
     op.execute("UPDATE tasks SET next_attempt_at = created_at WHERE status IN ('queued', 'retrying') "
                "AND next_attempt_at IS NULL")
     op.drop_index('ix_tasks_ready', table_name='tasks')

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Float, Integer, Text, bindparam, case, func, select, update
+from sqlalchemy import BigInteger, Boolean, Connection, Float, Integer, Text, bindparam, case, func, select, update
 
 from service.storage import notify
 from service.storage.completion import lock_runs, settle_run
@@ -161,7 +161,7 @@ _ATTEMPT_END = (
         charged=bindparam("e_charged", type_=Boolean),
         # What the end leaves out stays as the heartbeats wrote it.
         logs=func.coalesce(bindparam("e_logs", type_=Text), TaskAttempt.logs),
-        logs_cut=func.coalesce(bindparam("e_logs_cut", type_=Integer), TaskAttempt.logs_cut),
+        logs_cut=func.coalesce(bindparam("e_logs_cut", type_=BigInteger), TaskAttempt.logs_cut),
         traceback=func.coalesce(bindparam("e_traceback", type_=Text), TaskAttempt.traceback),
     )
     .execution_options(synchronize_session=False)

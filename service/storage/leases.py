@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Boolean, Engine, Integer, Text, bindparam, case, exists, func, insert, select, update
+from sqlalchemy import BigInteger, Boolean, Engine, Integer, Text, bindparam, case, exists, func, insert, select, update
 
 from service.storage import due, notify
 from service.storage.db import db_now, read_tx, status_is, text_tail, write_tx
@@ -369,7 +369,8 @@ _BEAT_TASKS = (
         progress=case((bindparam("b_moved", type_=Boolean), bindparam("b_progress")), else_=Task.progress),
         checkpoint=case((bindparam("b_moved", type_=Boolean), bindparam("b_checkpoint", type_=Task.checkpoint.type)),
                         else_=Task.checkpoint),
-        output_chars=case((bindparam("b_wrote", type_=Boolean), bindparam("b_chars")), else_=Task.output_chars),
+        output_chars=case((bindparam("b_wrote", type_=Boolean), bindparam("b_chars", type_=BigInteger)),
+                          else_=Task.output_chars),
     )
     .execution_options(synchronize_session=False)
 )
@@ -379,7 +380,7 @@ _BEAT_LOGS = (
     update(TaskAttempt)
     .where((TaskAttempt.task_id == bindparam("b_id")) & (TaskAttempt.attempt == bindparam("b_attempt"))
            & status_is(TaskAttempt.outcome, "running"))
-    .values(logs=_NEW_LOGS, logs_cut=bindparam("b_total", type_=Integer) - func.length(_NEW_LOGS))
+    .values(logs=_NEW_LOGS, logs_cut=bindparam("b_total", type_=BigInteger) - func.length(_NEW_LOGS))
     .execution_options(synchronize_session=False)
 )
 

@@ -60,6 +60,11 @@ CHARGED_OUTCOMES = (Outcome.FAILED, Outcome.TIMED_OUT, Outcome.CRASHED)
 LOG_TAIL_CHARS = 64 * 1024  # of an attempt's output, the last characters kept (task_attempts.logs)
 
 
+# A count of characters a task wrote: past 2**31 on PostgreSQL's INTEGER it would be refused (and
+# with it every heartbeat carrying it). SQLite's INTEGER holds 64 bits already.
+COUNT = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -117,7 +122,7 @@ class Task(Base):
     progress: Mapped[float] = mapped_column(Float, server_default=text("0"))
     # Characters of output its current attempt has written (kept or cut): the run page's ETag
     # changes when a task prints, without reading the logs themselves.
-    output_chars: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    output_chars: Mapped[int] = mapped_column(COUNT, server_default=text("0"))
     checkpoint: Mapped[Any | None] = mapped_column(JSON)
     result: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
@@ -181,7 +186,7 @@ class TaskAttempt(Base):
     traceback: Mapped[str | None] = mapped_column(Text)  # of a failed attempt, bounded
     # What the task wrote (logging, stdout, stderr), its last 64 KiB; logs_cut bytes were dropped before.
     logs: Mapped[str | None] = mapped_column(Text)
-    logs_cut: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    logs_cut: Mapped[int] = mapped_column(COUNT, server_default=text("0"))
 
     __table_args__ = (
         Index("ix_task_attempts_task_attempt", "task_id", "attempt", unique=True),

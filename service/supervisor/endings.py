@@ -162,8 +162,9 @@ def without_values(end: End, why: str) -> End:
     reason = ascii_only(storable(why)) or "the database refused a value"
     if end.outcome is Outcome.SUCCEEDED:
         return replace(end, outcome=Outcome.FAILED, result=None, retry_in_s=None, checkpoint=None, logs=None,
-                       traceback=None, error=f"its output could not be stored: {reason}")
-    return replace(end, error=ascii_only(end.error), traceback=None, logs=None, checkpoint=None, result=None)
+                       logs_cut=None, traceback=None, error=f"its output could not be stored: {reason}")
+    return replace(end, error=ascii_only(end.error), traceback=None, logs=None, logs_cut=None, checkpoint=None,
+                   result=None)
 
 
 @dataclass(frozen=True)

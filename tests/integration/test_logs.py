@@ -130,3 +130,23 @@ def test_a_heartbeat_appends_only_what_was_written_since_the_last_one(open_tenur
     assert attempt.logs_cut == 70_000 + 21 + 101 - LOG_TAIL_CHARS
     beat()
     assert len(sent) == 5, "a beat with nothing new sends nothing"
+
+
+def test_counts_of_output_past_two_billion_characters_are_stored(open_tenure) -> None:  # type: ignore[no-untyped-def]
+    """A task that printed more than 2**31 characters: PostgreSQL's INTEGER refused the count, and with it
+    every heartbeat of its supervisor (its neighbours' leases were reclaimed) and then its own end."""
+    from service.storage.leases import Leases
+    from service.storage.models import Outcome
+
+    t = open_tenure()
+    leases = Leases(t.engine)
+    me = leases.register("loud", 1, None, None)
+    t.submit_run(1, "echo")
+    (lease,) = leases.claim(me, 1)
+    total = 3 * 2**31
+    beat = leases.heartbeat(me, logs=[(lease.task_id, lease.attempt, "the last line\n", total, True)])
+    assert beat.held == {lease.key} and beat.alive
+    assert leases.finish(lease, me, outcome=Outcome.SUCCEEDED, result=1, logs="the last line\n",
+                         logs_cut=total - 14)
+    (attempt,) = t.attempts(lease.task_id)
+    assert (attempt.outcome, attempt.logs_cut) == ("succeeded", total - 14)
