@@ -506,6 +506,36 @@ def _raw(text: str) -> str:
     return text.replace("NUL", "\x00").replace("LONE", "\udc80")
 
 
+KEPT: list[bytearray] = []  # what t_hog leaves behind in its process (a cache, a leak)
+
+
+class Hog:
+    """Keeps ``mb`` MiB alive in its process after it returns (a module-level cache), and succeeds."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> str:
+        note(self.args, self.ctx, "hog")
+        block = bytearray(int(self.args["mb"]) * 2**20)
+        block[::4096] = b"\1" * len(block[::4096])
+        KEPT.append(block)
+        return "kept"
+
+
+class Modest:
+    """Allocates ``mb`` MiB for a moment (well under its memory limit), frees it, and succeeds."""
+
+    def __init__(self, args: dict[str, Any], ctx: TaskContext) -> None:
+        self.args, self.ctx = args, ctx
+
+    def run(self) -> str:
+        note(self.args, self.ctx, "modest")
+        block = bytearray(int(self.args["mb"]) * 2**20)
+        del block
+        return "fine"
+
+
 CORRUPTED = {"process": False}  # what a task that corrupts its process's state leaves, unseen from outside
 
 
@@ -544,6 +574,6 @@ for _name, _cls in {
     "t_zygote_killer": ZygoteKiller, "t_slow_check": SlowCheck, "t_big_checkpoint": BigCheckpoint,
     "t_chatty": Chatty, "t_nice": Nice, "t_async": AsyncSleep, "t_async_block": AsyncBlock,
     "t_async_poll": AsyncPolling, "t_saboteur": Saboteur, "t_corrupter": Corrupter, "t_victim": Victim,
-    "t_says": Says, "t_stubborn": Stubborn,
+    "t_says": Says, "t_stubborn": Stubborn, "t_hog": Hog, "t_modest": Modest,
 }.items():
     register(_name)(_cls)

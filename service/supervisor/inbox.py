@@ -72,8 +72,8 @@ class Inbox:
         if not isinstance(raw_key, list) or len(raw_key) != 2:
             return None
         key = (int(raw_key[0]), int(raw_key[1]))
-        if op == "fatal":  # it names the attempt that ran out of memory: that one, and only it, is to blame
-            p.fatal, p.fatal_key = str(message.get("reason")), key
+        if op == "fatal":  # it ran out of memory (whose, the blame rules decide: the limit is the process's)
+            p.fatal = str(message.get("reason"))
             return None
         if op == "stuck":  # a task stopped while it blocks the event loop: only ending the process stops it
             pool.doom(p, f"task {key[0]} (attempt {key[1]}) blocked its event loop past a stop request")

@@ -87,7 +87,6 @@ class TaskProcess:
     on_purpose: bool = True  # doomed for another attempt's sake (False: for what it did itself)
     kill_at: float | None = None  # when SIGKILL follows the SIGTERM
     fatal: str | None = None  # what the process said before dying ("memory")
-    fatal_key: tuple[int, int] | None = None  # ... and of which attempt
     eof_mono: float | None = None  # when its socket closed
     exit_code: int | None = None  # its exit status: >= 0 exit code, < 0 signal number
     exited_mono: float | None = None  # when the zygote reported its exit
@@ -176,12 +175,8 @@ class TaskProcess:
         if self.doomed is not None and self.on_purpose:
             reason = f"its process was stopped because {self.doomed}"
             return [Event("died", ex, reason=reason, blame=Blame.STOPPED) for ex in occupants]
-        if self.fatal_key is not None and any(ex.key == self.fatal_key for ex in occupants):
-            # It said which attempt ran out of memory: that one crashed; the others died for its sake.
-            culprit = f"task {self.fatal_key[0]} (attempt {self.fatal_key[1]}) in it {death}"
-            return [Event("died", ex, reason=death, blame=Blame.OWN) if ex.key == self.fatal_key else
-                    Event("died", ex, reason=f"its process ended because {culprit}", blame=Blame.STOPPED)
-                    for ex in occupants]
+        # Which attempt hit the memory limit says nothing of whose memory it was (a neighbour's, or
+        # what an earlier occupant left): the limit is the process's. The rules below decide.
         if self.doomed is not None:
             death = f"{death} ({self.doomed})"
         if len(occupants) == 1 and self.tenants == 1:

@@ -52,6 +52,22 @@ def test_a_crash_in_a_process_an_earlier_task_used_is_nobody_s_for_sure(  # type
     assert "in a process that earlier tasks had run in" in (t.attempts(victim)[0].error or "")
 
 
+def test_memory_an_earlier_task_left_in_its_process_is_not_charged_to_the_next(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise, tmp_path: Path) -> None:
+    """A task keeps 250 MiB alive in its process and succeeds; the next, allocating 200 MiB under a
+    400 MiB limit (it succeeds alone), hits the limit there. Which attempt hit it says nothing of whose
+    memory it was: lost, not charged, and it runs again alone in a fresh process, where it succeeds."""
+    log = tmp_path / "journal"
+    hog = t.submit_task("t_hog", {"mb": 250, "journal": str(log)}, max_attempts=1, memory_limit_mb=400)
+    modest = t.submit_task("t_modest", {"mb": 200, "journal": str(log)}, max_attempts=1, memory_limit_mb=400)
+    supervise(concurrency=1)
+    assert t.wait_task(hog, 20).status == "succeeded"
+    done = t.wait_task(modest, 20)
+    assert (done.status, done.charged) == ("succeeded", 0), t.attempts(modest)
+    assert [(a.outcome, a.charged) for a in t.attempts(modest)] == [("lost", False), ("succeeded", False)]
+    assert k.events(log, "modest")[0][3] == k.events(log, "hog")[0][3], "the scenario: they shared a process"
+
+
 def test_a_neighbour_s_timeout_that_ends_the_process_never_counts_against_a_waiting_task(  # type: ignore[no-untyped-def]
         t: service.Tenure, supervise, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A polling task waits in a process (its kind parks, so the kind's next run() joins it); that
