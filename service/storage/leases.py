@@ -295,23 +295,31 @@ class Leases:
     # -- reclaiming the leases of the dead ------------------------------------------------
 
     @translated
-    def reclaim_supervisor(self, dead_id: int, reason: str) -> list[Key]:
+    def reclaim_supervisor(self, dead_id: int, reason: str, *, judged: datetime | None = None) -> list[Key]:
         """Take back every lease of a supervisor found dead, and mark it stopped.
 
         Each attempt ends ``lost``, not charged but counted (the task may be what killed it): its
-        task is due again at once, or fails after :data:`MAX_LOST` such losses. Atomic. Returns
-        the (task_id, attempt) pairs reclaimed; [] when it held none.
+        task is due again at once, or fails after :data:`MAX_LOST` such losses. With ``judged``
+        (the ``heartbeat_at`` its silence was measured on) it is a compare-and-set: a supervisor
+        whose heartbeat changed since, however late, keeps everything, and nothing is written.
+        Atomic. Returns the (task_id, attempt) pairs reclaimed; [] when it held none (or beat).
         """
-        with write_tx(self.engine) as conn:
-            ends = [End(task_id=task_id, attempt=attempt, run_id=run_id, outcome=Outcome.LOST, error=reason,
-                        counted=True, lost_before=lost)
-                    for task_id, attempt, run_id, lost in leased_by(conn, dead_id)]
-            lost_keys = end_attempts(conn, dead_id, ends)
-            conn.execute(
-                update(SupervisorRow)
-                .where(SupervisorRow.id == dead_id, SupervisorRow.stopped_at.is_(None))
-                .values(stopped_at=db_now())
-            )
+        try:
+            with write_tx(self.engine) as conn:
+                ends = [End(task_id=task_id, attempt=attempt, run_id=run_id, outcome=Outcome.LOST, error=reason,
+                            counted=True, lost_before=lost)
+                        for task_id, attempt, run_id, lost in leased_by(conn, dead_id)]
+                lost_keys = end_attempts(conn, dead_id, ends)
+                # Last, by the lock order; the heartbeat's own write to this row waits for ours, or came first.
+                stopped = update(SupervisorRow).where(SupervisorRow.id == dead_id)
+                if judged is not None:
+                    stopped = stopped.where(SupervisorRow.heartbeat_at == judged)
+                if not conn.execute(stopped.values(stopped_at=func.coalesce(SupervisorRow.stopped_at, db_now())))\
+                        .rowcount and judged is not None:
+                    raise _BeatMeanwhile
+        except _BeatMeanwhile:
+            log.info("supervisor.not_reclaimed dead=%s: its heartbeat changed since it was judged", dead_id)
+            return []
         for task_id, attempt in sorted(lost_keys):
             log.info("lease.lost task=%s attempt=%s supervisor=%s: %s", task_id, attempt, dead_id, reason)
         return sorted(lost_keys)
@@ -335,15 +343,27 @@ class Leases:
         return int(changed)
 
 
+class _BeatMeanwhile(Exception):
+    """A reclaim found its supervisor's heartbeat changed since it was judged: roll back."""
+
+
 def _claim(due: Any) -> Any:
-    """Lease the first ``claim_limit`` of the due tasks ``due`` selects, skipping rows others lock."""
+    """Lease the first ``claim_limit`` of the due tasks ``due`` selects, skipping rows others lock.
+
+    Only for a supervisor whose row is alive: one that others judged dead claims nothing (and locks
+    nothing) until its heartbeat has found out and registered it again, so its new leases are never
+    judged by the silence that got it reclaimed.
+    """
+    me = bindparam("claim_supervisor", type_=Integer)
+    alive = exists(select(SupervisorRow.id).where(SupervisorRow.id == me, SupervisorRow.stopped_at.is_(None)))
     return (
         update(Task)
         .where(Task.id.in_(
-            due.limit(bindparam("claim_limit", type_=Integer)).with_for_update(skip_locked=True).scalar_subquery()
+            due.where(alive).limit(bindparam("claim_limit", type_=Integer)).with_for_update(skip_locked=True)
+            .scalar_subquery()
         ))
         .values(
-            status=TaskStatus.RUNNING.value, supervisor_id=bindparam("claim_supervisor", type_=Integer),
+            status=TaskStatus.RUNNING.value, supervisor_id=me,
             attempts=Task.attempts + 1, output_chars=0, started_at=func.coalesce(Task.started_at, db_now()),
             next_attempt_at=None,
         )

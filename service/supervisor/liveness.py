@@ -111,3 +111,8 @@ class HeartbeatWatch:
         for gone in set(self._seen) - set(holders):
             del self._seen[gone]
         return dead
+
+    def forget(self, supervisor: int) -> None:
+        """Drop what was seen of ``supervisor`` (just reclaimed): if it lives on, its next leases get a
+        full TTL from when they are seen, not from a silence that began before they existed."""
+        self._seen.pop(supervisor, None)

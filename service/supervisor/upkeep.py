@@ -128,8 +128,9 @@ class Upkeep:
             ttl = holders[dead].lease_ttl_s or self.settings.lease_ttl_s
             lost = self.leases.reclaim_supervisor(
                 dead, f"its supervisor (supervisor {dead}) stopped heartbeating for its {ttl:g} s TTL "
-                      "(crashed, hung or cut off)",
+                      "(crashed, hung or cut off)", judged=holders[dead].heartbeat_at,
             )
+            self._watch.forget(dead)  # its next leases, if it lives on, are judged afresh
             log.warning("supervisor.reclaimed dead=%s tasks=%s supervisor=%s: no heartbeat for its %g s TTL",
                         dead, len(lost), supervisor_id, ttl)
             self.metrics.reaped("silent", len(lost))

@@ -101,14 +101,14 @@ def test_the_fence_needs_the_owner_too(env) -> None:  # type: ignore[no-untyped-
 
 
 def test_heartbeat_carries_progress_and_the_next_attempt_gets_the_checkpoint(env) -> None:  # type: ignore[no-untyped-def]
-    t, leases, a, _ = env
+    t, leases, a, b = env
     t.submit_run(2, "echo")
     one, two = leases.claim(a, 2)
     held = leases.heartbeat(a, [(one.task_id, 1, 0.8, {"elapsed_s": 8})]).held
     assert held == {(one.task_id, 1), (two.task_id, 1)}
     assert t.task(one.task_id).progress == 0.8
     assert len(leases.reclaim_supervisor(a, "judged dead")) == 2
-    again = {lease.task_id: lease for lease in leases.claim(a, 2)}
+    again = {lease.task_id: lease for lease in leases.claim(b, 2)}
     assert again[one.task_id].checkpoint == {"elapsed_s": 8}
 
 
@@ -143,11 +143,12 @@ def test_a_due_time_beyond_the_horizon_was_set_by_a_stepped_clock(env) -> None: 
 
 
 def test_attempts_lost_with_their_supervisor_are_never_charged(env) -> None:  # type: ignore[no-untyped-def]
-    t, leases, a, b = env
+    t, leases, _, b = env
     run_id = t.submit_run(1, "echo", max_attempts=1)
-    for _ in range(3):  # three supervisor deaths in a row, with a budget of one attempt
-        leases.claim(a, 1)
-        assert len(leases.reclaim_supervisor(a, "its supervisor died")) == 1
+    for i in range(3):  # three supervisor deaths in a row, with a budget of one attempt
+        dying = leases.register(f"host-{i}", 2000 + i, None, None)
+        leases.claim(dying, 1)
+        assert len(leases.reclaim_supervisor(dying, "its supervisor died")) == 1
     (task,) = t.run_with_tasks(run_id)[1]
     assert (task.status, task.charged, task.lost) == ("queued", 0, 3)
     assert [(x.outcome, x.charged) for x in t.attempts(task.id)] == [("lost", False)] * 3
@@ -158,11 +159,12 @@ def test_attempts_lost_with_their_supervisor_are_never_charged(env) -> None:  # 
 
 
 def test_a_task_lost_too_often_fails_instead_of_looping(env) -> None:  # type: ignore[no-untyped-def]
-    t, leases, a, _ = env
+    t, leases, _, _ = env
     run_id = t.submit_run(1, "echo", max_attempts=3)
-    for _ in range(MAX_LOST):
-        leases.claim(a, 1)
-        leases.reclaim_supervisor(a, "no heartbeat")
+    for i in range(MAX_LOST):  # it kills every supervisor that runs it
+        dying = leases.register(f"host-{i}", 2000 + i, None, None)
+        leases.claim(dying, 1)
+        leases.reclaim_supervisor(dying, "no heartbeat")
     (task,) = t.run_with_tasks(run_id)[1]
     assert (task.status, task.charged, task.lost) == ("failed", 0, MAX_LOST)
     assert task.error is not None and task.error.startswith(f"lost {MAX_LOST} times without finishing")

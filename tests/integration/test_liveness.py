@@ -15,8 +15,11 @@ import pytest
 from sqlalchemy import delete, select
 
 import service
+from service.clock import FakeClock
+from service.config import Settings
 from service.storage.leases import Leases
 from service.storage.models import SupervisorRow
+from service.supervisor.upkeep import Upkeep
 from tests import kinds_for_tests as k
 from tests.conftest import wait_for
 
@@ -105,3 +108,54 @@ def test_a_supervisor_that_stops_stays_stopped(  # type: ignore[no-untyped-def]
     assert sup.stop(grace_s=0.0, timeout_s=10)
     assert beats_in_window and beats_in_window[0] >= 2
     assert _stopped_at(t, sup.supervisor_id) is not None
+
+
+def _watching(t: service.Tenure, clock: FakeClock) -> tuple[Leases, Upkeep, int, int]:
+    leases = Leases(t.engine)
+    watcher = Upkeep(leases, Settings(heartbeat_s=5.0, lease_ttl_s=15.0), clock)
+    watcher_id = watcher.register("host-w")
+    holder = leases.register("host-s", 4242, None, None, heartbeat_s=5.0, lease_ttl_s=15.0)
+    return leases, watcher, watcher_id, holder
+
+
+def test_a_supervisor_judged_dead_claims_nothing_until_it_lives_again_and_then_gets_a_full_ttl(
+        t: service.Tenure, fake_clock: FakeClock) -> None:
+    """After a stall its loop may claim before its heartbeat learns it was judged dead: such leases
+    were judged by the old silence and reclaimed at the watcher's next look, each a counted loss."""
+    leases, watcher, watcher_id, stalled = _watching(t, fake_clock)
+    task_id = t.submit_task("echo", {"x": 1})
+    leases.claim(stalled, 1)
+    watcher.reclaim_silent(watcher_id)
+    while t.task(task_id).status == "running":  # a look a second sees its heartbeat unchanged, for 15 s
+        fake_clock.advance(1.0)
+        watcher.reclaim_silent(watcher_id)
+    assert [a.outcome for a in t.attempts(task_id)] == ["lost"]
+    assert leases.claim(stalled, 1) == [], "a supervisor judged dead claimed before it knew"
+    leases.register_again(stalled, "host-s", 4242, None, None, heartbeat_s=5.0, lease_ttl_s=15.0)
+    assert [lease.attempt for lease in leases.claim(stalled, 1)] == [2]
+    for _ in range(14):  # 14 s of silence of the living again: within its TTL
+        fake_clock.advance(1.0)
+        watcher.reclaim_silent(watcher_id)
+    task = t.task(task_id)
+    assert (task.status, task.attempts, task.lost) == ("running", 2, 1), "a fresh lease judged by an old silence"
+
+
+def test_a_holder_that_beats_after_it_was_judged_keeps_its_leases(t: service.Tenure, fake_clock: FakeClock) -> None:
+    """The reclaim is a compare-and-set on the heartbeat value it judged: a beat between the watcher's
+    read and its reclaim (a wait for SQLite's write lock, say) keeps every lease."""
+    leases, watcher, watcher_id, holder = _watching(t, fake_clock)
+    task_id = t.submit_task("echo", {"x": 1})
+    leases.claim(holder, 1)
+    for _ in range(15):  # 14 s of silence seen: alive still
+        watcher.reclaim_silent(watcher_id)
+        fake_clock.advance(1.0)
+    real = leases.reclaim_supervisor
+
+    def after_a_beat(dead: int, reason: str, **kwargs: object) -> list[tuple[int, int]]:
+        assert leases.heartbeat(holder).alive  # it beats now, after the read, before the reclaim
+        return real(dead, reason, **kwargs)  # type: ignore[arg-type]
+
+    leases.reclaim_supervisor = after_a_beat  # type: ignore[method-assign]
+    watcher.reclaim_silent(watcher_id)  # the 15th second: judged dead by what it read
+    assert t.task(task_id).status == "running", "a supervisor whose heartbeat had just changed lost its lease"
+    assert _stopped_at(t, holder) is None
