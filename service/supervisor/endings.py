@@ -200,47 +200,43 @@ class EndWriter:
     def deadline(self) -> float:
         return self.waiting[0].write_at + GROUP_COMMIT_S if self.waiting else float("inf")
 
-    def write(self, holder: int, now: float) -> list[Written]:
-        """Write up to :data:`MAX_BATCH` waiting ends in one transaction; what became of each.
+    def write(self, holder: int, now: float) -> tuple[list[Written], TenureError | None]:
+        """Write up to :data:`MAX_BATCH` waiting ends in one transaction: (what became of each end
+        written, and the error when the database went away before all were).
 
         Each end written is acknowledged then, and only then: logged (``attempt.<outcome>``) and
-        counted in the metrics.
-
-        Raises:
-            TenureError: the database is away (not a refusal); the ends wait :data:`RETRY_S`.
+        counted in the metrics. Those the database could not take (it is away, not refusing) wait
+        :data:`RETRY_S`, each queued once, in their order; the ones written before it went away
+        (one by one, after a refusal) are in the list all the same.
         """
-        written = self._write(holder, now)
+        batch = [self.waiting.popleft() for _ in range(min(MAX_BATCH, len(self.waiting)))]
+        written, error = self._write(holder, batch, now)
         for w in written:
             if w.applied:
                 end = w.end
                 log.info("attempt.%s task=%s attempt=%s supervisor=%s%s", end.outcome.value, end.task_id,
                          end.attempt, holder, f" error={end.error!r}" if end.error else "")
                 self.metrics.ended(w.ex.lease.kind, end.outcome, self.monotonic() - w.ex.started_mono)
-        return written
+        return written, error
 
-    def _write(self, holder: int, now: float) -> list[Written]:
-        batch = [self.waiting.popleft() for _ in range(min(MAX_BATCH, len(self.waiting)))]
+    def _write(self, holder: int, batch: list[Execution], now: float) -> tuple[list[Written], TenureError | None]:
         try:
-            try:
-                applied = self.leases.end_attempts(holder, [_recorded(ex) for ex in batch])
-            except (StorageRefused, Conflict) as exc:
-                log.warning("attempt.batch_refused attempts=%s error=%s: writing them one by one", len(batch), exc)
-                return self._one_by_one(holder, batch, now)
+            applied = self.leases.end_attempts(holder, [_recorded(ex) for ex in batch])
+        except (StorageRefused, Conflict) as exc:
+            log.warning("attempt.batch_refused attempts=%s error=%s: writing them one by one", len(batch), exc)
+            return self._one_by_one(holder, batch, now)
         except TenureError as exc:
-            log.info("attempt.ends_deferred attempts=%s error=%s (trying again in %g s)", len(batch), exc, RETRY_S)
-            self._again(batch, now)
-            raise
-        return [Written(ex, _recorded(ex), ex.key in applied) for ex in batch]
+            return [], self._again(batch, now, exc)
+        return [Written(ex, _recorded(ex), ex.key in applied) for ex in batch], None
 
-    def _one_by_one(self, holder: int, batch: list[Execution], now: float) -> list[Written]:
+    def _one_by_one(self, holder: int, batch: list[Execution], now: float) -> tuple[list[Written], TenureError | None]:
         written: list[Written] = []
         for index, ex in enumerate(batch):
             try:
                 written.append(self._alone(holder, ex))
-            except TenureError:
-                self._again(batch[index:], now)
-                raise
-        return written
+            except TenureError as exc:  # away now: the rest wait, each once
+                return written, self._again(batch[index:], now, exc)
+        return written, None
 
     def _alone(self, holder: int, ex: Execution) -> Written:
         """Write one end; refused, again without what was refused; refused still, as bare as it gets."""
@@ -258,10 +254,13 @@ class EndWriter:
                   "handed back by the next heartbeat", ex.key[0], ex.key[1])
         return Written(ex, end, False)
 
-    def _again(self, batch: list[Execution], now: float) -> None:
+    def _again(self, batch: list[Execution], now: float, exc: TenureError) -> TenureError:
+        """Put ``batch`` back at the head of the queue, to be tried after :data:`RETRY_S`; ``exc``."""
+        log.info("attempt.ends_deferred attempts=%s error=%s (trying again in %g s)", len(batch), exc, RETRY_S)
         for ex in reversed(batch):
             ex.write_at = now + RETRY_S
             self.waiting.appendleft(ex)
+        return exc
 
 
 def _recorded(ex: Execution) -> End:

@@ -310,8 +310,11 @@ class Supervisor:
     def _write_batch(self) -> None:
         """Raises TenureError when the database is away (the ends wait in the writer)."""
         assert self.supervisor_id is not None
-        for w in self._writer.write(self.supervisor_id, self.clock.monotonic()):
+        written, error = self._writer.write(self.supervisor_id, self.clock.monotonic())
+        for w in written:
             self._let_go(w.ex)  # a slot is free: claim at once (a task lost just now may be the one taken)
+        if error is not None:
+            raise error
 
     def _lease_lost(self, ex: Execution) -> None:
         """Cancelled or reclaimed: stop its code now; whoever took the lease wrote its end."""
