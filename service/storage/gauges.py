@@ -7,7 +7,8 @@ costs, on a database of N tasks (the README's "Metrics" has the measured figures
 * tasks by status and kind: one grouped pass over ``tasks`` (no index has the kind; O(N));
 * attempts by outcome: one grouped pass over ``task_attempts`` (O(attempts));
 * supervisors alive: the ``supervisors`` table (one row per supervisor start, pruned with history);
-* the oldest due task: one seek of the partial ``ix_tasks_due`` index, whatever N.
+* the oldest due task: one seek of the partial ``ix_tasks_due`` index, and the least ``queued_at`` of
+  the tasks due at once (a walk of ``ix_tasks_ready``: only the waiting tasks).
 
 The caller shares one read among many scrapes (:class:`service.supervisor.metrics.DatabaseCollector`).
 """
@@ -58,8 +59,10 @@ class Gauges:
                 .where(SupervisorRow.stopped_at.is_(None), SupervisorRow.heartbeat_at >= db_now(-alive_within_s))
             ).scalar_one()
             # The head of each part of the claim's order (storage.due): since when it has been due.
+            # Due by a time: the head of its order is the longest due. Due at once: claimed by task id,
+            # so a task handed back just now may head the line; the longest waiting is the min.
             timed = by_time(Task.next_attempt_at).limit(1).scalar_subquery()
-            ready = at_once(Task.queued_at).limit(1).scalar_subquery()
+            ready = at_once(func.min(Task.queued_at)).order_by(None).scalar_subquery()
             now, head_timed, head_ready = conn.execute(select(db_now(), timed, ready)).one()
             oldest = min((at for at in (head_timed, head_ready) if at is not None), default=None)
         return Figures(

@@ -144,8 +144,10 @@ class Endings:
 def _end(ex: Execution, outcome: Outcome, **fields: Any) -> End:
     """The end of ``ex`` with its latest progress, checkpoint and output."""
     lease = ex.lease
-    _, progress, saved = ex.snapshot()
+    version, progress, saved = ex.snapshot()
     logs, cut = ex.logs()
+    if not version:  # it reported nothing: what the task row holds (an earlier attempt's progress) stays
+        progress, saved = None, None
     kept = {"progress": progress, "checkpoint": saved, "logs": logs or None, "logs_cut": cut, **fields}
     if outcome is Outcome.SUCCEEDED:
         kept.pop("checkpoint")

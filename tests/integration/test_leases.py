@@ -411,3 +411,56 @@ def test_a_run_whose_last_task_waits_out_a_retry_backoff_does_not_complete(env) 
     (again,) = leases.claim(a, 1)
     assert leases.finish(again, a, outcome=Outcome.SUCCEEDED, result=2)
     assert t.run(run_id).status == "completed" and t.run(run_id).hook_task_id is not None
+
+
+def test_work_due_at_once_is_claimed_in_submission_order_a_task_handed_back_first(env) -> None:  # type: ignore[no-untyped-def]
+    """No clock orders what is due at once: the task id does, so an interrupted task resumes before
+    the tasks submitted after it (README, "Pictures of a run")."""
+    t, leases, a, b = env
+    first, second = t.submit_task("echo", {"i": 1}), t.submit_task("echo", {"i": 2})
+    (lease,) = leases.claim(a, 1)
+    assert lease.task_id == first
+    assert leases.finish(lease, a, outcome=Outcome.LOST, error="its process was stopped")
+    assert [x.task_id for x in leases.claim(b, 2)] == [first, second]
+
+
+def test_the_oldest_due_figure_is_the_longest_wait_not_the_head_of_the_line(env) -> None:  # type: ignore[no-untyped-def]
+    """A task handed back just now heads the line (by id); the figure must still see the one waiting a minute."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from service.storage.gauges import Gauges
+    from service.storage.models import Task
+
+    t, leases, a, _ = env
+    first, _second = t.submit_task("echo", {"i": 1}), t.submit_task("echo", {"i": 2})
+    with t.engine.begin() as conn:  # both have waited a minute (aged, not waited for)
+        for task_id, queued_at in conn.execute(select(Task.id, Task.queued_at)).all():
+            conn.execute(update(Task).where(Task.id == task_id).values(queued_at=queued_at - timedelta(seconds=60)))
+    (lease,) = leases.claim(a, 1)
+    assert lease.task_id == first and leases.finish(lease, a, outcome=Outcome.RELEASED)
+    assert Gauges(t.engine).figures(15.0).oldest_due_s >= 59.0
+
+
+def test_an_attempt_that_reported_nothing_leaves_the_task_s_progress_as_it_was(env) -> None:  # type: ignore[no-untyped-def]
+    """Lost before it reported anything, an attempt must not reset the progress an earlier one reached."""
+    from service.config import Settings
+    from service.supervisor.attempt import Execution
+    from service.supervisor.endings import Endings
+    from service.supervisor.retry import RetryPolicy
+
+    t, leases, a, b = env
+    t.submit_run(1, "echo")
+    (first,) = leases.claim(a, 1)
+    leases.heartbeat(a, [(first.task_id, 1, 0.5, {"at": 5})])
+    assert leases.finish(first, a, outcome=Outcome.LOST, error="its supervisor died", progress=0.5,
+                         checkpoint={"at": 5})
+    (second,) = leases.claim(b, 1)
+    ex = Execution(lease=second, started_mono=0.0, deadline_mono=60.0)
+    end = Endings(Settings(), RetryPolicy()).lost(ex, "its process was stopped", counted=False, isolate=False)
+    assert leases.end_attempts(b, [end]) == {second.key}
+    task = t.task(first.task_id)
+    assert (task.progress, task.status) == (0.5, "queued")
+    (third,) = leases.claim(a, 1)
+    assert third.checkpoint == {"at": 5}
