@@ -144,8 +144,9 @@ class Endings:
 def _end(ex: Execution, outcome: Outcome, **fields: Any) -> End:
     """The end of ``ex`` with its latest progress, checkpoint and output."""
     lease = ex.lease
-    version, progress, saved = ex.snapshot()
+    version, reported, saved = ex.snapshot()
     logs, cut = ex.logs()
+    progress: float | None = reported
     if not version:  # it reported nothing: what the task row holds (an earlier attempt's progress) stays
         progress, saved = None, None
     kept = {"progress": progress, "checkpoint": saved, "logs": logs or None, "logs_cut": cut, **fields}
