@@ -28,13 +28,14 @@ _EXPORTS = {
     "PermanentError": "service.errors", "SchemaError": "service.errors", "StorageError": "service.errors",
     "TenureError": "service.errors", "TransientError": "service.errors",
     "TaskContext": "service.task_process.protocol", "register": "service.task_process.protocol",
+    "schedule": "service.faces.schedules",
     "Supervisor": "service.supervisor.loop",
 }
 
 __all__ = [
     "Conflict", "InvalidInput", "NotFound", "PermanentError", "SchemaError", "Settings",
     "StorageError", "Supervisor", "TaskContext", "Tenure", "TenureError", "TransientError",
-    "open", "register",
+    "open", "register", "schedule",
 ]
 
 
@@ -60,5 +61,6 @@ if TYPE_CHECKING:
         TransientError,
     )
     from service.faces.client import Tenure, open
+    from service.faces.schedules import schedule
     from service.supervisor.loop import Supervisor
     from service.task_process.protocol import TaskContext, register

@@ -22,7 +22,7 @@ from typing import Any
 
 from service.config import Settings, parse_duration, parse_memory
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
-from service.faces import client, logs, summary
+from service.faces import client, logs, schedules, summary
 from service.faces import plans as requests
 from service.storage import schema
 from service.storage.db import make_engine, normalize_url, sqlite_path
@@ -262,6 +262,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:  # taken before the database is opened: a busy port writes nothing
         server = metrics.serve(args.metrics_host, args.metrics_port, exposed)
     t = client.open(db_url(args))
+    schedules.sync_defined(t.store)  # many workers starting together write each definition once
     supervisor = Supervisor(t.engine, settings, clock=t.clock)
     exposed.add(supervisor.metrics.registry)
     if args.metrics_db:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -21,11 +22,14 @@ from sqlalchemy import Engine
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.errors import InvalidInput, TaskFailed, TenureError
-from service.faces.plans import RunPlan, TaskPlan, plan_simulation, plan_task, plan_tasks
+from service.faces.plans import RunPlan, TaskPlan, plan_simulation, plan_task, plan_tasks, with_start
+from service.faces.schedules import plan_schedule, sync_defined
 from service.storage import Store, schema
 from service.storage.db import make_engine, normalize_url
+from service.storage.firing import Fired
 from service.storage.history import History, RunHistory
 from service.storage.retention import PruneReport
+from service.storage.schedules import ScheduleView
 from service.storage.submit import Created, Idempotency
 from service.storage.views import AttemptView, RunStatusView, RunView, TaskView
 from service.supervisor.loop import Supervisor
@@ -57,6 +61,8 @@ class Tenure:
         memory_limit_mb: int | None = None,
         on_complete: str | None = None,
         idempotency_key: str | None = None,
+        start_at: datetime | str | None = None,
+        delay_s: float | None = None,
     ) -> int:
         """Create a run; returns its id at once. Two shapes:
 
@@ -71,39 +77,46 @@ class Tenure:
         ``idempotency_key``, the same call again returns the same run; the same key with
         another request raises Conflict.
 
+        ``start_at`` (an aware datetime, or RFC 3339 text with its offset) or ``delay_s`` holds
+        every task back until then, by the database's clock; it can be cancelled before.
+
         Raises:
-            InvalidInput: unknown kind or hook, bad count, entries, name or parameters (nothing
+            InvalidInput: unknown kind or hook, bad count, entries, name, parameters or start (nothing
                 is written).
             Conflict: the idempotency key was used for a different request.
         """
-        return self.start_run(plan_run(what, tasks_or_kind, params, name=name, max_attempts=max_attempts,
-                                       timeout_s=timeout_s, memory_limit_mb=memory_limit_mb,
-                                       on_complete=on_complete), idempotency_key).id
+        plan = plan_run(what, tasks_or_kind, params, name=name, max_attempts=max_attempts, timeout_s=timeout_s,
+                        memory_limit_mb=memory_limit_mb, on_complete=on_complete)
+        return self.start_run(with_start(plan, start_at, delay_s), idempotency_key).id
 
     def start_run(self, plan: RunPlan, idempotency_key: str | None = None) -> Created:
         """Write a checked :class:`RunPlan`; ``Created.new`` is False when the key made it before."""
         return self.store.create_run(
             kind=plan.kind, total=plan.total, params=plan.params, tasks=plan.rows, name=plan.name,
             on_complete=plan.on_complete, idempotency=_key(idempotency_key, "run", plan.fingerprint),
+            start=plan.start,
         )
 
     def submit_task(
         self, kind: str, args: dict[str, Any] | None = None, *, label: str | None = None, max_attempts: int = 3,
         timeout_s: float | None = None, memory_limit_mb: int | None = None, idempotency_key: str | None = None,
+        start_at: datetime | str | None = None, delay_s: float | None = None,
     ) -> int:
         """Queue one task of ``kind`` built from JSON ``args``, outside any run; returns its id at once.
+        ``start_at`` or ``delay_s`` holds it back until then (see :meth:`submit_run`).
 
         Raises:
-            InvalidInput: unknown kind, or args that are not a JSON object (nothing is written).
+            InvalidInput: unknown kind, args that are not a JSON object, or a bad start (nothing is written).
             Conflict: the idempotency key was used for a different request.
         """
         plan = plan_task(kind, args, label=label, max_attempts=max_attempts, timeout_s=timeout_s,
                          memory_limit_mb=memory_limit_mb)
-        return self.start_task(plan, idempotency_key).id
+        return self.start_task(with_start(plan, start_at, delay_s), idempotency_key).id
 
     def start_task(self, plan: TaskPlan, idempotency_key: str | None = None) -> Created:
         """Write a checked :class:`TaskPlan`; ``Created.new`` is False when the key made it before."""
-        return self.store.create_task(**plan.row, idempotency=_key(idempotency_key, "task", plan.fingerprint))
+        return self.store.create_task(**plan.row, idempotency=_key(idempotency_key, "task", plan.fingerprint),
+                                      start=plan.start)
 
     # The classic task-manager exercise's verbs.
     register_task = submit_task
@@ -198,12 +211,58 @@ class Tenure:
         """Queue a finished run's failed tasks again; returns how many. Raises NotFound, Conflict."""
         return self.store.retry_run(run_id)
 
+    # -- schedules ------------------------------------------------------------------------
+
+    def add_schedule(self, name: str, cron: str, **options: Any) -> ScheduleView:
+        """Create a schedule: each slot of ``cron`` (in ``timezone``, default UTC) starts ``task``
+        ({"kind", "args", ...}) or ``run`` ({"kind", "tasks": [...]} or {"kind", "count", "params"}).
+
+        Policies: ``catch_up`` (none, latest, all; default latest) with ``catch_up_max``,
+        ``overlap`` (skip, allow, queue; default skip), ``grace_s`` (default 30: a slot fired
+        later than this was missed). See :mod:`service.faces.schedules`.
+
+        Raises:
+            InvalidInput: naming the field (nothing is written).
+            Conflict: a schedule of that name exists.
+        """
+        return self.store.schedule(self.store.create_schedule(plan_schedule(name, cron, **options)))
+
+    def schedules(self) -> list[ScheduleView]:
+        """Every schedule with its next fire times and latest fires."""
+        return self.store.schedules()
+
+    def schedule(self, ref: int | str) -> ScheduleView:
+        """One schedule, by id or name. Raises NotFound."""
+        return self.store.schedule(ref)
+
+    def pause_schedule(self, ref: int | str) -> ScheduleView:
+        """No slot fires until resumed (slots meanwhile are not caught up). Raises NotFound."""
+        return self.store.pause_schedule(ref)
+
+    def resume_schedule(self, ref: int | str) -> ScheduleView:
+        """Fire again from the next slot. Raises NotFound."""
+        return self.store.resume_schedule(ref)
+
+    def delete_schedule(self, ref: int | str) -> None:
+        """Delete it and its fire history (what it started stays). Raises NotFound."""
+        self.store.delete_schedule(ref)
+
+    def fire_schedule(self, ref: int | str) -> Fired:
+        """Start its task or run now, outside its slots. Raises NotFound."""
+        return self.store.fire_schedule_now(ref)
+
+    def fire_due_schedules(self, now: datetime | None = None) -> list[Fired]:
+        """Handle every due slot now (supervisors do this on their own; ``now``, naive UTC, for tests)."""
+        return self.store.fire_due(now)
+
     # -- supervising ----------------------------------------------------------------------
 
     def start_supervisor(self, settings: Settings | None = None, **overrides: Any) -> Supervisor:
-        """Start an embedded supervisor in this process (threads); stop it with ``.stop()``."""
+        """Start an embedded supervisor in this process (threads); stop it with ``.stop()``.
+        Schedules defined in code are synced to the database first."""
         if settings is None:
             settings = Settings.from_env(**overrides)
+        sync_defined(self.store)
         return Supervisor(self.engine, settings, clock=self.clock).start()
 
     def close(self) -> None:

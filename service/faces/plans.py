@@ -20,10 +20,13 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from service.config import check_memory_mb
+from service.cron import to_utc
 from service.errors import InvalidInput
+from service.storage.submit import Start
 from service.task_process.protocol import Kind, get_kind
 from service.text import check_json_text, check_text
 
@@ -33,6 +36,7 @@ MAX_LABEL_CHARS = 200
 MAX_ARGS_BYTES = 64 * 1024  # one task's args, as JSON
 SPEC_KEYS = frozenset({"args", "kind", "label", "max_attempts", "timeout_s", "memory_limit_mb"})
 LABEL_FROM_ARGS_CHARS = 40
+MAX_START_AHEAD = timedelta(days=366)  # a start time or delay at most this far ahead
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class RunPlan:
     on_complete: str | None
     fingerprint: str  # of the request as asked (before any seed is drawn): for idempotency
     explicit: bool = False
+    start: Start | None = None  # None: due at once
 
 
 @dataclass
@@ -64,6 +69,65 @@ class TaskPlan:
     row: dict[str, Any]
     fingerprint: str
     options: dict[str, Any] = field(default_factory=dict)
+    start: Start | None = None  # None: due at once
+
+
+def plan_start(start_at: Any = None, delay_s: Any = None) -> Start | None:
+    """When submitted work may start: an aware datetime (or RFC 3339 text with its offset), or a
+    delay in seconds; None when neither is given (at once).
+
+    Raises:
+        InvalidInput: both given, a time without a zone, not a time, a negative or non-finite
+            delay, or a start more than a year away.
+    """
+    if start_at is None and delay_s is None:
+        return None
+    if start_at is not None and delay_s is not None:
+        raise InvalidInput("give start_at or delay_s, not both")
+    if delay_s is not None:
+        number = isinstance(delay_s, (int, float)) and not isinstance(delay_s, bool)
+        if not number or not math.isfinite(delay_s) or delay_s < 0:
+            raise InvalidInput(f"delay_s must be a number of seconds from 0 up, got {delay_s!r}")
+        if delay_s > MAX_START_AHEAD.total_seconds():
+            raise InvalidInput(f"delay_s may be at most a year ({MAX_START_AHEAD.days} days), got {delay_s!r}")
+        return Start(delay_s=float(delay_s))
+    at = parse_time(start_at, "start_at")
+    if at - datetime.now(UTC) > MAX_START_AHEAD:
+        raise InvalidInput(f"start_at {at.isoformat()} is more than a year away; the furthest start is "
+                           f"{MAX_START_AHEAD.days} days ahead")
+    return Start(at=to_utc(at))
+
+
+P = TypeVar("P", RunPlan, TaskPlan)
+
+
+def with_start(plan: P, start_at: Any = None, delay_s: Any = None) -> P:
+    """``plan`` set to start at ``start_at`` or after ``delay_s`` (see :func:`plan_start`); the
+    idempotency fingerprint covers the start as asked."""
+    plan.start = plan_start(start_at, delay_s)
+    if plan.start is not None:
+        asked = start_at.isoformat() if isinstance(start_at, datetime) else start_at
+        plan.fingerprint = fingerprint([plan.fingerprint, asked, delay_s])
+    return plan
+
+
+def parse_time(value: Any, what: str) -> datetime:
+    """An aware datetime, from one or from RFC 3339 text ("2026-12-03T14:05:00+01:00", "...Z").
+
+    Raises:
+        InvalidInput: not a time, or a time without its zone (it would be read in some server's zone).
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidInput(f"{what} {value!r} is not an RFC 3339 time such as 2026-12-03T14:05:00+01:00") from None
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{what} must be a time (RFC 3339 text such as 2026-12-03T14:05:00Z), got "
+                           f"{type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(f"{what} {value.isoformat()} has no time zone; add one (2026-12-03T14:05:00Z, or +01:00)")
+    return value
 
 
 def fingerprint(request: Any) -> str:

@@ -3,7 +3,8 @@
 Modules: :mod:`db` (engines, transactions, the clock, what differs between SQLite and
 PostgreSQL), :mod:`models` (the tables), :mod:`schema` (migrations), :mod:`runs` (submitting,
 cancelling, retrying, completing runs), :mod:`reads` (what pages, the API and the CLI show),
-:mod:`submit` (runs and tasks, idempotently), :mod:`retention` (pruning), :mod:`leases` (the
+:mod:`submit` (runs and tasks, idempotently), :mod:`retention` (pruning), :mod:`schedules` and
+:mod:`firing` (schedules, one fire row per slot), :mod:`leases` (the
 supervisor's verbs), :mod:`notify` (LISTEN/NOTIFY), :mod:`errors`
 (database errors as tenure's own). Callers call verbs; they never build queries.
 
@@ -34,11 +35,12 @@ from sqlalchemy import Engine
 from service.storage.reads import Reads
 from service.storage.retention import Retention
 from service.storage.runs import Runs
+from service.storage.schedules import Schedules
 from service.storage.submit import Submissions
 
 
-class Store(Submissions, Runs, Reads, Retention):
-    """Submissions, run-level writes, reads and retention over one engine."""
+class Store(Submissions, Runs, Reads, Retention, Schedules):
+    """Submissions, run-level writes, reads, retention and schedules over one engine."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -83,6 +83,8 @@ class Run(Base):
     # The hook's task (tasks.id; no foreign key, to keep the two tables acyclic).
     hook_task_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # The start asked for (by the database's clock): no task of it starts before; NULL: at once.
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
@@ -135,6 +137,8 @@ class Task(Base):
     # ... and since when such a task waits (by the database's clock): for people and the backlog
     # figure only, never to decide when it runs.
     queued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The start asked for at submit (kept after it starts, for history); NULL: at once.
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -228,3 +232,98 @@ class SupervisorRow(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (Index("ix_supervisors_host_live", "host", "stopped_at"),)
+
+
+class ScheduleTarget(enum.StrEnum):
+    TASK = "task"  # each slot starts one task of a kind with args
+    RUN = "run"  # each slot starts a whole run
+
+
+class CatchUp(enum.StrEnum):
+    """What happens to slots missed while nothing could fire them (see service.cron and storage.firing)."""
+
+    NONE = "none"  # recorded as missed; nothing is created for them
+    LATEST = "latest"  # the latest of them is created, the rest recorded as missed
+    ALL = "all"  # each is created, up to the schedule's catch_up_max (the latest ones)
+
+
+class Overlap(enum.StrEnum):
+    """What happens at a slot while the work of the schedule's previous fire has not ended."""
+
+    SKIP = "skip"  # recorded as skipped, with the reason
+    ALLOW = "allow"  # started anyway, beside it
+    QUEUE = "queue"  # started once the previous ends (one waits at most; later slots meanwhile are skipped)
+
+
+class FireOutcome(enum.StrEnum):
+    FIRED = "fired"  # its task or run was created
+    QUEUED = "queued"  # waits for the previous fire's work to end (overlap queue)
+    SKIPPED = "skipped"  # not created: the previous fire's work was still running (overlap skip)
+    MISSED = "missed"  # not created: nothing ran at its time and the catch-up policy left it out
+    FAILED = "failed"  # could not be created (its kind is not registered any more, say): the reason says
+
+
+class Schedule(Base):
+    """A cron expression in a time zone, what each slot starts, and its policies."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(8))  # ScheduleTarget
+    kind: Mapped[str] = mapped_column(String(100))
+    # What a slot creates, checked when the schedule was made: a task's row, or a run's plan.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    catch_up: Mapped[str] = mapped_column(String(8))  # CatchUp
+    catch_up_max: Mapped[int] = mapped_column(Integer)
+    overlap: Mapped[str] = mapped_column(String(8))  # Overlap
+    # A slot fired later than this after its time was missed (the catch-up policy decides).
+    grace_s: Mapped[float] = mapped_column(Float)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    origin: Mapped[str] = mapped_column(String(8))  # "code" (synced from a definition at start) or "api"
+    definition_hash: Mapped[str] = mapped_column(String(64))  # of what defines it: a changed definition re-syncs
+    # The next slot not yet handled (UTC, by the database's clock): every slot before it has its fire row.
+    next_slot_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_fire_id: Mapped[int | None] = mapped_column(Integer)  # the latest fire that created work (overlap)
+    waiting_fire_id: Mapped[int | None] = mapped_column(Integer)  # a fire queued behind it (overlap queue)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (
+        Index("ux_schedules_name", "name", unique=True),
+        Index("ix_schedules_next", "paused", "next_slot_at"),
+        Index("ix_schedules_waiting", "waiting_fire_id", sqlite_where=text("waiting_fire_id IS NOT NULL"),
+              postgresql_where=text("waiting_fire_id IS NOT NULL")),
+    )
+
+
+class ScheduleFire(Base):
+    """One row per slot of a schedule (or per span of missed slots), and per fire by hand.
+
+    The unique key on (schedule_id, slot_at) is the exactly-once guarantee: the row, the work it
+    creates and the schedule's advanced cursor are written in one transaction, and a second
+    writer of the same slot is refused by the database, whatever crashed or stalled.
+    """
+
+    __tablename__ = "schedule_fires"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    slot_at: Mapped[datetime | None] = mapped_column(DateTime)  # UTC; NULL for a fire by hand
+    slots: Mapped[int] = mapped_column(Integer, server_default=text("1"))  # >1: a span of missed slots ...
+    last_slot_at: Mapped[datetime | None] = mapped_column(DateTime)  # ... ending at this slot
+    outcome: Mapped[str] = mapped_column(String(8))  # FireOutcome
+    catch_up: Mapped[bool] = mapped_column(Boolean, server_default=false())  # created late, for a missed slot
+    reason: Mapped[str | None] = mapped_column(Text)
+    fired_at: Mapped[datetime] = mapped_column(DateTime)  # when this row was written (or its work created)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+
+    __table_args__ = (
+        Index("ux_schedule_fires_slot", "schedule_id", "slot_at", unique=True),
+        Index("ix_schedule_fires_latest", "schedule_id", "id"),
+        Index("ix_schedule_fires_run", "run_id"),
+        Index("ix_schedule_fires_task", "task_id"),
+    )

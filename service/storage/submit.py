@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -26,6 +27,20 @@ from service.storage.models import IdempotencyKey, Run, RunStatus, Task, TaskSta
 class Idempotency:
     key: str
     request_hash: str
+
+
+@dataclass(frozen=True)
+class Start:
+    """When submitted work may start: at ``at`` (naive UTC), or ``delay_s`` after the database's now."""
+
+    at: datetime | None = None
+    delay_s: float | None = None
+
+    def due(self, conn: Connection) -> datetime:
+        """The instant, by the database's clock."""
+        if self.at is not None:
+            return self.at
+        return conn.execute(select(db_now(self.delay_s or 0.0))).scalar_one()  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -48,8 +63,10 @@ class Submissions:
         name: str | None = None,
         on_complete: str | None = None,
         idempotency: Idempotency | None = None,
+        start: Start | None = None,
     ) -> Created:
-        """Insert a run and its ``total`` queued tasks, due at once; ``tasks`` yields one row each.
+        """Insert a run and its ``total`` queued tasks, due at once (or at ``start``); ``tasks`` yields
+        one row each.
 
         Each row holds ``kind``, ``args``, ``label``, ``max_attempts``, ``timeout_s`` and
         ``memory_limit_mb``; positions are given in order from 0. Atomic: the run and all its
@@ -59,15 +76,8 @@ class Submissions:
             Conflict: ``idempotency`` names a key already used for a different request.
         """
         def make(conn: Connection) -> int:
-            run_id = int(conn.execute(
-                insert(Run).values(name=name, status=RunStatus.RUNNING.value, kind=kind, total=total,
-                                   params=params, on_complete=on_complete, created_at=db_now())
-                .returning(Run.id)
-            ).scalar_one())
-            rows = [{**row, "run_id": run_id, "position": i, "status": TaskStatus.QUEUED.value, "attempts": 0,
-                     "progress": 0.0} for i, row in enumerate(tasks)]
-            conn.execute(insert(Task).values(created_at=db_now(), queued_at=db_now()), rows)  # due at once: no time
-            return run_id
+            return insert_run(conn, kind=kind, total=total, params=params, tasks=tasks, name=name,
+                              on_complete=on_complete, due=start.due(conn) if start is not None else None)
 
         return self._submit(make, idempotency, "run_id")
 
@@ -82,8 +92,9 @@ class Submissions:
         timeout_s: float | None = None,
         memory_limit_mb: int | None = None,
         idempotency: Idempotency | None = None,
+        start: Start | None = None,
     ) -> Created:
-        """Insert one queued task that belongs to no run, due at once. Atomic.
+        """Insert one queued task that belongs to no run, due at once (or at ``start``). Atomic.
 
         Raises:
             Conflict: ``idempotency`` names a key already used for a different request.
@@ -92,7 +103,7 @@ class Submissions:
                "memory_limit_mb": memory_limit_mb}
 
         def make(conn: Connection) -> int:
-            return int(conn.execute(_INSERT_TASK, row).scalar_one())
+            return insert_task(conn, row, start.due(conn) if start is not None else None)
 
         return self._submit(make, idempotency, "task_id")
 
@@ -117,6 +128,29 @@ class Submissions:
                     raise
         key = idempotency.key.partition(":")[2] if idempotency is not None else ""
         raise Conflict(f"the idempotency key {key!r} is being used by another request right now")
+
+
+def insert_run(conn: Connection, *, kind: str, total: int, params: dict[str, Any], tasks: Iterable[dict[str, Any]],
+               name: str | None, on_complete: str | None, due: datetime | None) -> int:
+    """A run and its queued tasks, in ``conn``'s transaction: due at once, or at ``due`` (naive UTC)."""
+    run_id = int(conn.execute(
+        insert(Run).values(name=name, status=RunStatus.RUNNING.value, kind=kind, total=total, params=params,
+                           on_complete=on_complete, created_at=db_now(), scheduled_for=due)
+        .returning(Run.id)
+    ).scalar_one())
+    rows = [{**row, "run_id": run_id, "position": i, "status": TaskStatus.QUEUED.value, "attempts": 0,
+             "progress": 0.0} for i, row in enumerate(tasks)]
+    # Due at once: no time (no clock decides); else due by the time asked for, as a retry is.
+    later = {"next_attempt_at": due, "scheduled_for": due} if due is not None else {}
+    conn.execute(insert(Task).values(created_at=db_now(), queued_at=db_now(), **later), rows)
+    return run_id
+
+
+def insert_task(conn: Connection, row: dict[str, Any], due: datetime | None) -> int:
+    """One queued task of no run, in ``conn``'s transaction: due at once, or at ``due`` (naive UTC)."""
+    if due is None:
+        return int(conn.execute(_INSERT_TASK, row).scalar_one())
+    return int(conn.execute(_INSERT_TASK, {**row, "next_attempt_at": due, "scheduled_for": due}).scalar_one())
 
 
 # Built once: the values of a statement built per call cost more to hash than to run.

@@ -45,6 +45,7 @@ from service.supervisor.holdings import Holdings
 from service.supervisor.pool import Pool
 from service.supervisor.processes import Event
 from service.supervisor.retry import RetryPolicy
+from service.supervisor.timers import Timers
 from service.supervisor.upkeep import Upkeep
 from service.task_process import wire
 
@@ -90,7 +91,7 @@ class Supervisor:
         self._claim_now = False  # a slot came free or work was announced: claim at once
         self._writer = EndWriter(self.leases, self.metrics, self.clock.monotonic)  # ends waiting for their commit
         self._idle_s = self.settings.idle_poll_s
-        self._retry_due = float("inf")  # when the soonest retry this supervisor scheduled is due
+        self.timers = Timers(engine, self.metrics, self._idle_s)  # delayed tasks and schedule slots
         self.stopped = threading.Event()  # set once the loop has ended and leases are released
         self.loop_turns = 0  # how often the loop woke: an idle supervisor must not spin
 
@@ -115,6 +116,7 @@ class Supervisor:
                              self.settings.idle_poll_s)
         if waker is not None:  # new work rings: the idle poll is only for work due by the clock
             run, name, self._idle_s = waker
+            self.timers.idle_s = self._idle_s
             loops.append((run, name))
         for target, name in loops:
             thread = threading.Thread(target=self._supervised(target), name=f"tenure-{name}", daemon=True)
@@ -187,12 +189,11 @@ class Supervisor:
             if self._claim_now:
                 self._claim_now = False
                 next_claim = now
-            if self._retry_due <= now:  # a task this supervisor failed is due again
-                self._retry_due = float("inf")
-                next_claim = now
-            next_claim = min(next_claim, self._retry_due)
+            next_claim = min(next_claim, self.timers.task_due)  # a retry or a delayed task comes due
             if not self._stopping.is_set() and now >= next_claim:
-                next_claim = now + self._claim()
+                next_claim = now + self._claim(now)
+            if not self._stopping.is_set() and now >= self.timers.slot_due:
+                self._guard("schedules", lambda: self.timers.fire(mono(), supervisor_id))
             if self._inflight and now >= next_check:
                 next_check = now + self.settings.lease_check_s
                 self._guard("lease_check", self._check_leases)
@@ -202,7 +203,8 @@ class Supervisor:
             if now >= next_scan:
                 next_scan = now + SCAN_HOST_EVERY_S
                 self._guard("scan", self._recover_dead_on_host)
-            wake_at = min(next_claim, next_reclaim, next_scan, self._next_deadline(), self.pool.next_deadline(),
+            wake_at = min(next_claim, self.timers.task_due, self.timers.slot_due, next_reclaim, next_scan,
+                          self._next_deadline(), self.pool.next_deadline(),
                           self._writer.deadline,
                           next_check if self._inflight else float("inf"),
                           stop_deadline if stop_deadline is not None else float("inf"))
@@ -257,8 +259,10 @@ class Supervisor:
     def _next_deadline(self) -> float:
         return min((ex.wake_at for ex in self._inflight.values()), default=float("inf"))
 
-    def _claim(self) -> float:
-        """Claim into free slots; returns seconds until the next claim should be tried."""
+    def _claim(self, now: float) -> float:
+        """Claim into free slots; returns seconds until the next claim should be tried (a slot left
+        free looks ahead: the loop wakes when the next delayed task or schedule slot is due)."""
+        self.timers.task_due = float("inf")  # set again by the look ahead below; a freed slot claims at once
         room = self.settings.concurrency - len(self._inflight)
         if room <= 0:
             return self._idle_s
@@ -268,11 +272,13 @@ class Supervisor:
             found = self.leases.anything_due()
             leases = self.leases.claim(self.supervisor_id, room, found) if found else []
         except TenureError as exc:
-            self._warn_once("claim.failed", exc)
+            self.upkeep.trouble(self.supervisor_id, "claim.failed", exc)
             return self._idle_s
         for lease in leases:
             self._dispatch(lease)
-        # Nothing more is due now, or no slot is free; a freed slot or a notification claims at once.
+        if len(leases) < room:  # nothing more is due now: when is the next?
+            self._guard("look_ahead", lambda: self.timers.look(now))
+        # A freed slot or a notification claims at once.
         return self._idle_s
 
     def _dispatch(self, lease: Lease) -> None:
@@ -296,8 +302,6 @@ class Supervisor:
         if not ex.record(end, self.clock.monotonic()):
             return
         self.pool.stop(ex, why, force=force)  # a no-op once its process has let it go
-        if end.retry_in_s is not None:
-            self._retry_due = min(self._retry_due, self.clock.monotonic() + end.retry_in_s)
         self._writer.add(ex)
 
     def _write_ends(self) -> None:
@@ -305,7 +309,7 @@ class Supervisor:
         try:
             self._write_batch()
         except TenureError as exc:
-            self._warn_once("end.deferred", exc)
+            self.upkeep.trouble(self.supervisor_id, "end.deferred", exc)
 
     def _write_batch(self) -> None:
         """Raises TenureError when the database is away (the ends wait in the writer)."""
@@ -364,19 +368,10 @@ class Supervisor:
             self._lease_lost(self._inflight[key])
 
     def _recover_dead_on_host(self) -> None:
-        assert self.supervisor_id is not None
-        self.upkeep.recover_dead_on_host(self.supervisor_id, self.host)
-
-    def _warn_once(self, event: str, exc: BaseException) -> None:
-        self.upkeep.trouble(self.supervisor_id, event, exc)
+        self.upkeep.recover_dead_on_host(self.supervisor_id, self.host)  # type: ignore[arg-type]
 
     def _guard(self, what: str, fn: Any) -> None:
-        try:
-            fn()
-        except TenureError as exc:
-            self._warn_once(f"{what}.failed", exc)
-        except Exception:
-            log.exception("%s.crashed supervisor=%s", what, self.supervisor_id)
+        self.upkeep.guard(self.supervisor_id, what, fn)
 
     def _shutdown(self) -> None:
         with self._inflight_lock:

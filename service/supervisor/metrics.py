@@ -78,6 +78,12 @@ class SupervisorMetrics:
               registry=r).set_function(lambda: 0.0 if self._beat_at is None else self._mono() - self._beat_at)
         Gauge("tenure_running_attempts", "Attempts in flight in this process", registry=r).set_function(running)
         Gauge("tenure_concurrency", "Attempts this process runs at once at most", registry=r).set(concurrency)
+        self._fires = Counter("tenure_schedule_fires", "Slots of schedules this process handled, by schedule and "
+                              "outcome (fired, queued, skipped, missed) and whether it was a catch-up",
+                              ["schedule", "outcome", "catch_up"], registry=r)
+        self._fire_lag = Histogram("tenure_schedule_fire_lag_seconds", "From a slot's time to the creation of its "
+                                   "task or run, by the database's clock, by schedule", ["schedule"],
+                                   buckets=WAIT_BUCKETS_S, registry=r)
         self._beat_at: float | None = None
         self._interval_s = 0.0
         # Labelled children, looked up once: (kind, outcome) for ends, (kind, "") for starts.
@@ -100,6 +106,12 @@ class SupervisorMetrics:
             children = self._children[key] = (self._ended.labels(*key), self._duration.labels(*key))
         children[0].inc()
         children[1].observe(max(0.0, ran_s))
+
+    def fired(self, schedule: str, outcome: str, catch_up: bool, slots: int, lag_s: float | None) -> None:
+        """This process handled ``slots`` slots of a schedule in one transaction."""
+        self._fires.labels(schedule, outcome, "true" if catch_up else "false").inc(slots)
+        if lag_s is not None and not catch_up:
+            self._fire_lag.labels(schedule).observe(max(0.0, lag_s))
 
     def judged_dead(self) -> None:
         self._judged_dead.inc()

@@ -173,6 +173,16 @@ class Upkeep:
                 log.warning("supervisor.storage_still_unavailable supervisor=%s for_s=%.0f error=%s",
                             supervisor_id, now - self._trouble_since, exc)
 
+    def guard(self, supervisor_id: int | None, what: str, fn: Any) -> None:
+        """Run one duty of the loop: a storage error is an episode of trouble, any other is logged;
+        neither ends the loop."""
+        try:
+            fn()
+        except TenureError as exc:
+            self.trouble(supervisor_id, f"{what}.failed", exc)
+        except Exception:
+            log.exception("%s.crashed supervisor=%s", what, supervisor_id)
+
     def no_trouble(self, supervisor_id: int | None) -> None:
         with self._trouble_lock:
             if self._trouble_since is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MAX_MODULE_TOKENS = 3_000  # code tokens: about 400 lines of plain code, however the lines are packed
 MAX_MODULE_LINES = 450  # and never longer than this, docstrings and comments included
-SHARED = ("service.errors", "service.config", "service.clock", "service.text", "service.validation")
+SHARED = ("service.errors", "service.config", "service.clock", "service.text", "service.validation", "service.cron")
 # What each side of service/ may import from service/ (besides itself and SHARED): the process
 # boundary as folders. Task processes never load the database, the supervisor or the faces.
 MAY_IMPORT = {

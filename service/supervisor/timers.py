@@ -1,0 +1,61 @@
+"""When an idle supervisor must wake: the earliest delayed task (or retry) comes due, or a
+schedule's slot does.
+
+Both are judged by the database's clock: one read (:meth:`Firing.upcoming`, index probes only)
+says how many seconds away each is, and the loop sleeps until then on its own monotonic clock,
+so no process's wall clock is compared with another's. Whatever is submitted or scheduled
+meanwhile rings the supervisor (NOTIFY, or the SQLite doorbell), which looks again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Engine
+
+from service.storage.firing import Fired, Firing
+
+log = logging.getLogger("tenure.schedules")
+
+WAKE_AFTER_S = 0.001  # past the due time, so that the claim finds it due by the database's clock
+DUE_AGAIN_S = 0.005  # a task due already but not claimed (another claimer holds its row): look again this soon
+
+
+class _Firing(Firing):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+
+class Timers:
+    """Deadlines on the loop's monotonic clock: ``task_due`` (claim) and ``slot_due`` (fire)."""
+
+    def __init__(self, engine: Engine, metrics: Any, idle_s: float) -> None:
+        self.firing = _Firing(engine)
+        self.metrics = metrics
+        self.idle_s = idle_s
+        self.task_due = float("inf")
+        self.slot_due = 0.0  # look at once after start: slots may be due already
+
+    def look(self, now: float) -> None:
+        """Read how far away the next due task and slot are. Raises TenureError."""
+        ahead = self.firing.upcoming()
+        self.task_due = float("inf") if ahead.task_in_s is None else \
+            now + (ahead.task_in_s + WAKE_AFTER_S if ahead.task_in_s > 0 else DUE_AGAIN_S)
+        self.slot_due = float("inf") if ahead.slot_in_s is None else now + ahead.slot_in_s + WAKE_AFTER_S
+        if ahead.waiting:  # a fire queued behind a running one: look again when idle work would
+            self.slot_due = min(self.slot_due, now + self.idle_s)
+
+    def fire(self, now: float, supervisor_id: int | None) -> list[Fired]:
+        """Handle the due slots, then look ahead again. Raises TenureError."""
+        self.slot_due = now + self.idle_s  # were this to fail, try again after an idle poll
+        fired = self.firing.fire_due()
+        for f in fired:
+            self.metrics.fired(f.schedule, f.outcome, f.catch_up, f.slots, f.lag_s)
+            log.info("schedule.%s schedule=%r slot=%s catch_up=%s slots=%s run=%s task=%s lag_ms=%s supervisor=%s",
+                     f.outcome, f.schedule, f.slot_at.isoformat() + "Z" if f.slot_at else None, f.catch_up, f.slots,
+                     f.run_id, f.task_id, None if f.lag_s is None else round(f.lag_s * 1000), supervisor_id)
+        self.look(now)
+        if not fired and self.slot_due <= now + WAKE_AFTER_S:  # due, yet another firer holds it: not a spin
+            self.slot_due = now + DUE_AGAIN_S * 10
+        return fired
