@@ -37,13 +37,13 @@ TILE_OUTPUT_CHARS = 600  # of the latest attempt's output, shown in a run page's
 
 RUN_COLUMNS = (
     Run.id, Run.name, Run.status, Run.kind, Run.total, Run.params, Run.on_complete,
-    Run.hook_task_id, Run.created_at, Run.finished_at,
+    Run.hook_task_id, Run.created_at, Run.finished_at, Run.scheduled_for,
 )
 TASK_COLUMNS = (
     Task.id, Task.run_id, Task.position, Task.kind, Task.args, Task.status, Task.attempts,
     Task.max_attempts, Task.progress, Task.result, Task.error, Task.created_at, Task.started_at,
     Task.finished_at, Task.next_attempt_at, Task.supervisor_id, Task.charged, Task.lost, Task.isolated,
-    Task.label, Task.timeout_s, Task.memory_limit_mb,
+    Task.label, Task.timeout_s, Task.memory_limit_mb, Task.scheduled_for,
 )
 ATTEMPT_COLUMNS = (
     TaskAttempt.attempt, TaskAttempt.supervisor_id, TaskAttempt.started_at, TaskAttempt.finished_at,

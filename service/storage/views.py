@@ -37,6 +37,7 @@ class RunView:
     created_at: datetime
     finished_at: datetime | None
     counts: dict[str, int] = field(default_factory=dict)
+    scheduled_for: datetime | None = None  # the start asked for (UTC); None: at once
 
     @property
     def done(self) -> int:
@@ -72,6 +73,7 @@ class TaskView:
     label: str | None = None  # what a person calls it (None for simulations)
     timeout_s: float | None = None
     memory_limit_mb: int | None = None
+    scheduled_for: datetime | None = None  # the start asked for (UTC); None: at once
     output: str | None = None  # the end of its latest attempt's output (read for a run's page only)
 
     @property
