@@ -1,8 +1,9 @@
 """Retention: deleting what ended long ago, in batches short enough never to stall anyone.
 
 What goes: runs that ended (completed or cancelled) before the cutoff, with their tasks,
-attempts, logs, idempotency keys and completion hook; single tasks that ended before it; and
-supervisors stopped before it that no remaining row refers to. A run in progress is never
+attempts, logs, idempotency keys, completion hook and schedule fire row; single tasks that ended
+before it; schedule fire rows that created nothing (skipped, missed) written before it; and
+supervisors stopped before it that no remaining row refers to. Schedules themselves never go. A run in progress is never
 touched: each batch re-checks, under the run's lock, that it has still ended. Nor is a run whose
 completion hook has not ended (the run waits for it), and a hook that has not ended is never
 deleted. A run takes several batches, so the first marks it ``deleting`` under its lock: retry
@@ -29,9 +30,11 @@ from service.storage.db import db_now, status_is, write_tx
 from service.storage.errors import translated
 from service.storage.models import (
     TERMINAL_TASK_STATUSES,
+    FireOutcome,
     IdempotencyKey,
     Run,
     RunStatus,
+    ScheduleFire,
     SupervisorRow,
     Task,
     TaskAttempt,
@@ -42,6 +45,7 @@ TARGET_BATCH_S = 0.02  # what one batch (one write transaction, its commit inclu
 MIN_BATCH, MAX_BATCH = 5, 1000  # tasks a batch deletes, whatever the last one took
 TERMINAL = tuple(s.value for s in TERMINAL_TASK_STATUSES)
 ENDED_RUN = (RunStatus.COMPLETED.value, RunStatus.CANCELLED.value)
+NOTHING_MADE = (FireOutcome.SKIPPED.value, FireOutcome.MISSED.value)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class PruneReport:
     tasks: int = 0
     attempts: int = 0
     supervisors: int = 0
+    fires: int = 0  # schedule fire rows that created nothing (their other rows go with their runs and tasks)
     batches: int = 0
     longest_batch_s: float = 0.0  # the longest write transaction, i.e. write-lock hold
     seconds: float = 0.0
@@ -72,7 +77,9 @@ class Retention:
         report = PruneReport()
         started = time.monotonic()
         size = max(MIN_BATCH, min(MAX_BATCH, batch))
-        for step in (self._prune_run_batch, self._prune_single_batch, self._prune_supervisors_batch):
+        steps = (self._prune_run_batch, self._prune_single_batch, self._prune_fires_batch,
+                 self._prune_supervisors_batch)
+        for step in steps:
             while not (stop is not None and stop.is_set()):
                 began = time.monotonic()
                 with write_tx(self.engine) as conn:
@@ -113,6 +120,7 @@ class Retention:
                                                        status_is(Task.status, *TERMINAL))).scalars().all()
             _delete_tasks(conn, list(ended), report)  # a hook that has not ended is never deleted
         conn.execute(delete(IdempotencyKey).where(IdempotencyKey.run_id == run.id))
+        conn.execute(delete(ScheduleFire).where(ScheduleFire.run_id == run.id))  # its fire goes with it
         conn.execute(delete(Run).where(Run.id == run.id))
         report.runs += 1
         return True
@@ -127,6 +135,21 @@ class Retention:
         if not ids:
             return False
         _delete_tasks(conn, ids, report)
+        return True
+
+    def _prune_fires_batch(self, conn: Connection, older_than_s: float, batch: int, report: PruneReport) -> bool:
+        """Fire rows that created nothing (skipped, missed) go when as old as the runs that go; a
+        fire that created work goes with its run or task, and a queued one waits. Schedules stay."""
+        ids = list(conn.execute(
+            select(ScheduleFire.id).where(ScheduleFire.run_id.is_(None), ScheduleFire.task_id.is_(None),
+                                          ScheduleFire.outcome.in_(NOTHING_MADE),
+                                          ScheduleFire.fired_at < db_now(-older_than_s))
+            .limit(batch)
+        ).scalars())
+        if not ids:
+            return False
+        conn.execute(delete(ScheduleFire).where(ScheduleFire.id.in_(ids)))
+        report.fires += len(ids)
         return True
 
     def _prune_supervisors_batch(self, conn: Connection, older_than_s: float, batch: int,
@@ -173,6 +196,7 @@ def _delete_tasks(conn: Connection, ids: list[int], report: PruneReport) -> None
     lock_tasks(conn, select(Task.id).where(Task.id.in_(ids)))
     report.attempts += int(conn.execute(delete(TaskAttempt).where(TaskAttempt.task_id.in_(ids))).rowcount)
     conn.execute(delete(IdempotencyKey).where(IdempotencyKey.task_id.in_(ids)))
+    conn.execute(delete(ScheduleFire).where(ScheduleFire.task_id.in_(ids)))
     report.tasks += int(conn.execute(delete(Task).where(Task.id.in_(ids))).rowcount)
 
 
