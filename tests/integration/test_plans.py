@@ -109,10 +109,14 @@ def hot_statements(t: service.Tenure, leases: Leases, me: int, live: int) -> dic
         "requeue_stepped": lambda: leases.requeue_stepped(180),
         "run_status": lambda: t.run_status(live),
         "run_status_304": lambda: t.run_status(live, t.run_status(live).etag),
+        # An idle supervisor's look ahead (the next delayed task or schedule slot), and its firing pass.
+        "upcoming": t.store.upcoming,
+        "fire_due": t.store.fire_due,
     }
 
 
-HOT = ["claim", "anything_due", "held", "lease_holders", "heartbeat", "requeue_stepped", "run_status", "run_status_304"]
+HOT = ["claim", "anything_due", "held", "lease_holders", "heartbeat", "requeue_stepped", "run_status", "run_status_304",
+       "upcoming", "fire_due"]
 
 
 def test_hot_statements_use_their_indexes_as_sent(busy) -> None:  # type: ignore[no-untyped-def]
