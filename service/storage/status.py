@@ -53,6 +53,15 @@ ATTEMPT_COLUMNS = (
 
 
 
+def until(run: RunView, now: datetime) -> int | None:
+    """How far away a run's start is, as coarse as a page says it ("in 40 s", "in 3 min", "in 2 h"):
+    part of the ETag, so that the words change while nothing in the database does."""
+    if run.scheduled_for is None or run.scheduled_for <= now:
+        return None
+    left = (run.scheduled_for - now).total_seconds()
+    return int(left // 5) if left < 120 else 10_000 + int(left // 60)
+
+
 def run_status(conn: Connection, run_id: int, etag: str | None, page: TilePage | None) -> RunStatusView:
     """Everything a run's page shows, from one snapshot, and its ETag.
 
@@ -92,7 +101,7 @@ def run_status(conn: Connection, run_id: int, etag: str | None, page: TilePage |
     run = RunView(**values, counts=counts)
     ahead, workers = _ahead(conn, run, now)
     fingerprint = repr((run.status, run.finished_at, run.hook_task_id, hook_status,
-                        [tuple(g) for g in groups], ahead, bool(workers)))
+                        [tuple(g) for g in groups], ahead, bool(workers), until(run, now)))
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers)
     if etag == tag:
@@ -177,7 +186,7 @@ def compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag
     run = RunView(**values, counts=counts)
     ahead, workers = _ahead(conn, run, now)
     fingerprint = repr(("compact", run.status, run.finished_at, run.hook_task_id, hook_status, groups, ahead,
-                        bool(workers)))
+                        bool(workers), until(run, now)))
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     if etag == tag:
         return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers)
