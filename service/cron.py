@@ -6,8 +6,9 @@ where croniter fires it twice, and it refuses an impossible date such as ``0 0 3
 expression is read rather than when it is first stepped). Zones are the standard ``zoneinfo``,
 with the ``tzdata`` package where the system has no zone files.
 
-Every instant in and out of this module is a *naive UTC* datetime, the form the database stores;
-the zone matters only while stepping. Daylight saving follows Debian's cron:
+Every instant out of this module is a *naive UTC* datetime, the form the database stores (an
+aware one given in is converted to it); the zone matters only while stepping. Daylight saving
+follows Debian's cron:
 
 * a time that does not exist on the day clocks go forward (02:30 in Europe/Berlin on the last
   Sunday of March) fires once, at the first instant after the gap (03:00 local);
@@ -59,8 +60,14 @@ def to_utc(moment: datetime) -> datetime:
 
 
 def from_utc(moment: datetime, tz: ZoneInfo) -> datetime:
-    """A stored (naive UTC) instant as an aware time in ``tz``."""
-    return moment.replace(tzinfo=UTC).astimezone(tz)
+    """A stored (naive UTC) instant as an aware time in ``tz`` (an aware one is converted)."""
+    return _naive_utc(moment).replace(tzinfo=UTC).astimezone(tz)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """The naive UTC form of ``moment``: naive is UTC already; an aware time is converted, not
+    relabelled (reading 02:30 CEST as 02:30 UTC would move every slot by the zone's offset)."""
+    return moment if moment.tzinfo is None else to_utc(moment)
 
 
 class Cron:
@@ -100,10 +107,12 @@ class Cron:
 
     def after(self, moment: datetime) -> datetime:
         """The first slot strictly after ``moment``."""
+        moment = _naive_utc(moment)
         return next(self._forward(moment.replace(microsecond=0) if moment.microsecond else moment))
 
     def at_or_after(self, moment: datetime) -> datetime:
         """The first slot at ``moment`` or later."""
+        moment = _naive_utc(moment)
         whole = moment.replace(microsecond=0)
         if whole != moment:
             return self.after(whole)
@@ -112,7 +121,7 @@ class Cron:
     def at_or_before(self, moment: datetime, count: int = 1) -> list[datetime]:
         """The last ``count`` slots at ``moment`` or earlier, latest first (fewer if there are none)."""
         found: list[datetime] = []
-        start = from_utc(moment.replace(microsecond=0) + ONE_SECOND, self.tz)
+        start = from_utc(_naive_utc(moment).replace(microsecond=0) + ONE_SECOND, self.tz)
         try:
             for local in CronSim(self.fields, start, reverse=True):
                 found.append(to_utc(local))
@@ -125,6 +134,7 @@ class Cron:
     def between(self, first: datetime, last: datetime, cap: int) -> tuple[list[datetime], bool]:
         """Slots from ``first`` to ``last`` inclusive, at most ``cap``; and whether more were left off."""
         slots: list[datetime] = []
+        first, last = _naive_utc(first), _naive_utc(last)
         for slot in self._forward(first - ONE_SECOND):
             if slot > last:
                 return slots, False
@@ -136,7 +146,7 @@ class Cron:
     def upcoming(self, moment: datetime, count: int) -> list[datetime]:
         """The next ``count`` slots strictly after ``moment``."""
         out: list[datetime] = []
-        for slot in self._forward(moment):
+        for slot in self._forward(_naive_utc(moment)):
             out.append(slot)
             if len(out) >= count:
                 break
