@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -18,12 +17,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from service.config import Settings, parse_duration, parse_memory
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
 from service.faces import client, logs, schedules, summary
-from service.faces import plans as requests
 from service.storage import schema
 from service.storage.db import make_engine, normalize_url, sqlite_path
 from service.storage.views import RunView
@@ -88,32 +87,12 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
                                      description="A persistent, crash-recoverable job service.")
     parser.set_defaults(command=None)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    from service.faces import cli_schedules, cli_submit  # they use this module's helpers
 
     p = sub.add_parser("migrate", parents=[db], help="create or upgrade the database schema")
     p.set_defaults(command="migrate", handler=cmd_migrate)
 
-    p = sub.add_parser("submit", parents=[db], help="create a run; prints its id last")
-    p.add_argument("--tasks", type=int, help="number of tasks of a simulation (default 50)")
-    p.add_argument("--tasks-file", metavar="FILE",
-                   help="the run's tasks, one JSON object per line (its args, or {\"args\": ..., \"label\": ...}); "
-                        "- reads standard input")
-    p.add_argument("--idempotency-key", metavar="KEY",
-                   help="submitting again with the same key returns the same run instead of a second one")
-    p.add_argument("--kind", default="sleep", help="task kind (default sleep)")
-    p.add_argument("--min-seconds", type=float, help="sleep: shortest task (default 30)")
-    p.add_argument("--max-seconds", type=float, help="sleep: longest task (default 120)")
-    p.add_argument("--failure-rate", type=float, help="sleep: share of tasks that fail for good (default 0.1)")
-    p.add_argument("--transient-rate", type=float, help="sleep: share that fail once, then succeed (default 0.1)")
-    p.add_argument("--time-scale", type=float, help="gen_task: multiply its 1-99 s durations (default 1)")
-    p.add_argument("--shape", choices=["blocking", "polling", "random"], help="gen_task: which fake (default random)")
-    p.add_argument("--seed", type=int, help="makes durations and failures repeatable (default: random)")
-    p.add_argument("--name", help="a label for the run")
-    p.add_argument("--max-attempts", type=int, default=3, help="attempts per task (default 3)")
-    p.add_argument("--timeout", type=float, help="seconds one attempt may run (default: the worker's)")
-    p.add_argument("--memory-limit", help="memory limit of each task's process, like 512M or 2G "
-                                          "(default: the worker's --memory-limit)")
-    p.add_argument("--on-complete", help="a kind to run once when the run completes")
-    p.set_defaults(command="submit", handler=cmd_submit)
+    cli_submit.add_submit(sub, db)
 
     p = sub.add_parser("worker", parents=[db], help="run a supervisor until SIGTERM or Ctrl-C")
     p.add_argument("--concurrency", type=int, help="tasks run at once (default 64)")
@@ -148,6 +127,7 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("runs", parents=[db], help="run history, latest first")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(command="runs", handler=cmd_runs)
+    cli_schedules.add_commands(sub, db)
     return parser
 
 
@@ -175,63 +155,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         engine.dispose()
     print(f"schema at {schema.head_revision()} (was {before.value})")
     return 0
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    memory = parse_memory(args.memory_limit) if args.memory_limit is not None else None
-    request = {"name": args.name, "max_attempts": args.max_attempts, "timeout_s": args.timeout,
-               "memory_limit_mb": memory, "on_complete": args.on_complete}
-    # Check everything before the database is opened, so bad input writes nothing at all.
-    if args.tasks_file is not None:
-        if args.tasks is not None or _simulation_flags(args):
-            raise InvalidInput("--tasks-file gives the run's tasks; --tasks and the simulation flags do not go with it")
-        entries, lines = read_jsonl(args.tasks_file)
-        if not entries:
-            raise InvalidInput(f"{args.tasks_file} has no tasks: write one JSON object per line")
-        plan = requests.plan_tasks(args.kind, entries, where=lambda i: f"{args.tasks_file} line {lines[i]}",
-                                   **request)
-    else:
-        plan = client.plan_run(50 if args.tasks is None else args.tasks, args.kind, _simulation_flags(args), **request)
-    t = client.open(db_url(args))
-    try:
-        created = t.start_run(plan, args.idempotency_key)
-    finally:
-        t.close()
-    already = "" if created.new else " (made earlier with this idempotency key)"
-    print(f"submitted run {created.id}: {summary.counted(plan.total, f'{args.kind} task')}{already}")
-    print(created.id)
-    return 0
-
-
-def _simulation_flags(args: argparse.Namespace) -> dict[str, Any]:
-    flags = ("min_seconds", "max_seconds", "failure_rate", "transient_rate", "time_scale", "seed", "shape")
-    return {flag: getattr(args, flag) for flag in flags if getattr(args, flag, None) is not None}
-
-
-def read_jsonl(path: str) -> tuple[list[Any], list[int]]:
-    """The JSON objects of a JSON-lines file (``-``: standard input) and the line each is on.
-
-    Raises:
-        InvalidInput: the file cannot be read, or a line is not JSON (naming it).
-    """
-    try:
-        handle = sys.stdin if path == "-" else open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"cannot read --tasks-file {path}: {exc.strerror}") from None
-    entries, lines = [], []
-    with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    entries.append(json.loads(line))
-                except ValueError as exc:
-                    raise InvalidInput(f"{path} line {number} is not JSON: {exc}") from None
-                lines.append(number)
-        except UnicodeDecodeError:
-            raise InvalidInput(f"{path} is not UTF-8 text") from None
-    return entries, lines
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -314,7 +237,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     status = t.run_status(args.run)
                     run, tasks = status.run, status.tasks or []
                     p = summary.progress(run, tasks, status.now)
-                    bar.update(row, completed=run.done, detail=watch_detail(run, p, status.ahead, status.workers))
+                    bar.update(row, completed=run.done, detail=watch_detail(run, p, status.ahead, status.workers,
+                                                                               status.now))
                     if not run.live:
                         break
                     time.sleep(args.interval)  # a terminal refresh pace, not a synchronization
@@ -328,13 +252,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def watch_detail(run: RunView, p: summary.Progress, ahead: int | None = None, workers: int | None = None) -> str:
+def watch_detail(run: RunView, p: summary.Progress, ahead: int | None = None, workers: int | None = None,
+                 now: datetime | None = None) -> str:
     """The text beside the bar: counts, then the time so far and the time left if there is an
-    estimate (or what it waits for); once the run has ended, how long it took (as the page's bar says it)."""
+    estimate (or what it waits for, or when it starts if it was made to start later); once the
+    run has ended, how long it took (as the page's bar says it)."""
     c = run.counts
     counts = f"✓ {c.get('succeeded', 0)}  ✗ {c.get('failed', 0)}  ▶ {c.get('running', 0)}  ↻ {c.get('retrying', 0)}"
     if not run.live:
         return f"{counts}  · {run.status} in {summary.format_seconds(p.elapsed_s)}"
+    later = summary.not_yet(run, now) if now is not None else None
+    if later:
+        return f"{counts}  · {later}"
     waiting = summary.waiting(ahead, workers)
     if waiting:
         left = f"  · {waiting}"
@@ -374,7 +303,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         t.close()
     rows = [(str(r.id), r.name or "", r.kind, r.status, str(r.total), str(r.counts["succeeded"]),
              str(r.counts["failed"]), r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-             summary.format_seconds((r.finished_at - r.created_at).total_seconds()) if r.finished_at else "")
+             summary.format_seconds((r.finished_at - summary.began(r)).total_seconds()) if r.finished_at else "")
             for r in runs]
     hint = "no runs yet: `tenure submit` starts one"
     if not sys.stdout.isatty():

@@ -52,12 +52,13 @@ def progress(run: RunView, tasks: list[TaskView], now: datetime) -> Progress:
 
 
 def progress_of(run: RunView, running: list[tuple[float, datetime | None]], now: datetime) -> Progress:
-    """As :func:`progress`, from the (progress, started_at) of every running task alone."""
+    """As :func:`progress`, from the (progress, started_at) of every running task alone. Time is
+    counted from the run's start (:func:`began`): a run made to start later has not been slow while it waited."""
     done = run.done
     partial = sum(p for p, _ in running)
     fraction = (done + partial) / run.total if run.total else 1.0
     end = run.finished_at or now
-    elapsed = max(0.0, (end - run.created_at).total_seconds())
+    elapsed = max(0.0, (end - began(run)).total_seconds())
     return Progress(done, run.total, min(1.0, fraction), elapsed, _eta(run, running, fraction, elapsed, now))
 
 
@@ -76,6 +77,47 @@ def _eta(run: RunView, running: list[tuple[float, datetime | None]], fraction: f
             remaining.append(spent * (1.0 - done) / done)
         return max(remaining)
     return elapsed * (1.0 - fraction) / fraction
+
+
+def began(run: RunView) -> datetime:
+    """When a run's time starts: its scheduled start if it was made to start later, else its creation."""
+    return max(run.created_at, run.scheduled_for) if run.scheduled_for is not None else run.created_at
+
+
+def not_yet(run: RunView, now: datetime) -> str | None:
+    """"scheduled for 14:05 UTC (in 3 min)" while a live run waits for its start and nothing of it
+    has run (a cancelled or retried one says nothing of the kind); None otherwise."""
+    if not run.live or run.scheduled_for is None or run.scheduled_for <= now:
+        return None
+    if run.done or run.counts.get("running", 0):
+        return None
+    return scheduled_for(run.scheduled_for, now)
+
+
+def scheduled_for(at: datetime, now: datetime) -> str:
+    """"scheduled for 14:05 UTC (in 3 min)"; the date too when ``at`` is on another day (both naive UTC)."""
+    return f"scheduled for {clock_time(at, now, 'UTC')} ({starts_in(at, now)})"
+
+
+def clock_time(at: datetime, now: datetime, zone: str) -> str:
+    """``14:05``, ``14:05:30`` with seconds when it has any, prefixed by the date when it is not
+    ``now``'s day, then the zone's name: both times in the same zone."""
+    text = at.strftime("%H:%M:%S" if at.second else "%H:%M")
+    if at.date() != now.date():
+        text = f"{at:%Y-%m-%d} {text}"
+    return f"{text} {zone}"
+
+
+def starts_in(at: datetime, now: datetime) -> str:
+    """How far ahead ``at`` is, as coarse as a person says it: "in 40 s", "in 3 min", "in 5 h",
+    "in 12 days"; "now" once it has come."""
+    left = (at - now).total_seconds()
+    if left < 0.5:
+        return "now"
+    for unit_s, unit, up_to in ((1, "s", 100), (60, "min", 100), (3600, "h", 48)):
+        if round(left / unit_s) < up_to:
+            return f"in {round(left / unit_s)} {unit}"
+    return f"in {round(left / 86400)} days"
 
 
 def waiting(ahead: int | None, workers: int | None = None) -> str | None:
@@ -115,7 +157,7 @@ def summarize_grouped(run: RunView, errors: list[tuple[str | None, int]], slowes
     failures: Counter[str] = Counter()
     for error, n in errors:
         failures[reason(error)] += n
-    duration = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+    duration = max(0.0, (run.finished_at - began(run)).total_seconds()) if run.finished_at else None
     return Summary(
         succeeded=run.counts.get("succeeded", 0),
         failed=run.counts.get("failed", 0),
