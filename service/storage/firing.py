@@ -103,25 +103,27 @@ class Firing:
         for schedule_id in sorted(ids):
             for _ in range(MAX_SLOTS_PER_PASS):
                 fired = self._fire_one(schedule_id, now)
-                if fired is None:
+                if not fired:
                     break
-                done.append(fired)
+                done.extend(fired)
         return done
 
-    def _fire_one(self, schedule_id: int, now: datetime | None) -> Fired | None:
+    def _fire_one(self, schedule_id: int, now: datetime | None) -> list[Fired]:
+        """One transaction: what it wrote (a created slot may come with the missed span before
+        it); empty when nothing was due or another firer holds the schedule."""
         try:
             with write_tx(self.engine) as conn:
                 s = locked_schedule(conn, schedule_id, skip_locked=True)
                 if s is None:
-                    return None  # deleted, or another firer holds it now
+                    return []  # deleted, or another firer holds it now
                 at = _now(conn, now)
                 if s.waiting_fire_id is not None and not _running(conn, s.last_fire_id):
-                    return _release_waiting(conn, s, at)
+                    return [_release_waiting(conn, s, at)]
                 if s.paused or s.next_slot_at is None or s.next_slot_at > at:
-                    return None
+                    return []
                 return _handle_slot(conn, s, cron(s.cron, s.timezone), at)
         except IntegrityError:
-            return None  # the database refused a second row for a slot: another firer made it
+            return []  # the database refused a second row for a slot: another firer made it
 
 
 def locked_schedule(conn: Connection, schedule_id: int, *, skip_locked: bool = False) -> Any:
@@ -136,26 +138,28 @@ def _now(conn: Connection, now: datetime | None) -> datetime:
     return now if now is not None else conn.execute(select(db_now())).scalar_one()  # type: ignore[no-any-return]
 
 
-def _handle_slot(conn: Connection, s: Any, c: Cron, at: datetime) -> Fired:
+def _handle_slot(conn: Connection, s: Any, c: Cron, at: datetime) -> list[Fired]:
     slot = c.at_or_after(s.next_slot_at)  # the cursor is a slot, unless the expression changed since
     if (at - slot).total_seconds() <= s.grace_s:
-        return _fire(conn, s, c, slot, at, catch_up=False)
+        return [_fire(conn, s, c, slot, at, catch_up=False)]
     latest = c.at_or_before(at - _seconds(s.grace_s))  # the latest missed slot
     last_missed = latest[0] if latest and latest[0] >= slot else slot
     if s.catch_up == CatchUp.NONE:
-        return _missed(conn, s, c, slot, last_missed, at, "catch-up none")
+        return [_missed(conn, s, c, slot, last_missed, at, "catch-up none")]
     if s.catch_up == CatchUp.LATEST:
-        if last_missed > slot:
+        done = []
+        if last_missed > slot:  # the span before the latest is reported too: metrics and logs count it
             before = c.at_or_before(last_missed - _seconds(1))[0]
-            _missed(conn, s, c, slot, before, at, "catch-up latest: only the latest missed slot is created")
-        return _fire(conn, s, c, last_missed, at, catch_up=True)
+            done.append(_missed(conn, s, c, slot, before, at,
+                                "catch-up latest: only the latest missed slot is created"))
+        return [*done, _fire(conn, s, c, last_missed, at, catch_up=True)]
     kept = c.at_or_before(last_missed, s.catch_up_max)  # ALL: the latest catch_up_max missed slots
     first_kept = kept[-1] if kept else slot
     if first_kept > slot:
         before = c.at_or_before(first_kept - _seconds(1))[0]
-        return _missed(conn, s, c, slot, before, at,
-                       f"catch-up all, at most {s.catch_up_max}: only the latest {s.catch_up_max} are created")
-    return _fire(conn, s, c, slot, at, catch_up=True)
+        return [_missed(conn, s, c, slot, before, at,
+                        f"catch-up all, at most {s.catch_up_max}: only the latest {s.catch_up_max} are created")]
+    return [_fire(conn, s, c, slot, at, catch_up=True)]
 
 
 def _seconds(value: float) -> timedelta:
