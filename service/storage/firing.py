@@ -117,7 +117,7 @@ class Firing:
                 if s is None:
                     return []  # deleted, or another firer holds it now
                 at = _now(conn, now)
-                if s.waiting_fire_id is not None and not _running(conn, s.last_fire_id):
+                if s.waiting_fire_id is not None and not _running(conn, s, s.last_fire_id):
                     return [_release_waiting(conn, s, at)]
                 if s.paused or s.next_slot_at is None or s.next_slot_at > at:
                     return []
@@ -182,9 +182,9 @@ def _missed(conn: Connection, s: Any, c: Cron, first: datetime, last: datetime, 
 
 def _fire(conn: Connection, s: Any, c: Cron, slot: datetime, at: datetime, *, catch_up: bool) -> Fired:
     lag = (at - slot).total_seconds()
-    last = _last_fire(conn, s.last_fire_id)
+    last = _last_fire(conn, s, s.last_fire_id)
     judged = last is not None and not (catch_up and last.catch_up)  # catch-ups are not each other's overlap
-    busy = judged and _running(conn, s.last_fire_id)
+    busy = judged and _running(conn, s, s.last_fire_id)
     if busy and s.overlap != Overlap.ALLOW:
         assert last is not None
         held = f"the {s.target} of the slot at {_local(last.slot_at, s)} ({_ref(last)}) was still running"
@@ -221,7 +221,7 @@ def fire_by_hand(conn: Connection, s: Any) -> Fired:
 
 def _release_waiting(conn: Connection, s: Any, at: datetime) -> Fired:
     """The fire queued behind the previous one: its predecessor ended, so its work starts now."""
-    fire = _last_fire(conn, s.waiting_fire_id)
+    fire = _last_fire(conn, s, s.waiting_fire_id)
     conn.execute(update(Schedule).where(Schedule.id == s.id).values(waiting_fire_id=None))
     if fire is None:
         return Fired(s.name, FireOutcome.QUEUED.value, False, None, None)
@@ -262,15 +262,19 @@ def _advance(conn: Connection, s: Any, to: datetime, at: datetime) -> None:
     s.next_slot_at = to
 
 
-def _last_fire(conn: Connection, fire_id: int | None) -> Any:
+def _last_fire(conn: Connection, s: Any, fire_id: int | None) -> Any:
+    """That fire of this schedule; None when it is gone. The schedule is checked too: a fire row
+    pruned with its run leaves the id behind, and SQLite gives a deleted last row's id to the next
+    row inserted, which may be another schedule's fire."""
     if fire_id is None:
         return None
-    return conn.execute(select(*ScheduleFire.__table__.c).where(ScheduleFire.id == fire_id)).one_or_none()
+    return conn.execute(select(*ScheduleFire.__table__.c)
+                        .where(ScheduleFire.id == fire_id, ScheduleFire.schedule_id == s.id)).one_or_none()
 
 
-def _running(conn: Connection, fire_id: int | None) -> bool:
+def _running(conn: Connection, s: Any, fire_id: int | None) -> bool:
     """Whether the work of that fire has not ended (a pruned or deleted one has)."""
-    last = _last_fire(conn, fire_id)
+    last = _last_fire(conn, s, fire_id)
     if last is None:
         return False
     if last.run_id is not None:

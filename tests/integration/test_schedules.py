@@ -428,3 +428,21 @@ def test_prune_keeps_what_is_recent_or_running(t: service.Tenure) -> None:
     age(t, 40)
     t.prune(30 * DAY_S)
     assert [r.run_id for r in fires(t)] == [live.run_id]  # the running one stays, with its fire row
+
+
+def test_a_pruned_last_fire_is_not_mistaken_for_another_schedules_fire(t: service.Tenure) -> None:
+    """SQLite gives a new row the id of a deleted last row: the schedule's ``last_fire_id`` may then
+    name another schedule's fire, whose running work must not make this schedule skip."""
+    slot = add(t)
+    [old] = t.fire_due_schedules(now=slot)
+    t.cancel_run(old.run_id)  # type: ignore[arg-type]
+    age(t, 40)
+    t.prune(30 * DAY_S)
+    assert fires(t) == []
+    add(t, "other", "30 * * * *")
+    with t.engine.begin() as conn:  # the other's first slot falls between this one's
+        conn.execute(update(Schedule).where(Schedule.name == "other").values(next_slot_at=slot + HOUR / 2))
+    [theirs] = t.fire_due_schedules(now=slot + HOUR / 2)
+    assert (theirs.schedule, theirs.outcome) == ("other", "fired")  # its run is still running
+    [mine] = t.fire_due_schedules(now=slot + HOUR)
+    assert (mine.schedule, mine.outcome) == ("hourly", "fired"), fires(t)[-1].reason
