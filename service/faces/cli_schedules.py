@@ -288,8 +288,8 @@ def fire_words(f: FireView) -> str:
         words = f"missed {f.slots} slots"
     if made:
         words += f": {made} {f.status or ''}".rstrip()
-    elif f.reason:
-        words += f": {f.reason}"
+    elif f.reason:  # the engine's reasons may begin with the outcome already ("skipped: the task of ...")
+        words += f": {f.reason.removeprefix(f'{f.outcome}: ')}"
     return words
 
 
@@ -312,7 +312,7 @@ def _at(moment: datetime | None, s: ScheduleView, now: datetime, ahead: bool = F
 
 
 def _iso(moment: datetime | None, s: ScheduleView) -> str:
-    return "" if moment is None else from_utc(moment, zone(s.timezone)).isoformat()
+    return "" if moment is None else from_utc(moment.replace(microsecond=0), zone(s.timezone)).isoformat()
 
 
 def _next(s: ScheduleView) -> str:

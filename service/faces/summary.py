@@ -80,8 +80,12 @@ def _eta(run: RunView, running: list[tuple[float, datetime | None]], fraction: f
 
 
 def began(run: RunView) -> datetime:
-    """When a run's time starts: its scheduled start if it was made to start later, else its creation."""
-    return max(run.created_at, run.scheduled_for) if run.scheduled_for is not None else run.created_at
+    """When a run's time starts: its scheduled start if it was made to start later, else its
+    creation (also when it ended before that start: cancelled, or started early)."""
+    at = run.scheduled_for
+    if at is None or at <= run.created_at or (run.finished_at is not None and run.finished_at < at):
+        return run.created_at
+    return at
 
 
 def not_yet(run: RunView, now: datetime) -> str | None:
@@ -110,14 +114,15 @@ def clock_time(at: datetime, now: datetime, zone: str) -> str:
 
 def starts_in(at: datetime, now: datetime) -> str:
     """How far ahead ``at`` is, as coarse as a person says it: "in 40 s", "in 3 min", "in 5 h",
-    "in 12 days"; "now" once it has come."""
+    "in 12 days"; "now" within half a second; "due 12 s ago" once it has passed (nothing took it yet)."""
     left = (at - now).total_seconds()
-    if left < 0.5:
+    if abs(left) < 0.5:
         return "now"
+    words = "in {}" if left > 0 else "due {} ago"
     for unit_s, unit, up_to in ((1, "s", 100), (60, "min", 100), (3600, "h", 48)):
-        if round(left / unit_s) < up_to:
-            return f"in {round(left / unit_s)} {unit}"
-    return f"in {round(left / 86400)} days"
+        if round(abs(left) / unit_s) < up_to:
+            return words.format(f"{round(abs(left) / unit_s)} {unit}")
+    return words.format(f"{round(abs(left) / 86400)} days")
 
 
 def waiting(ahead: int | None, workers: int | None = None) -> str | None:
@@ -157,7 +162,7 @@ def summarize_grouped(run: RunView, errors: list[tuple[str | None, int]], slowes
     failures: Counter[str] = Counter()
     for error, n in errors:
         failures[reason(error)] += n
-    duration = max(0.0, (run.finished_at - began(run)).total_seconds()) if run.finished_at else None
+    duration = (run.finished_at - began(run)).total_seconds() if run.finished_at else None
     return Summary(
         succeeded=run.counts.get("succeeded", 0),
         failed=run.counts.get("failed", 0),

@@ -53,13 +53,18 @@ def test_a_run_made_to_start_later_counts_its_time_from_its_start() -> None:
     assert summary.began(run) == start
     assert summary.progress_of(run, [], finished).elapsed_s == 42.0
     assert summary.summarize_grouped(run, [], [], {}).duration_s == 42.0
+    # Ended before its start (cancelled, or started early): its time is from its creation, never negative.
+    early = RunView(3, None, "cancelled", "echo", 1, {}, None, None, created, created + timedelta(seconds=5),
+                    {"cancelled": 1}, start)
+    assert summary.began(early) == created and summary.summarize_grouped(early, [], [], {}).duration_s == 5.0
     at_once = RunView(2, None, "completed", "echo", 1, {}, None, None, created, finished, {"succeeded": 1})
     assert summary.summarize_grouped(at_once, [], [], {}).duration_s == 2 * 3600 + 42
 
 
 @pytest.mark.parametrize(
     ("seconds", "words"),
-    [(0.2, "now"), (40, "in 40 s"), (99, "in 99 s"), (120, "in 2 min"), (180, "in 3 min"), (5400, "in 90 min"),
+    [(0.2, "now"), (-0.2, "now"), (-12, "due 12 s ago"), (-600, "due 10 min ago"), (40, "in 40 s"), (99, "in 99 s"),
+     (120, "in 2 min"), (180, "in 3 min"), (5400, "in 90 min"),
      (7200, "in 2 h"), (47 * 3600, "in 47 h"), (12 * 86400, "in 12 days")],
 )
 def test_a_start_ahead_is_said_as_coarsely_as_a_person_says_it(seconds: float, words: str) -> None:
