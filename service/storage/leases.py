@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Boolean, Engine, Integer, Text, bindparam, case, exists, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Engine,
+    Integer,
+    Text,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 
 from service.storage import due, notify
 from service.storage.db import db_now, read_tx, status_is, text_tail, write_tx
@@ -326,13 +340,16 @@ class Leases:
 
     @translated
     def requeue_stepped(self, horizon_s: float) -> int:
-        """Make due now any waiting task due more than ``horizon_s`` from now; returns how many.
+        """Make due now any retry due more than ``horizon_s`` from now; returns how many.
 
-        No due time is ever set that far ahead, so such a task was scheduled by a clock that
-        has since stepped back (or by a process whose clock runs ahead): without this, a
-        backward step of two hours would hold its retries for two hours.
+        No backoff is ever that long, so such a retry was scheduled by a clock that has since
+        stepped back (or by a process whose clock runs ahead): without this, a backward step of
+        two hours would hold its retries for two hours. A start a person asked for (a queued task
+        with a due time) may be any distance away and is never touched.
         """
-        ahead = (status_is(Task.status, *DUE), Task.next_attempt_at > db_now(horizon_s))
+        # The IN list matches ix_tasks_due as sent; the second term keeps to retries.
+        ahead = (status_is(Task.status, *DUE), Task.status == literal_column("'retrying'"),
+                 Task.next_attempt_at > db_now(horizon_s))
         with read_tx(self.engine) as conn:  # a read first: the write lock only when there is work
             if not conn.execute(select(exists(select(Task.id).where(*ahead)))).scalar():
                 return 0

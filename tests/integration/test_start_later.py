@@ -142,9 +142,6 @@ def test_an_earlier_delayed_task_wakes_a_supervisor_sleeping_toward_a_later_one(
     t.cancel_task(far)
 
 
-@pytest.mark.xfail(strict=True, reason="defect in service/storage/leases.py requeue_stepped: a task due more than "
-                   "2 * retry_cap_s + 60 s ahead is taken for a stepped clock and made due at once, so every "
-                   "start more than 3 minutes away starts as soon as a supervisor's upkeep runs")
 def test_a_start_more_than_three_minutes_away_is_not_taken_for_a_stepped_clock(
         t: service.Tenure, supervise: Any) -> None:
     far = t.submit_task("echo", {"far": True}, delay_s=600)
