@@ -24,7 +24,7 @@ from service.storage.submit import Created
 from service.storage.views import AttemptView, RunView, TaskDetail, TaskView
 from service.task_process.protocol import get_kind
 from service.validation import check, check_as
-from web import schemas
+from web import schemas, when
 from web.http import BigBodies, BodyTooLarge, Busy, read_body, run_id, status_for, task_id, tenure_of
 from web.openapi import spec
 
@@ -77,7 +77,8 @@ def run_json(request: Request, run: RunView) -> dict[str, Any]:
         "id": run.id, "name": run.name, "status": run.status, "kind": run.kind, "total": run.total,
         "params": run.params, "counts": run.counts, "created_at": _iso(run.created_at),
         "finished_at": _iso(run.finished_at), "on_complete": run.on_complete,
-        "hook_task_id": run.hook_task_id, "url": str(request.url_for("run_page", run_id=run.id)),
+        "hook_task_id": run.hook_task_id, "scheduled_for": _iso(run.scheduled_for),
+        "url": str(request.url_for("run_page", run_id=run.id)),
     }
 
 
@@ -87,7 +88,8 @@ def task_json(request: Request, task: TaskView) -> dict[str, Any]:
         "args": task.args, "status": task.status, "attempts": task.attempts, "max_attempts": task.max_attempts,
         "charged": task.charged, "lost": task.lost, "progress": task.progress, "result": task.result,
         "error": task.error, "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
-        "finished_at": _iso(task.finished_at), "url": str(request.url_for("task_page", task_id=task.id)),
+        "finished_at": _iso(task.finished_at), "scheduled_for": _iso(task.scheduled_for),
+        "url": str(request.url_for("task_page", task_id=task.id)),
     }
 
 
@@ -161,13 +163,15 @@ def plan_run(data: Any) -> plans.RunPlan:
     request: BaseModel = check_as(catalog.run, body, hidden=catalog.hidden, owners=catalog.owners)
     options = request.model_dump(include={"name", "max_attempts", "timeout_s", "memory_limit_mb", "on_complete"})
     kind = str(body.get("kind", schemas.DEFAULT_KIND))
+    start = request.model_dump(include=set(schemas.START))
     if isinstance(request, catalog.explicit):
         entries = [entry.model_dump(exclude_none=True) if isinstance(entry, BaseModel) else entry
                    for entry in request.tasks]  # type: ignore[attr-defined]
-        return plans.plan_tasks(kind, entries, where=lambda i: f"tasks[{i}]", **options)
-    taken = set(type(request).model_fields) - {"tasks", "kind", *options}
+        return when.start_of(plans.plan_tasks(kind, entries, where=lambda i: f"tasks[{i}]", **options), **start)
+    taken = set(type(request).model_fields) - {"tasks", "kind", *options, *schemas.START}
     params = request.model_dump(include=taken, exclude_unset=True)
-    return plans.plan_simulation(request.tasks, kind, params, **options)  # type: ignore[attr-defined]
+    plan = plans.plan_simulation(request.tasks, kind, params, **options)  # type: ignore[attr-defined]
+    return when.start_of(plan, **start)
 
 
 def plan_task(data: Any) -> plans.TaskPlan:
@@ -175,7 +179,8 @@ def plan_task(data: Any) -> plans.TaskPlan:
     catalog = schemas.catalog()
     body = _object(data, '{"kind": "echo", "args": {"x": 1}}')
     request = check(catalog.task, body)
-    return plans.plan_task(**request.model_dump())
+    return when.start_of(plans.plan_task(**request.model_dump(exclude=set(schemas.START))),
+                         **request.model_dump(include=set(schemas.START)))
 
 
 def _created(body: dict[str, Any], made: Created, url: str) -> JSONResponse:

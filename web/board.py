@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from service.faces import summary
 from service.storage.views import CELL, RunStatusView, RunView, TaskView, TilePage
+from web import when
 
 TILES_UP_TO = 500  # runs of up to this many tasks show every tile
 TILE_PAGE = 100  # tiles on one page of a bigger run
@@ -121,7 +122,8 @@ def status_context(request: Request, status: RunStatusView, view: View | None = 
         "run": run, "tasks": [tile(task, now) for task in tasks], "progress": progress, "shares": shares,
         "summary": ended, "hook": status.hook, "title": page_title(run), "final": status.final,
         "status_url": status_url, "compact": compact is not None,
-        "waiting": summary.waiting(status.ahead, status.workers),
+        "waiting": (when.scheduled(run.scheduled_for, bool(run.done or running), now) if run.live else None)
+        or summary.waiting(status.ahead, status.workers),
     }
     if compact is not None:
         context.update(map_context(request, status, view))

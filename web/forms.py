@@ -3,7 +3,8 @@
 A form sends text, so it is read leniently (``"5"`` is 5) where JSON is read strictly. A blank
 optional field means its default; the fields that the chosen kind does not take (the form
 shows sleep's) are left out. The number of tasks is required: a blank one is an error, not a
-default of 50 that nobody asked for.
+default of 50 that nobody asked for. A start time comes from a ``datetime-local`` field
+labelled UTC (``start_at_utc``), or as RFC 3339 text (``start_at``); or a delay (``delay_s``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from service.errors import InvalidInput
 from service.faces import plans as plans
 from service.task_process.protocol import get_kind
 from service.validation import check
-from web import schemas
+from web import schemas, when
 
 OPTIONS = ("name", "max_attempts", "timeout_s", "memory_limit_mb", "on_complete")
 
@@ -34,5 +35,10 @@ def plan_form(form: Mapping[str, Any]) -> plans.RunPlan:
     model = schemas.catalog().simulations[kind]
     request = check(model, {k: v for k, v in values.items() if k in model.model_fields}, strict=False)
     options = request.model_dump(include=set(OPTIONS))
-    params = request.model_dump(exclude={"tasks", "kind", *OPTIONS}, exclude_unset=True)
-    return plans.plan_simulation(request.tasks, kind, params, **options)  # type: ignore[attr-defined]
+    params = request.model_dump(exclude={"tasks", "kind", *OPTIONS, *schemas.START}, exclude_unset=True)
+    start = request.model_dump(include=set(schemas.START))
+    local = values.get("start_at_utc")
+    if local:  # 2026-12-03T14:05 from the browser, in UTC as the field's label says
+        start["start_at"] = (local + ":00" if len(local) == 16 else local) + "Z"
+    plan = plans.plan_simulation(request.tasks, kind, params, **options)  # type: ignore[attr-defined]
+    return when.start_of(plan, **start)

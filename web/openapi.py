@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from web import schemas
+from web import schedule_schemas, schemas
 
 REF = "#/components/schemas/{model}"
 
@@ -57,15 +57,25 @@ NO_NUL = ("No text in it (a name, a label, a string or key of args) may contain 
           "surrogate, which the database cannot store: 422.")
 
 
+NOT_BOTH = {"not": {"required": ["start_at", "delay_s"],  # given both (neither null): 422
+                    "properties": {"start_at": {"type": "string"}, "delay_s": {"type": "number"}}}}
+
+
 def _components(catalog: schemas.Catalog) -> dict[str, Any]:
     inputs: list[tuple[str, Any, TypeAdapter[Any]]] = [
         ("RunRequest", "validation", catalog.run), ("TaskRequest", "validation", TypeAdapter(catalog.task)),
-        *((model.__name__, "serialization", TypeAdapter(model)) for model in schemas.ANSWERS),
+        ("ScheduleRequest", "validation", TypeAdapter(schedule_schemas.request_model(catalog))),
+        *((model.__name__, "serialization", TypeAdapter(model))
+          for model in (*schemas.ANSWERS, *schedule_schemas.ANSWERS)),
     ]
     tops, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
     components: dict[str, Any] = dict(defs.get("$defs", {}))
     run = tops[("RunRequest", "validation")]
     components["TaskRequest"]["description"] += " " + NO_NUL
+    for schema in components.values():
+        if "start_at" in schema.get("properties", {}):
+            schema.update(NOT_BOTH)
+    components["ScheduleRequest"]["description"] += " " + NO_NUL
     components["RunRequest"] = {
         "description": "Start a run: a simulation (tasks a number, with the kind's parameters; kind \"sleep\" "
                        "when absent), or your own tasks (tasks a list). " + NO_NUL,
@@ -139,6 +149,7 @@ def _spec(catalog: schemas.Catalog) -> dict[str, Any]:
                 "post": {"summary": "Cancel a task that has not ended", "parameters": [task_id],
                          "responses": {"200": _json(_ref("TaskDetail")), **_errors(404, 409, *BUSY)}},
             },
+            **_schedule_paths(),
             "/openapi.json": {"get": {"summary": "This description",
                                       "responses": {"200": _json({"type": "object", "required": ["openapi"]})}}},
             "/healthz": {
@@ -147,6 +158,41 @@ def _spec(catalog: schemas.Catalog) -> dict[str, Any]:
             },
         },
         "components": {"schemas": _components(catalog)},
+    }
+
+
+def _schedule_paths() -> dict[str, Any]:
+    ref = {"name": "ref", "in": "path", "required": True, "description": "the schedule's id or name",
+           "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^/]*\\S[^/]*$"}}
+    one = {"200": _json(_ref("Schedule")), **_errors(404, *BUSY)}
+    return {
+        "/api/schedules": {
+            "get": {"summary": "Every schedule, by name, with its next fire times and latest fires",
+                    "responses": {"200": _json(_ref("ScheduleList")), **_errors(*BUSY)}},
+            "post": {"summary": "Make a schedule: each slot of a cron expression in a zone starts a task or a run",
+                     "requestBody": {"required": True,
+                                     "content": {"application/json": {"schema": _ref("ScheduleRequest")}}},
+                     "responses": {"201": _json(_ref("Schedule"), "the schedule was made"),
+                                   **_errors(400, 409, 413, 415, 422, *BUSY)}},
+        },
+        "/api/schedules/{ref}": {
+            "get": {"summary": "A schedule", "parameters": [ref], "responses": one},
+            "delete": {"summary": "Delete a schedule and its fire history (what it started stays)",
+                       "parameters": [ref], "responses": {"200": _json(_ref("Deleted")), **_errors(404, *BUSY)}},
+        },
+        "/api/schedules/{ref}/fires": {
+            "get": {"summary": "A schedule's fires, newest first",
+                    "parameters": [ref, *_page(schedule_schemas.FirePage)],
+                    "responses": {"200": _json(_ref("FireList")), **_errors(404, 422, *BUSY)}},
+        },
+        "/api/schedules/{ref}/pause": {
+            "post": {"summary": "Pause: no slot fires until resumed", "parameters": [ref], "responses": one}},
+        "/api/schedules/{ref}/resume": {
+            "post": {"summary": "Resume from the next slot (slots while paused are not caught up)",
+                     "parameters": [ref], "responses": one}},
+        "/api/schedules/{ref}/fire": {
+            "post": {"summary": "Start its task or run now, outside its slots", "parameters": [ref],
+                     "responses": {"200": _json(_ref("FiredNow")), **_errors(404, *BUSY)}}},
     }
 
 

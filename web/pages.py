@@ -28,7 +28,7 @@ from service.faces import summary
 from service.storage.history import RunHistory
 from service.storage.views import RunStatusView, RunView, TaskView
 from service.task_process.protocol import kinds
-from web import charts, forms
+from web import charts, forms, when
 from web.board import STATUS, BadView, attempts_used, pages_of, parse_view, status_context, tile
 from web.http import MAX_ID, BodyTooLarge, read_body, run_id, status_for, task_id, tenure_of
 from web.shared import Answer, SharedAnswers, kept_for
@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["duration"] = summary.format_seconds
 templates.env.filters["run_status"] = summary.run_status_words
+templates.env.filters["local"] = when.local
 HISTORY_PAGE = 15
 RECENT_RUNS = 20  # bars of the home page's chart
 FINAL_HISTORIES = 32  # finished runs whose pictures' history is kept in memory (see _history)
@@ -110,6 +111,7 @@ async def run_page(request: Request) -> Response:
         view = parse_view(request.query_params)
         status = await run_in_threadpool(lambda: t.store.run_status(run_id(request), page=view.tile_page()))
         history = await _history(request, status)
+        origin = await run_in_threadpool(lambda: t.store.fire_of(run_id=status.run.id))
         pages = pages_of(status, view)
         if view.page > pages:
             what = f"{view.status} tasks" if view.status else "tasks"
@@ -120,7 +122,7 @@ async def run_page(request: Request) -> Response:
     except TenureError as exc:
         return error_page(request, str(exc), status_for(exc))
     return templates.TemplateResponse(request, "run.html", status_context(request, status, view)
-                                      | chart_context(request, history))
+                                      | chart_context(request, history) | {"origin": origin})
 
 
 async def _history(request: Request, status: RunStatusView) -> RunHistory:
@@ -294,13 +296,15 @@ async def task_page(request: Request) -> Response:
     t = tenure_of(request)
     try:
         detail = await run_in_threadpool(t.store.task_detail, task_id(request))
+        origin = await run_in_threadpool(lambda: t.store.fire_of(task_id=detail.task.id))
     except TenureError as exc:
         return error_page(request, str(exc), status_for(exc))
     task = detail.task
     icon, label = STATUS.get(task.status, ("?", task.status))
     return templates.TemplateResponse(request, "task.html", {
         "task": task, "attempts": detail.attempts, "icon": icon, "label": label, "used": attempts_used(task),
-        "pct": round(100 * task.progress), "now": detail.now, "final": task.terminal,
+        "pct": round(100 * task.progress), "now": detail.now, "final": task.terminal, "origin": origin,
+        "scheduled": when.scheduled(task.scheduled_for, task.attempts > 0 or task.terminal, detail.now),
     })
 
 

@@ -29,7 +29,7 @@ from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, WithJsonSchema, create_model
 
 from service.config import MAX_MEMORY_LIMIT_MB, MIN_MEMORY_LIMIT_MB
-from service.faces.plans import MAX_LABEL_CHARS, MAX_NAME_CHARS, MAX_TASKS_PER_RUN
+from service.faces.plans import MAX_LABEL_CHARS, MAX_NAME_CHARS, MAX_START_AHEAD, MAX_TASKS_PER_RUN
 from service.task_process.kinds.params import Finite
 from service.task_process.protocol import Kind, kinds
 from service.validation import Integral
@@ -45,6 +45,9 @@ Timeout = Annotated[float, Finite, Gt(0)]
 Name = Annotated[str, MaxLen(MAX_NAME_CHARS)]
 Label = Annotated[str, MaxLen(MAX_LABEL_CHARS)]
 Args = Annotated[dict[str, Any], Field(description="the task's own JSON arguments")]
+START = ("start_at", "delay_s")  # when submitted work may start: one or neither
+StartAt = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+Delay = Annotated[float, Finite, Ge(0), Le(MAX_START_AHEAD.total_seconds())]
 
 
 class Request(BaseModel):
@@ -60,6 +63,18 @@ def _options(kind_name: Any) -> dict[str, Any]:
         "memory_limit_mb": (MemoryMb | None, Field(
             None, description="of each task's process, in MiB (default: the worker's --memory-limit)")),
         "on_complete": (kind_name | None, Field(None, description="a kind run once when the run completes")),
+        **_start("its tasks"),
+    }
+
+
+def _start(what: str) -> dict[str, Any]:
+    """start_at or delay_s: when the work may start (neither: at once)."""
+    return {
+        "start_at": (StartAt | None, Field(None, description=f"hold {what} back until this time: RFC 3339 with its "
+                                                             "offset (2026-12-03T14:05:00+01:00), at most a year "
+                                                             "ahead; not beside delay_s")),
+        "delay_s": (Delay | None, Field(None, description=f"hold {what} back this many seconds (at most a year); "
+                                                          "not beside start_at")),
     }
 
 
@@ -160,7 +175,7 @@ def _catalog(registry: tuple[tuple[str, int], ...]) -> Catalog:
         label=(Label | None, Field(None, description="what people call it (default: a short form of its args)")),
         max_attempts=(Attempts, Field(3, description="attempts charged before it fails")),
         timeout_s=(Timeout | None, Field(None, description="seconds one attempt may run (default 3600)")),
-        memory_limit_mb=(MemoryMb | None, Field(None, description="of its process, in MiB")))
+        memory_limit_mb=(MemoryMb | None, Field(None, description="of its process, in MiB")), **_start("it"))
     return Catalog(kind_names=names, simulations=simulations, explicit=explicit, spec=spec, run=run, task=task)
 
 
@@ -231,6 +246,7 @@ class Run(BaseModel):
     finished_at: datetime | None
     on_complete: str | None
     hook_task_id: int | None
+    scheduled_for: datetime | None = Field(description="the start asked for (UTC); null: at once")
     url: str = Field(description="its page")
 
 
@@ -252,6 +268,7 @@ class Task(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    scheduled_for: datetime | None = Field(description="the start asked for (UTC); null: at once")
     url: str = Field(description="its page")
 
 

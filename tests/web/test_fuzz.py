@@ -24,11 +24,15 @@ from web.schemas import catalog
 FUZZ_SEED = int(os.environ.get("TENURE_FUZZ_SEED", "20261123"))
 BUDGET = int(os.environ.get("TENURE_FUZZ_EXAMPLES", "400"))
 TRIED = {"cases": 0, "server_errors": 0}
+TIMES = ["2026-12-03T14:05:00", "2026-12-03T14:05:00Z", "2026-12-03T14:05:00+01:00", "0001-01-01T00:00:00+23:59",
+         "9999-12-31T23:59:59-23:59", "2026-02-30T00:00:00Z", "2026-12-03 14:05:00z"]
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
     st.integers(min_value=0, max_value=60), st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=30), st.sampled_from(["sleep", "gen_task", "echo", "<script>", "\u0000", "💥"]),
+    st.sampled_from(TIMES), st.sampled_from(["0 2 * * *", "*/5 * * * *", "@daily", "0 0 30 2 *", "61 * * * *",
+                                             "Europe/Berlin", "UTC", "Mars/Base", "../etc", "none", "all", "queue"]),
 )
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
@@ -42,6 +46,15 @@ run_bodies = st.one_of(
     st.fixed_dictionaries({"tasks": st.lists(task_entries, max_size=4)},
                           optional={"kind": st.sampled_from(["sleep", "echo", "nope", 3]), "name": json_values}))
 task_bodies = st.dictionaries(st.sampled_from([*TASK_FIELDS, "extra"]), json_values, max_size=5)
+SCHEDULE_FIELDS = ["name", "cron", "timezone", "task", "run", "catch_up", "catch_up_max", "overlap", "grace_s"]
+schedule_bodies = st.one_of(
+    st.dictionaries(st.sampled_from([*SCHEDULE_FIELDS, "extra"]), json_values, max_size=6),
+    st.fixed_dictionaries({"name": st.text(max_size=6), "cron": json_values},
+                          optional={"timezone": json_values, "task": task_bodies, "catch_up_max": json_values,
+                                    "run": st.fixed_dictionaries({"kind": st.sampled_from(["echo", "nope"])},
+                                                                 optional={"tasks": json_values,
+                                                                           "count": json_values}),
+                                    "overlap": json_values, "grace_s": json_values}))
 raw_bodies = st.one_of(st.binary(max_size=80), st.sampled_from(
     [b"{", b"[]", b"null", b'{"tasks": NaN}', b'{"tasks": Infinity}', b'{"tasks": 1e999}', b"\xff\xfe{}",
      b'{"tasks": 3, "min_seconds": 0, "max_seconds": 0.001}' , b"{" * 5000 + b"}" * 5000]))
@@ -51,16 +64,19 @@ paths = st.one_of(
     st.just("/api/runs"), ids.map(lambda i: f"/api/runs/{i}"), ids.map(lambda i: f"/api/runs/{i}/cancel"),
     ids.map(lambda i: f"/api/runs/{i}/retry"), st.just("/api/tasks"), ids.map(lambda i: f"/api/tasks/{i}"),
     ids.map(lambda i: f"/api/tasks/{i}/result"), ids.map(lambda i: f"/api/tasks/{i}/cancel"),
+    st.just("/api/schedules"), ids.map(lambda i: f"/api/schedules/{i}"),
+    st.tuples(ids, st.sampled_from(["fires", "pause", "resume", "fire"]))
+    .map(lambda p: f"/api/schedules/{p[0]}/{p[1]}"),
     st.just("/healthz"), st.just("/openapi.json"))
 methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"])
-queries = st.dictionaries(st.sampled_from(["limit", "offset", "x"]), st.text(max_size=6), max_size=2)
+queries = st.dictionaries(st.sampled_from(["limit", "offset", "before", "x"]), st.text(max_size=6), max_size=2)
 
 
 def schema_for(path: str, method: str, status: int) -> dict[str, Any] | None:
     template = path
     parts = path.split("/")
     if len(parts) >= 4 and parts[1] == "api":
-        parts[3] = "{run_id}" if parts[2] == "runs" else "{task_id}"
+        parts[3] = {"runs": "{run_id}", "tasks": "{task_id}"}.get(parts[2], "{ref}")
         template = "/".join(parts)
     operation = SPEC["paths"].get(template, {}).get(method.lower())
     if operation is None:
@@ -149,3 +165,12 @@ def test_every_endpoint_and_method(fuzz_client: TestClient, path: str, method: s
     response = fuzz_client.request(method, path, params=query)
     check(response, path, method)
     assert fuzz_client.get("/healthz").status_code == 200
+
+
+@seed(FUZZ_SEED)
+@FUZZ
+@given(body=schedule_bodies)
+@example(body={"name": "\u0000", "cron": "0 2 * * *", "task": {"kind": "echo"}})
+@example(body={"name": "n", "cron": "0 2 * * *", "task": {"kind": "echo", "args": {"x": "\u0000"}}})
+def test_make_schedule_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None:
+    check(fuzz_client.post("/api/schedules", content=json.dumps(body)), "/api/schedules", "POST")

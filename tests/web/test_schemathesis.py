@@ -24,6 +24,16 @@ from tests.conftest import report
 ST = Path(os.environ.get("TENURE_SCHEMATHESIS", REPO / ".venv-schemathesis" / "bin" / "st"))
 SEED = int(os.environ.get("TENURE_SCHEMATHESIS_SEED", "20261201"))
 EXAMPLES = int(os.environ.get("TENURE_SCHEMATHESIS_EXAMPLES", "10"))
+# Rules JSON Schema cannot state, which the description states in words, refuse some schema-valid bodies
+# with 422: a start more than a year away (start_at), an expression that never fires or a zone this machine
+# does not know (a schedule's cron and timezone), one of task and run. Only there is 422 a right answer to
+# valid-looking data; everywhere else the default holds.
+CONFIG = """
+[[operations]]
+include-path-regex = "^/api/(runs|tasks|schedules)$"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422"]
+"""
 
 
 @pytest.fixture
@@ -39,7 +49,8 @@ def server(tmp_path: Path) -> Server:
 
 
 def test_the_api_does_what_its_openapi_description_says(server: Server, tmp_path: Path) -> None:
-    command = [str(ST), "run", f"{server.url}/openapi.json", "--checks", "all",
+    (tmp_path / "schemathesis.toml").write_text(CONFIG)
+    command = [str(ST), "--config-file", str(tmp_path / "schemathesis.toml"), "run", f"{server.url}/openapi.json", "--checks", "all",
                "--phases", "examples,coverage,fuzzing,stateful", "--seed", str(SEED), "--max-examples", str(EXAMPLES),
                "--workers", "1", "--request-timeout", "60", "--generation-database", "none", "--no-color",
                # The description says text may hold no NUL (the database cannot store one), which JSON Schema
