@@ -122,8 +122,8 @@ def status_context(request: Request, status: RunStatusView, view: View | None = 
         "run": run, "tasks": [tile(task, now) for task in tasks], "progress": progress, "shares": shares,
         "summary": ended, "hook": status.hook, "title": page_title(run), "final": status.final,
         "status_url": status_url, "compact": compact is not None,
-        "waiting": (when.scheduled(run.scheduled_for, bool(run.done or running), now) if run.live else None)
-        or summary.waiting(status.ahead, status.workers),
+        "scheduled": when.scheduled(run.scheduled_for, bool(run.done or running), now) if run.live else None,
+        "waiting": summary.waiting(status.ahead, status.workers),
     }
     if compact is not None:
         context.update(map_context(request, status, view))

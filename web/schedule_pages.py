@@ -29,7 +29,7 @@ from web.schedules_api import _call, schedule_ref, starts
 
 OUTCOMES = {  # fire outcome → (icon, what it means); never colour alone
     "fired": ("▶", "fired"),
-    "queued": ("⏸", "queued behind the previous fire"),
+    "queued": ("…", "queued behind the previous fire"),
     "skipped": ("⤼", "skipped"),
     "missed": ("○", "missed"),
     "failed": ("✗", "could not start"),
@@ -54,7 +54,8 @@ def fire_row(request: Request, fire: FireView, timezone: str, now: datetime) -> 
     elif fire.task_id is not None:
         work = {"text": f"task {fire.task_id}", "url": request.url_for("task_page", task_id=fire.task_id),
                 "icon": STATUS.get(fire.status or "", ("?", ""))[0]}
-    return {"f": fire, "icon": icon, "words": words, "slot": slot, "work": work,
+    reason = None if fire.reason == slot else fire.reason  # "fired by hand" is said once
+    return {"f": fire, "icon": icon, "words": words, "slot": slot, "work": work, "reason": reason,
             "ago": when.starts_in(fire.fired_at, now)}
 
 

@@ -96,7 +96,7 @@ def test_pause_resume_fire_and_delete_buttons_post_and_come_back(idle_client: Te
     back = idle_client.post(f"/schedules/{made['id']}/pause", follow_redirects=False)
     assert back.status_code == 303 and back.headers["location"].endswith(f"/schedules#schedule-{made['id']}")
     html = card(idle_client.get("/schedules").text, made["id"])
-    assert ">Resume nightly</button>" in html and "⏸ paused" in html and "<time>" not in html
+    assert ">Resume nightly</button>" in html and "‖ paused" in html and "<time>" not in html
     idle_client.post(f"/schedules/{made['id']}/resume")
     assert "<time>" in card(idle_client.get("/schedules").text, made["id"])
     idle_client.post("/schedules/nightly/fire")  # by name too

@@ -50,7 +50,8 @@ def server(tmp_path: Path) -> Server:
 
 def test_the_api_does_what_its_openapi_description_says(server: Server, tmp_path: Path) -> None:
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
-    command = [str(ST), "--config-file", str(tmp_path / "schemathesis.toml"), "run", f"{server.url}/openapi.json", "--checks", "all",
+    command = [str(ST), "--config-file", str(tmp_path / "schemathesis.toml"), "run", f"{server.url}/openapi.json",
+               "--checks", "all",
                "--phases", "examples,coverage,fuzzing,stateful", "--seed", str(SEED), "--max-examples", str(EXAMPLES),
                "--workers", "1", "--request-timeout", "60", "--generation-database", "none", "--no-color",
                # The description says text may hold no NUL (the database cannot store one), which JSON Schema
