@@ -117,9 +117,11 @@ class Firing:
                 if s is None:
                     return []  # deleted, or another firer holds it now
                 at = _now(conn, now)
+                if s.paused:
+                    return []  # nothing starts while paused, a fire queued before the pause neither
                 if s.waiting_fire_id is not None and not _running(conn, s, s.last_fire_id):
                     return [_release_waiting(conn, s, at)]
-                if s.paused or s.next_slot_at is None or s.next_slot_at > at:
+                if s.next_slot_at is None or s.next_slot_at > at:
                     return []
                 return _handle_slot(conn, s, cron(s.cron, s.timezone), at)
         except IntegrityError:

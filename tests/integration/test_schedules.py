@@ -446,3 +446,19 @@ def test_a_pruned_last_fire_is_not_mistaken_for_another_schedules_fire(t: servic
     assert (theirs.schedule, theirs.outcome) == ("other", "fired")  # its run is still running
     [mine] = t.fire_due_schedules(now=slot + HOUR)
     assert (mine.schedule, mine.outcome) == ("hourly", "fired"), fires(t)[-1].reason
+
+
+def test_a_fire_queued_before_a_pause_waits_for_the_resume(t: service.Tenure) -> None:
+    slot = add(t, overlap="queue")
+    [first] = t.fire_due_schedules(now=slot)
+    [queued] = t.fire_due_schedules(now=slot + HOUR)
+    assert queued.outcome == "queued"
+    t.pause_schedule("hourly")
+    t.cancel_run(first.run_id)  # type: ignore[arg-type]  # the run it waited for ends while paused
+    assert t.fire_due_schedules(now=slot + HOUR + SECOND) == []  # paused: nothing starts
+    assert count(t, Run) == 1 and t.schedule("hourly").waiting
+
+    t.resume_schedule("hourly")
+    [released] = t.fire_due_schedules(now=slot + HOUR + 2 * SECOND)
+    assert (released.outcome, released.slot_at) == ("fired", slot + HOUR)
+    assert count(t, Run) == 2 and not t.schedule("hourly").waiting
