@@ -92,10 +92,14 @@ def plan_start(start_at: Any = None, delay_s: Any = None) -> Start | None:
             raise InvalidInput(f"delay_s may be at most a year ({MAX_START_AHEAD.days} days), got {delay_s!r}")
         return Start(delay_s=float(delay_s))
     at = parse_time(start_at, "start_at")
+    try:
+        utc = to_utc(at)
+    except OverflowError:  # before the first instant UTC can name (0001-01-01T00:00+23:59)
+        raise InvalidInput(f"start_at {at.isoformat()} is out of range; give a time within a year from now") from None
     if at - datetime.now(UTC) > MAX_START_AHEAD:
         raise InvalidInput(f"start_at {at.isoformat()} is more than a year away; the furthest start is "
                            f"{MAX_START_AHEAD.days} days ahead")
-    return Start(at=to_utc(at))
+    return Start(at=utc)
 
 
 P = TypeVar("P", RunPlan, TaskPlan)
