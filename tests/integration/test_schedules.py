@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select, update
@@ -20,6 +22,7 @@ from service.errors import Conflict, InvalidInput, NotFound
 from service.faces import schedules as defined_schedules
 from service.storage.db import db_now
 from service.storage.models import Run, Schedule, ScheduleFire, Task
+from tests.conftest import wait_for
 from tests.integration.test_retention import age
 
 HOUR = timedelta(hours=1)
@@ -99,7 +102,7 @@ def test_a_slot_on_time_creates_one_run_named_for_its_slot_and_moves_the_cursor(
     assert (row.slot_at, row.outcome, row.catch_up, row.slots, row.run_id) == (slot, "fired", False, 1, fired.run_id)
     assert row.fired_at == slot + 2 * SECOND  # the injected clock
     run, tasks = t.run_with_tasks(fired.run_id)
-    local = slot.replace(tzinfo=__import__("datetime").UTC).astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+    local = slot.replace(tzinfo=UTC).astimezone(ZoneInfo("Europe/Berlin"))
     assert run.name == f"hourly · {local.strftime('%Y-%m-%d %H:%M:%S %Z')}"
     assert run.status == "running" and run.scheduled_for is None  # due at once
     assert [(task.kind, task.status) for task in tasks] == [("echo", "queued")] * 2
@@ -370,6 +373,29 @@ def test_a_schedule_decorating_a_registered_kind_starts_that_kind(
     assert defined_schedules.sync_defined(t.store) == ["echoes"]
     view = t.schedule("echoes")
     assert (view.target, view.kind, view.spec["row"]["args"]) == ("task", "echo", {"y": 1})
+
+
+# -- fired by a supervisor, by the database's clock ----------------------------------------
+
+
+def test_a_supervisor_fires_each_slot_at_its_time_never_early(t: service.Tenure, supervise: Any) -> None:
+    supervise(idle_poll_s=30.0)  # only its look-ahead can fire on time; it is asleep when the schedule comes
+    add(t, "every-second", "* * * * * *", task={"kind": "echo", "args": {}}, overlap="allow", catch_up="none")
+
+    def fired() -> list[Any]:
+        return [r for r in fires(t, "every-second") if r.outcome == "fired"]
+
+    wait_for(lambda: len(fired()) >= 3, 10, "three fires")
+    t.pause_schedule("every-second")
+    rows = fires(t, "every-second")
+    assert all(r.outcome == "fired" and r.task_id is not None for r in rows), [r.reason for r in rows]
+    slots = [r.slot_at for r in rows]
+    assert slots == sorted(set(slots))  # one row per slot
+    assert [b - a for a, b in pairwise(slots)] == [SECOND] * (len(slots) - 1)  # none left out
+    lags = [(r.fired_at - r.slot_at).total_seconds() for r in rows]
+    assert min(lags) >= 0 and max(lags) < 0.5, lags
+    for r in rows:
+        assert t.wait_task(r.task_id, 10).status == "succeeded"
 
 
 # -- races ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select, text
@@ -87,7 +88,7 @@ def test_a_delay_is_stored_as_the_time_it_is_due_by_the_database_clock(t: servic
 
 def test_a_start_time_is_stored_as_the_utc_instant_it_names(t: service.Tenure) -> None:
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
-    berlin = at.astimezone(service_zone("Europe/Berlin"))
+    berlin = at.astimezone(ZoneInfo("Europe/Berlin"))
     task_id = t.submit_task("echo", {}, start_at=berlin)
     run_id = t.submit_run("echo", [{}], start_at=at.strftime("%Y-%m-%dT%H:%M:%S") + "Z")
     naive_utc = at.replace(tzinfo=None)
@@ -98,12 +99,6 @@ def test_a_start_time_is_stored_as_the_utc_instant_it_names(t: service.Tenure) -
     now_id = t.submit_task("echo", {})
     assert task_row(t, now_id).scheduled_for is None and task_row(t, now_id).next_attempt_at is None
     assert t.run(t.submit_run("echo", [{}])).scheduled_for is None
-
-
-def service_zone(name: str) -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
 
 
 # -- started at its time --------------------------------------------------------------------
