@@ -340,3 +340,21 @@ def test_tasks_of_a_schedule_can_come_from_standard_input(tmp_path: Path, capsys
     monkeypatch.setattr("sys.stdin", io.StringIO('{"n": 1}\n{"n": 2}\n{"n": 3}\n'))
     assert run_cli(capsys, "schedule", "add", "s", "@hourly", "--run", "echo", "--tasks", "-", "--db", db)[0] == 0
     assert "a run of 3 echo tasks" in run_cli(capsys, "schedule", "show", "s", "--db", db)[1]
+
+
+def test_a_skipped_slot_says_why_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "t.db")
+    assert run_cli(capsys, "schedule", "add", "often", "*/10 * * * * *", "--task", "echo", "--db", db)[0] == 0
+    t = service.open(db, migrate=False)
+    try:
+        slot = t.schedule("often").next_slot_at
+        assert slot is not None
+        t.fire_due_schedules(now=slot + timedelta(seconds=1))  # its task is queued: no worker runs it
+        skipped = t.fire_due_schedules(now=slot + timedelta(seconds=11))
+    finally:
+        t.close()
+    assert [f.outcome for f in skipped] == ["skipped"]
+    out = run_cli(capsys, "schedule", "show", "often", "--db", db)[1]
+    newest = out.split("latest fires, newest first:\n")[1].splitlines()[0]
+    assert "skipped: the task of the slot at" in newest and "still running" in newest
+    assert "skipped: skipped" not in newest
