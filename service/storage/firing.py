@@ -189,7 +189,7 @@ def _fire(conn: Connection, s: Any, c: Cron, slot: datetime, at: datetime, *, ca
     busy = judged and _running(conn, s, s.last_fire_id)
     if busy and s.overlap != Overlap.ALLOW:
         assert last is not None
-        held = f"the {s.target} of the slot at {_local(last.slot_at, s)} ({_ref(last)}) was still running"
+        held = f"the {s.target} of the slot at {_local(last.slot_at, s)} ({_ref(last)}) had not ended"
         if s.overlap == Overlap.QUEUE and s.waiting_fire_id is None:
             fire_id = _row(conn, s, slot_at=slot, outcome=FireOutcome.QUEUED, catch_up=catch_up, at=at,
                            reason=f"queued: {held}; it starts when that ends")

@@ -356,5 +356,5 @@ def test_a_skipped_slot_says_why_once(tmp_path: Path, capsys: pytest.CaptureFixt
     assert [f.outcome for f in skipped] == ["skipped"]
     out = run_cli(capsys, "schedule", "show", "often", "--db", db)[1]
     newest = out.split("latest fires, newest first:\n")[1].splitlines()[0]
-    assert "skipped: the task of the slot at" in newest and "still running" in newest
+    assert "skipped: the task of the slot at" in newest and "had not ended" in newest
     assert "skipped: skipped" not in newest

@@ -204,7 +204,7 @@ def test_overlap_skip_names_the_run_still_running(t: service.Tenure) -> None:
     [second] = t.fire_due_schedules(now=slot + HOUR + SECOND)
     assert (second.outcome, second.run_id) == ("skipped", None)
     row = fires(t)[-1]
-    assert row.outcome == "skipped" and f"run {first.run_id}" in row.reason and "still running" in row.reason
+    assert row.outcome == "skipped" and f"run {first.run_id}" in row.reason and "had not ended" in row.reason
     assert count(t, Run) == 1
 
     t.cancel_run(first.run_id)  # type: ignore[arg-type]  # ended: the next slot fires
