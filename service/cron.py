@@ -98,6 +98,8 @@ class Cron:
             words = CronSim(self.fields, datetime(2026, 1, 1, tzinfo=self.tz)).explain()
         except Exception:  # noqa: BLE001 -- explain() is best effort in cronsim; the expression itself is fine
             words = self.expression
+        # cronsim's ordinals read well ("every fifth minute") but for one: "every second second".
+        words = words.replace("Every second second", "Every other second")
         return f"{words}, {self.timezone}"
 
     def _forward(self, after: datetime) -> Iterator[datetime]:

@@ -194,3 +194,7 @@ def test_a_leap_day_expression_is_not_refused_it_fires_on_leap_years() -> None:
 ])
 def test_explain_says_the_expression_in_words_with_its_zone(expression: str, zone: str, words: str) -> None:
     assert Cron(expression, zone).explain() == words
+
+
+def test_every_two_seconds_is_not_called_every_second_second() -> None:
+    assert Cron("*/2 * * * * *").explain() == "Every other second of every minute, UTC"
