@@ -102,36 +102,40 @@ class Firing:
         done: list[Fired] = []
         for schedule_id in sorted(ids):
             for _ in range(MAX_SLOTS_PER_PASS):
-                fired = self._fire_one(schedule_id, now)
-                if not fired:
-                    break
+                fired, more = self._fire_one(schedule_id, now)
                 done.extend(fired)
+                if not more:  # its cursor is past now: no transaction just to find that out
+                    break
         return done
 
-    def _fire_one(self, schedule_id: int, now: datetime | None) -> list[Fired]:
+    def _fire_one(self, schedule_id: int, now: datetime | None) -> tuple[list[Fired], bool]:
         """One transaction: what it wrote (a created slot may come with the missed span before
-        it); empty when nothing was due or another firer holds the schedule."""
+        it; empty when nothing was due or another firer holds the schedule), and whether another
+        slot of it is due already."""
         try:
             with write_tx(self.engine) as conn:
                 s = locked_schedule(conn, schedule_id, skip_locked=True)
                 if s is None:
-                    return []  # deleted, or another firer holds it now
-                at = _now(conn, now)
+                    return [], False  # deleted, or another firer holds it now
+                at = now if now is not None else s.db_now
                 if s.paused:
-                    return []  # nothing starts while paused, a fire queued before the pause neither
+                    return [], False  # nothing starts while paused, a fire queued before the pause neither
                 if s.waiting_fire_id is not None and not _running(conn, s, s.last_fire_id):
-                    return [_release_waiting(conn, s, at)]
-                if s.next_slot_at is None or s.next_slot_at > at:
-                    return []
-                return _handle_slot(conn, s, cron(s.cron, s.timezone), at)
+                    fired = [_release_waiting(conn, s, at)]
+                elif s.next_slot_at is None or s.next_slot_at > at:
+                    return [], False
+                else:
+                    fired = _handle_slot(conn, s, cron(s.cron, s.timezone), at)
+                return fired, s.next_slot_at is not None and s.next_slot_at <= at
         except IntegrityError:
-            return []  # the database refused a second row for a slot: another firer made it
+            return [], False  # the database refused a second row for a slot: another firer made it
 
 
 def locked_schedule(conn: Connection, schedule_id: int, *, skip_locked: bool = False) -> Any:
     """The schedule's row, locked for this transaction (on PostgreSQL; SQLite has one writer), as a
-    mutable namespace; None when there is none (or, with ``skip_locked``, another holds it)."""
-    row = conn.execute(select(*Schedule.__table__.c).where(Schedule.id == schedule_id)
+    mutable namespace with the database's clock as ``db_now``; None when there is none (or, with
+    ``skip_locked``, another holds it)."""
+    row = conn.execute(select(*Schedule.__table__.c, db_now().label("db_now")).where(Schedule.id == schedule_id)
                        .with_for_update(skip_locked=skip_locked)).one_or_none()
     return None if row is None else SimpleNamespace(**row._mapping)
 
