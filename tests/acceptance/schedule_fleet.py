@@ -60,6 +60,8 @@ class Fleet:
         env = {**os.environ, "TENURE_HOST": host, **self.env}
         if host in self.clock_files:
             # Only the wall clock: faking CLOCK_MONOTONIC too breaks every timed wait in the process.
+            # FAKETIME_NO_CACHE: with Debian's libfaketime 0.9.10 a cached offset (FAKETIME_CACHE_DURATION)
+            # sometimes never picked up a change of the file; re-reading it at every call always did.
             env.update({"LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(self.clock_files[host]),
                         "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
             env.pop("FAKETIME", None)  # it would win over the file
