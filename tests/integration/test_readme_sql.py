@@ -33,11 +33,12 @@ def readme_queries() -> dict[str, str]:
 def test_every_readme_query_answers_on_a_real_finished_run(sqlite_url: str) -> None:
     path = Path(sqlite_url.removeprefix("sqlite:///"))
     t = service.open(sqlite_url)
+    later = t.submit_task("echo", {"later": True}, label="later", delay_s=600)
     run = t.submit_run(TASKS, "sleep", {"min_seconds": 0.3, "max_seconds": 0.6, "failure_rate": 0.3,
                                         "transient_rate": 0.4, "seed": 7}, name="readme")
     alone = t.submit_task("echo", {"x": 1}, label="on its own")
     queries = readme_queries()
-    assert len(queries) == 7, list(queries)
+    assert len(queries) == 9, list(queries)
     sup = t.start_supervisor(**FAST)
     db = sqlite3.connect(path)
     try:
@@ -46,6 +47,11 @@ def test_every_readme_query_answers_on_a_real_finished_run(sqlite_url: str) -> N
         running = db.execute(queries["What is running right now, where, and how far along."]).fetchall()
         assert running and all(row[0] == run and 1 <= row[1] <= TASKS for row in running), running
         t.wait_run(run, 30)
+        t.add_schedule("readme-nightly", "0 2 * * *", timezone="Europe/Berlin",
+                       run={"kind": "echo", "tasks": [{"x": 1}]})
+        by_hand = t.fire_schedule("readme-nightly")  # run 2: the README's queries of "run 1" stay the run above
+        assert by_hand.run_id is not None
+        t.wait_run(by_hand.run_id, 10)
         wait_for(lambda: t.task(alone).terminal, 10, "the single task")
     finally:
         assert sup.stop(grace_s=0.0, timeout_s=5)
@@ -55,7 +61,9 @@ def test_every_readme_query_answers_on_a_real_finished_run(sqlite_url: str) -> N
         failed = [task for task in tasks if task.status == "failed"]
         assert 0 < len(failed) < TASKS
 
-        (latest, *_) = db.execute(queries["Runs, latest first, with their outcome and duration in seconds."]).fetchall()
+        runs = db.execute(queries["Runs, latest first, with their outcome and duration in seconds."]).fetchall()
+        assert [row[0] for row in runs] == [by_hand.run_id, run]
+        latest = runs[1]
         assert latest[:6] == (run, "readme", "completed", TASKS, TASKS - len(failed), len(failed)) and latest[6] > 0
 
         reasons = db.execute(queries["Why tasks failed, commonest reason first."]).fetchall()
@@ -78,7 +86,15 @@ def test_every_readme_query_answers_on_a_real_finished_run(sqlite_url: str) -> N
         for _tile, _label, error, output, traceback in wrote:
             assert "giving up at" in output and error.partition(": ")[2] in output and "PermanentError" in traceback
 
-        (single,) = db.execute(queries["Tasks submitted on their own, latest first."]).fetchall()
-        assert single[:4] == (alone, "echo", "on its own", "succeeded")
+        single, waiting = db.execute(queries["Tasks submitted on their own, latest first."]).fetchall()
+        assert single[:4] == (alone, "echo", "on its own", "succeeded") and waiting[:4] == (later, "echo", "later",
+                                                                                          "queued")
+
+        (due,) = db.execute(queries["Work waiting for its start, soonest first."]).fetchall()
+        assert due[:4] == (later, None, "echo", "later") and due[4] > db.execute("SELECT datetime('now')").fetchone()[0]
+
+        (fire,) = db.execute(queries["Each schedule's latest fires: the slot, what became of it, and how its run "
+                                     "ended."]).fetchall()
+        assert fire == ("readme-nightly", None, "fired", 0, "fired by hand", by_hand.run_id, "completed"), fire
     finally:
         db.close()
