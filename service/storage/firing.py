@@ -262,9 +262,10 @@ def _row(conn: Connection, s: Any, *, slot_at: datetime | None, outcome: FireOut
 
 
 def _advance(conn: Connection, s: Any, to: datetime, at: datetime) -> None:
-    # Guarded by the cursor read under the lock: a move by anyone else meanwhile changes nothing here.
-    conn.execute(update(Schedule).where(Schedule.id == s.id, Schedule.next_slot_at == s.next_slot_at)
-                 .values(next_slot_at=to, updated_at=at))
+    # The row is locked (PostgreSQL) or the database is (SQLite): nobody moved the cursor since it was
+    # read. No guard on its old value: on SQLite that would compare text, and a time written by hand
+    # in another format ('… 02:00:00' for '… 02:00:00.000000') would never match, wedging the schedule.
+    conn.execute(update(Schedule).where(Schedule.id == s.id).values(next_slot_at=to, updated_at=at))
     s.next_slot_at = to
 
 

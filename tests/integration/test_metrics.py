@@ -213,3 +213,28 @@ def test_every_outcome_is_a_label_value(t: service.Tenure) -> None:
     outcomes = {dict(labels)["outcome"] for name, labels in samples if name == "tenure_attempts"}
     assert outcomes == {o.value for o in Outcome}
     assert not [name for name, _ in samples if name == "tenure_tasks"]  # an empty database has no kinds yet
+
+
+def test_schedule_fires_skips_catch_ups_and_lag_are_counted_per_schedule(  # type: ignore[no-untyped-def]
+        t: service.Tenure, supervise) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    t.add_schedule("pulse", "* * * * * *", task={"kind": "echo", "args": {}}, overlap="allow", grace_s=1)
+    ten_ago = t.store.database_now().replace(microsecond=0) - timedelta(seconds=10)
+    with t.engine.begin() as conn:  # ten slots passed while nothing ran: most missed, the latest caught up
+        conn.execute(text("UPDATE schedules SET next_slot_at = :at WHERE name = 'pulse'"), {"at": ten_ago})
+    sup = supervise()
+    wait_for(lambda: sum(f.outcome == "fired" and not f.catch_up for f in t.schedule("pulse").fires) >= 2, 10,
+             "two slots fired on time")
+    assert sup.stop(grace_s=0.0, timeout_s=10)
+    fires = t.store.schedule_fires("pulse", limit=1000)
+    samples = scrape(sup.metrics.registry)
+    on_time = sum(f.outcome == "fired" and not f.catch_up for f in fires)
+    missed = sum(f.slots for f in fires if f.outcome == "missed")
+    assert missed >= 8 and sum(f.catch_up for f in fires) == 1
+    assert value(samples, "tenure_schedule_fires_total", schedule="pulse", outcome="missed", catch_up="false") == missed
+    assert value(samples, "tenure_schedule_fires_total", schedule="pulse", outcome="fired", catch_up="true") == 1
+    assert value(samples, "tenure_schedule_fires_total", schedule="pulse", outcome="fired", catch_up="false") == on_time
+    assert value(samples, "tenure_schedule_fire_lag_seconds_count", schedule="pulse") == on_time
