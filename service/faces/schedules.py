@@ -115,12 +115,17 @@ def sync_defined(store: Any) -> list[str]:
     return store.sync_schedules(defined()) if _DEFINED else []  # type: ignore[no-any-return]
 
 
-def _task(task: Any) -> tuple[str, str, dict[str, Any]]:
-    if not isinstance(task, dict) or not isinstance(task.get("kind"), str):
-        raise InvalidInput("task must be an object with the kind to start and its args")
-    unknown = sorted(set(task) - TASK_KEYS)
+def _shape(value: Any, what: str, keys: frozenset[str], expected: str) -> None:
+    """``value`` is an object naming its kind, with no field but ``keys``."""
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        raise InvalidInput(f"{what} must be {expected}")
+    unknown = sorted(set(value) - keys)
     if unknown:
-        raise InvalidInput(f"task: unknown field {unknown[0]!r}; a task takes {', '.join(sorted(TASK_KEYS))}")
+        raise InvalidInput(f"{what}: unknown field {unknown[0]!r}; a {what} takes {', '.join(sorted(keys))}")
+
+
+def _task(task: Any) -> tuple[str, str, dict[str, Any]]:
+    _shape(task, "task", TASK_KEYS, "an object with the kind to start and its args")
     options = {k: task[k] for k in ("label", "max_attempts", "timeout_s", "memory_limit_mb") if k in task}
     try:
         plan = plan_task(task["kind"], task.get("args"), **options)
@@ -130,11 +135,7 @@ def _task(task: Any) -> tuple[str, str, dict[str, Any]]:
 
 
 def _run(run: Any) -> tuple[str, str, dict[str, Any]]:
-    if not isinstance(run, dict) or not isinstance(run.get("kind"), str):
-        raise InvalidInput("run must be an object with the kind and its tasks (or a count and params)")
-    unknown = sorted(set(run) - RUN_KEYS)
-    if unknown:
-        raise InvalidInput(f"run: unknown field {unknown[0]!r}; a run takes {', '.join(sorted(RUN_KEYS))}")
+    _shape(run, "run", RUN_KEYS, "an object with the kind and its tasks (or a count and params)")
     if ("tasks" in run) == ("count" in run):
         raise InvalidInput("run: give tasks (a list) or count (a simulation of that many tasks), one of them")
     options = {k: run[k] for k in ("max_attempts", "timeout_s", "memory_limit_mb", "on_complete") if k in run}
