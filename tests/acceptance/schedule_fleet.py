@@ -27,6 +27,7 @@ from service.cron import Cron
 from service.storage.db import db_now
 from service.storage.models import Schedule
 from tests.acceptance.procs import REPO, stop_all
+from tests.conftest import wait_for
 
 # schedule.fired schedule='every-second' slot=2026-12-03T12:00:01Z catch_up=False slots=1 ...
 LOGGED = re.compile(r"schedule\.(\w+) schedule='([^']*)' slot=(\S+) catch_up=(\w+) slots=(\d+)")
@@ -48,6 +49,7 @@ class Fleet:
         self.frozen: set[str] = set()
         self.kills = 0
         self.starts = 0
+        self.log_from: dict[str, int] = {}  # where each host's latest start begins in its log
 
     def log(self, host: str) -> Path:
         return self.logs / f"{host}.log"
@@ -66,6 +68,7 @@ class Fleet:
                         "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
             env.pop("FAKETIME", None)  # it would win over the file
         with open(self.log(host), "ab") as out:
+            self.log_from[host] = out.tell()
             self.procs[host] = subprocess.Popen([sys.executable, "-m", "service", "worker", "--db", self.url,
                                                  *self.extra], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                                                 env=env)
@@ -93,11 +96,19 @@ class Fleet:
         """Hosts whose worker ended on its own (not killed by the test): they crashed."""
         return {h: code for h, p in self.procs.items() if (code := p.poll()) is not None and code != -signal.SIGKILL}
 
+    def started(self, host: str) -> bool:
+        """Its latest start got as far as running its supervisor (its stop signals handled by then)."""
+        with open(self.log(host), "rb") as log:
+            log.seek(self.log_from.get(host, 0))
+            return b"supervisor.started" in log.read()
+
     def stop(self) -> dict[str, int | None]:
         """SIGCONT the frozen, then SIGTERM everyone and wait (SIGKILL any that hangs); each host's exit code
-        (-9: the test killed it last)."""
+        (-9: the test killed it last). A worker restarted a moment ago is let finish starting first: a
+        SIGTERM while the interpreter is still importing ends any Python program before its handler exists."""
         for host in list(self.frozen):
             self.thaw(host)
+        wait_for(lambda: all(self.started(h) for h in self.alive()), 30, "every worker running its supervisor")
         return dict(zip(self.procs, stop_all(list(self.procs.values()), 30), strict=True))
 
     def tail(self, chars: int = 3000) -> str:

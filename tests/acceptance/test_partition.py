@@ -111,7 +111,7 @@ def test_a_partitioned_worker_loses_its_tasks_to_the_other_side_and_stops_them(t
             stop_all(procs)
             cluster.destroy()
     a_text = a_log.read_text()
-    fenced = {int(i) for i in re.findall(r"finish\.fenced task=(\d+)", a_text)}
+    fenced = {int(i) for i in re.findall(r"attempt\.end_fenced task=(\d+)", a_text)}
     stopped = {int(i) for i in re.findall(r"attempt\.lease_lost task=(\d+)", a_text)}
     assert on_a <= fenced | stopped, f"host A neither stopped nor was refused for {on_a - fenced - stopped}"
     learned = min((stamp(line) for line in a_text.splitlines() if "attempt.lease_lost" in line or

@@ -80,7 +80,7 @@ def test_the_schedules_page_lists_fires_and_its_buttons_work(browser: Any, serve
 
     pulse = page.locator("article.schedule", has_text="pulse")
     assert pulse.locator("li.fire.out-skipped").count() >= 1
-    assert "was still running" in pulse.locator("li.fire.out-skipped").first.inner_text()
+    assert "had not ended" in pulse.locator("li.fire.out-skipped").first.inner_text()
     page.goto(server.url + "/schedules")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     DOCS.mkdir(parents=True, exist_ok=True)
