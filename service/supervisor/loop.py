@@ -120,8 +120,8 @@ class Supervisor:
             loops.append((run, name))
         for target, name in loops:
             thread = threading.Thread(target=self._supervised(target), name=f"tenure-{name}", daemon=True)
-            self._threads.append(thread)
             thread.start()
+            self._threads.append(thread)  # only once started: a stop right after start joins what runs
         return self
 
     def request_stop(self, grace_s: float | None = None) -> None:
@@ -396,7 +396,7 @@ class Supervisor:
             self._inflight.clear()
         self._halt.set()
         notify.ring(self.leases.engine, [self.supervisor_id])  # its doorbell ends now, not at its 1 s poll
-        for thread in self._threads:  # the listener closes its connection within a second
+        for thread in list(self._threads):  # the listener closes its connection within a second
             if thread is not threading.current_thread():
                 thread.join(timeout=2.0)
         log.info("supervisor.stopped supervisor=%s", self.supervisor_id)

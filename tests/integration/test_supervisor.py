@@ -248,3 +248,26 @@ def test_an_idle_supervisor_sleeps_even_once_its_spare_processes_are_old(t: serv
         assert sup.stop(grace_s=0.0, timeout_s=5)
     # FAST polls every 0.02 s: ~25 turns in 0.5 s. A spinning loop turns thousands of times.
     assert turns < 100, turns
+
+
+def test_a_stop_asked_before_start_ends_cleanly_even_before_every_thread_has_started(  # type: ignore[no-untyped-def]
+        t: service.Tenure, monkeypatch) -> None:
+    """A SIGTERM right after `tenure worker` started (seen in the schedule chaos test): the loop, first to
+    start, stopped at once and joined a side thread that was listed but not yet started, which raised
+    and made a graceful stop exit 1. Here the heartbeat thread starts only after the loop has ended."""
+    from service.supervisor import loop as loop_module
+
+    sup = service.Supervisor(t.engine, service.Settings(**FAST))
+    real = threading.Thread
+
+    class LateHeartbeat(real):  # type: ignore[misc, valid-type]
+        def start(self) -> None:
+            if self.name == "tenure-heartbeat":
+                sup.stopped.wait(10)
+            super().start()
+
+    monkeypatch.setattr(loop_module.threading, "Thread", LateHeartbeat)
+    sup.request_stop(grace_s=0.0)
+    sup.start()
+    assert sup.stopped.wait(10)
+    assert sup.fatal is None, sup.fatal
