@@ -47,11 +47,17 @@ def supervisor_actor(url: str, seed: int, seconds: float, me: int, others: list[
                     tally["claim" if got else "claim_empty"] += 1
                     if not got and not held:
                         time.sleep(0.002)  # nothing due: a supervisor would wait; so does its stand-in
+                        if not leases.heartbeat(me, []).alive:  # an idle one still beats, and so learns it
+                            leases.register_again(me, f"stress-{me}", 1000 + me, None, None)  # was judged dead
+                            tally["revived"] += 1
                 elif move < 0.45:
                     updates = [(t, a, rng.random(), {"r": rng.randint(0, 9)}) for (t, a) in list(held)[:5]]
-                    still = leases.heartbeat(me, updates).held
-                    for key in set(held) - still:
+                    beat = leases.heartbeat(me, updates)
+                    for key in set(held) - beat.held:
                         del held[key]
+                    if not beat.alive:  # judged dead by another actor: alive again, as a supervisor would be
+                        leases.register_again(me, f"stress-{me}", 1000 + me, None, None)
+                        tally["revived"] += 1
                     tally["heartbeat"] += 1
                 elif move < 0.9:
                     key = rng.choice(list(held))
