@@ -207,13 +207,14 @@ def _cells(conn: Connection, run_id: int, created_at: datetime, now: datetime, l
 
 
 def _outages(conn: Connection, run_id: int, attempts: list[AttemptSpan] | None) -> list[Outage]:
-    # Lost after its supervisor's last heartbeat: that supervisor died (or went silent) and was
+    # Lost after its supervisor's last heartbeat (strictly: SQLite keeps milliseconds, and a beat in the
+    # millisecond of the loss shows it alive): that supervisor died (or went silent) and was
     # reclaimed. An attempt lost while its supervisor lived on (a shared process crashed) is not.
     rows = conn.execute(
         select(TaskAttempt.supervisor_id, SupervisorRow.heartbeat_at, func.count(), func.max(TaskAttempt.finished_at))
         .join(Task, (Task.id == TaskAttempt.task_id) & (Task.run_id == run_id))
         .join(SupervisorRow, SupervisorRow.id == TaskAttempt.supervisor_id)
-        .where(status_is(TaskAttempt.outcome, Outcome.LOST), TaskAttempt.finished_at >= SupervisorRow.heartbeat_at)
+        .where(status_is(TaskAttempt.outcome, Outcome.LOST), TaskAttempt.finished_at > SupervisorRow.heartbeat_at)
         .group_by(TaskAttempt.supervisor_id, SupervisorRow.heartbeat_at)
         .order_by(SupervisorRow.heartbeat_at)
     ).all()

@@ -349,3 +349,20 @@ def test_a_finished_run_s_history_is_read_once_and_again_after_a_retry(idle_clie
         assert live >= warm + 4 and "hx-get" in retried.split('id="charts"')[1][:300]
     finally:
         event.remove(t.engine, "before_cursor_execute", count)
+
+
+def test_a_heartbeat_in_the_millisecond_of_a_loss_shows_its_server_alive(idle_any: TestClient) -> None:
+    """SQLite keeps milliseconds: a beat right after a loss can carry the loss's very time (a flake in CI)."""
+    from sqlalchemy import text
+
+    t = tenure_of(idle_any)
+    run_id = t.submit_run("echo", [{}])
+    leases = Leases(t.engine)
+    me = leases.register("host-a", 11, None, None)
+    (one,) = leases.claim(me, 1)
+    assert leases.finish(one, me, outcome=Outcome.LOST, error="its shared process crashed", isolate=True, counted=True)
+    with t.engine.begin() as conn:
+        conn.execute(text("UPDATE supervisors SET heartbeat_at = (SELECT finished_at FROM task_attempts "
+                          "WHERE outcome = 'lost') WHERE id = :me"), {"me": me})
+    page = idle_any.get(f"/runs/{run_id}/charts").text
+    assert 'class="k-outage"' not in page and "server down" not in page
