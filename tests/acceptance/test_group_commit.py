@@ -39,7 +39,7 @@ pytestmark = pytest.mark.acceptance
 TASKS = 3000
 WORKER_ENV = {"TENURE_HEARTBEAT_S": "0.1", "TENURE_LEASE_TTL_S": "60"}
 SUCCEEDED = re.compile(r"attempt\.succeeded task=(\d+) attempt=(\d+)")
-FAULT_TASKS = 400  # enough for several batches before the chosen one and a drain after it
+FAULT_TASKS = 800  # enough for several batches before the chosen one and a drain after it, under load too
 FAULT_BATCH = 8  # the batch of successes the worker dies around (batches grow as the drain warms up)
 
 

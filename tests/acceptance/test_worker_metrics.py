@@ -64,9 +64,12 @@ def test_each_worker_s_metrics_add_up_to_the_database_s(tmp_path: Path) -> None:
         # read that scrapes share (for 5 s) is a fresh one.
         def fresh() -> Samples | None:
             s = scrape(ports[0])
-            return s if total(s, "tenure_tasks", status="succeeded") == TASKS else None
+            # Both supervisors too: a worker answers its port (counters attached) a moment before it
+            # registers, and a read taken then is shared for 5 s.
+            both = total(s, "tenure_supervisors_alive") == 2
+            return s if total(s, "tenure_tasks", status="succeeded") == TASKS and both else None
 
-        a = wait_for(fresh, 15, "the database's figures to show the drained run")
+        a = wait_for(fresh, 15, "the database's figures to show the drained run and both workers alive")
         assert isinstance(a, dict)
         assert total(a, "tenure_tasks", status="succeeded", kind="sleep") == TASKS
         assert total(a, "tenure_attempts", outcome="succeeded") == TASKS
