@@ -24,7 +24,7 @@ from service.storage.submit import Created
 from service.storage.views import AttemptView, RunView, TaskDetail, TaskView
 from service.task_process.protocol import get_kind
 from service.validation import check, check_as
-from web import schemas, when
+from web import schemas
 from web.http import BigBodies, BodyTooLarge, Busy, read_body, run_id, status_for, task_id, tenure_of
 from web.openapi import spec
 
@@ -167,11 +167,11 @@ def plan_run(data: Any) -> plans.RunPlan:
     if isinstance(request, catalog.explicit):
         entries = [entry.model_dump(exclude_none=True) if isinstance(entry, BaseModel) else entry
                    for entry in request.tasks]  # type: ignore[attr-defined]
-        return when.start_of(plans.plan_tasks(kind, entries, where=lambda i: f"tasks[{i}]", **options), **start)
+        return plans.with_start(plans.plan_tasks(kind, entries, where=lambda i: f"tasks[{i}]", **options), **start)
     taken = set(type(request).model_fields) - {"tasks", "kind", *options, *schemas.START}
     params = request.model_dump(include=taken, exclude_unset=True)
     plan = plans.plan_simulation(request.tasks, kind, params, **options)  # type: ignore[attr-defined]
-    return when.start_of(plan, **start)
+    return plans.with_start(plan, **start)
 
 
 def plan_task(data: Any) -> plans.TaskPlan:
@@ -179,7 +179,7 @@ def plan_task(data: Any) -> plans.TaskPlan:
     catalog = schemas.catalog()
     body = _object(data, '{"kind": "echo", "args": {"x": 1}}')
     request = check(catalog.task, body)
-    return when.start_of(plans.plan_task(**request.model_dump(exclude=set(schemas.START))),
+    return plans.with_start(plans.plan_task(**request.model_dump(exclude=set(schemas.START))),
                          **request.model_dump(include=set(schemas.START)))
 
 

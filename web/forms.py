@@ -16,7 +16,7 @@ from service.errors import InvalidInput
 from service.faces import plans as plans
 from service.task_process.protocol import get_kind
 from service.validation import check
-from web import schemas, when
+from web import schemas
 
 OPTIONS = ("name", "max_attempts", "timeout_s", "memory_limit_mb", "on_complete")
 
@@ -41,4 +41,4 @@ def plan_form(form: Mapping[str, Any]) -> plans.RunPlan:
     if local:  # 2026-12-03T14:05 from the browser, in UTC as the field's label says
         start["start_at"] = (local + ":00" if len(local) == 16 else local) + "Z"
     plan = plans.plan_simulation(request.tasks, kind, params, **options)  # type: ignore[attr-defined]
-    return when.start_of(plan, **start)
+    return plans.with_start(plan, **start)

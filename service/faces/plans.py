@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +37,9 @@ MAX_LABEL_CHARS = 200
 MAX_ARGS_BYTES = 64 * 1024  # one task's args, as JSON
 SPEC_KEYS = frozenset({"args", "kind", "label", "max_attempts", "timeout_s", "memory_limit_mb"})
 LABEL_FROM_ARGS_CHARS = 40
-MAX_START_AHEAD = timedelta(days=366)  # a start time or delay at most this far ahead
+MAX_START_AHEAD = timedelta(days=366)
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(?P<zone>Z|[+-]\d{2}:\d{2})?")
+TIME_EXAMPLE = "2026-12-03T14:05:00+01:00"  # a start time or delay at most this far ahead
 
 
 @dataclass(frozen=True)
@@ -118,14 +121,21 @@ def with_start(plan: P, start_at: Any = None, delay_s: Any = None) -> P:
 def parse_time(value: Any, what: str) -> datetime:
     """An aware datetime, from one or from RFC 3339 text ("2026-12-03T14:05:00+01:00", "...Z").
 
+    Text must be RFC 3339 itself (date, time and offset), not whatever ``fromisoformat`` takes: a
+    bare date or a time without its offset would be read in some server's zone.
+
     Raises:
-        InvalidInput: not a time, or a time without its zone (it would be read in some server's zone).
+        InvalidInput: not a time, or a time without its zone.
     """
     if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise InvalidInput(f"{what} {value!r} is not an RFC 3339 time such as 2026-12-03T14:05:00+01:00") from None
+        text = value.strip().upper()
+        found = RFC3339.fullmatch(text)
+        if found is None:
+            raise InvalidInput(f"{what} {value[:60]!r} is not an RFC 3339 time such as {TIME_EXAMPLE}")
+        if found["zone"] is None:
+            raise InvalidInput(f"{what} {text} has no time zone; add one ({text}Z for UTC, or an offset "
+                               "such as +01:00)")
+        value = datetime.fromisoformat(text)
     if not isinstance(value, datetime):
         raise InvalidInput(f"{what} must be a time (RFC 3339 text such as 2026-12-03T14:05:00Z), got "
                            f"{type(value).__name__}")

@@ -112,13 +112,14 @@ def clock_time(at: datetime, now: datetime, zone: str) -> str:
     return f"{text} {zone}"
 
 
-def starts_in(at: datetime, now: datetime) -> str:
+def starts_in(at: datetime, now: datetime, past: str = "due {} ago") -> str:
     """How far ahead ``at`` is, as coarse as a person says it: "in 40 s", "in 3 min", "in 5 h",
-    "in 12 days"; "now" within half a second; "due 12 s ago" once it has passed (nothing took it yet)."""
+    "in 12 days"; "now" within half a second; once it has passed, ``past`` ("due 12 s ago": nothing
+    took it yet; "{} ago" for something that happened)."""
     left = (at - now).total_seconds()
     if abs(left) < 0.5:
         return "now"
-    words = "in {}" if left > 0 else "due {} ago"
+    words = "in {}" if left > 0 else past
     for unit_s, unit, up_to in ((1, "s", 100), (60, "min", 100), (3600, "h", 48)):
         if round(abs(left) / unit_s) < up_to:
             return words.format(f"{round(abs(left) / unit_s)} {unit}")
