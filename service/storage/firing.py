@@ -24,6 +24,7 @@ What a slot becomes (judged by one clock: the database's, or an injected ``now``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -49,6 +50,8 @@ from service.storage.models import (
     Task,
 )
 from service.storage.submit import insert_run, insert_task
+
+log = logging.getLogger("tenure.schedules")
 
 MAX_COUNTED = 10_000  # slots of one missed span counted one by one; beyond, "more than"
 MAX_SLOTS_PER_PASS = 1_000  # transactions one pass makes for one schedule, at most (the next pass goes on)
@@ -127,8 +130,11 @@ class Firing:
                 else:
                     fired = _handle_slot(conn, s, cron(s.cron, s.timezone), at)
                 return fired, s.next_slot_at is not None and s.next_slot_at <= at
-        except IntegrityError:
-            return [], False  # the database refused a second row for a slot: another firer made it
+        except IntegrityError as exc:
+            # The row lock makes this rare: a slot's row is there, yet the cursor was not past it.
+            log.warning("schedule.slot_refused schedule=%s: the database refused a second row for a slot (%s); "
+                        "nothing was written", schedule_id, str(exc.orig).splitlines()[0] if exc.orig else exc)
+            return [], False
 
 
 def locked_schedule(conn: Connection, schedule_id: int, *, skip_locked: bool = False) -> Any:
@@ -216,7 +222,7 @@ def _fire(conn: Connection, s: Any, c: Cron, slot: datetime, at: datetime, *, ca
 
 def fire_by_hand(conn: Connection, s: Any) -> Fired:
     """Create the schedule's work now, outside its slots (no overlap policy: a person asked)."""
-    at = _now(conn, None)
+    at = s.db_now
     run_id, task_id = _create(conn, s, None)
     fire_id = _row(conn, s, slot_at=None, outcome=FireOutcome.FIRED, at=at, run_id=run_id, task_id=task_id,
                    reason="fired by hand")
