@@ -47,6 +47,34 @@ def parse_duration(text: str, what: str = "--older-than") -> float:
     return float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
 
 
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+
+
+def check_queue_name(name: object, what: str = "queue") -> str:
+    """A queue's name: 1 to 100 letters, digits, ``_ . : -``, starting with a letter or digit.
+
+    Raises:
+        InvalidInput: anything else.
+    """
+    if not isinstance(name, str) or not QUEUE_NAME.match(name):
+        raise InvalidInput(f"{what} must be a name of 1 to 100 letters, digits, '_', '.', ':' or '-' (starting "
+                           f"with a letter or digit), got {name!r}")
+    return name
+
+
+def parse_queues(value: str | tuple[str, ...] | list[str], what: str = "--queues") -> tuple[str, ...]:
+    """``imports,mail`` (or a sequence of names) as a tuple of queue names, each checked once.
+
+    Raises:
+        InvalidInput: empty, or a name that is not a queue's.
+    """
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else list(value)
+    names = [n for n in names if n != ""]
+    if not names:
+        raise InvalidInput(f"{what} names no queue; give one or more names separated by commas, like imports,mail")
+    return tuple(dict.fromkeys(check_queue_name(n, f"{what}: a queue") for n in names))
+
+
 def check_memory_mb(mb: object, what: str = "memory_limit_mb") -> None:
     if isinstance(mb, bool) or not isinstance(mb, int) or not MIN_MEMORY_LIMIT_MB <= mb <= MAX_MEMORY_LIMIT_MB:
         raise InvalidInput(
@@ -96,6 +124,7 @@ class Settings:
     retry_cap_s: float = 60.0  # ... doubling per attempt, never above this
     prune_after_s: float | None = None  # if set, delete what ended longer ago than this (see `tenure prune`) ...
     prune_every_s: float = 3600.0  # ... at start and this often
+    queues: tuple[str, ...] | None = None  # the queues it takes tasks from (None: every queue)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -107,6 +136,8 @@ class Settings:
             )
         if self.memory_limit_mb is not None:
             check_memory_mb(self.memory_limit_mb, "the memory limit")
+        if self.queues is not None:
+            object.__setattr__(self, "queues", parse_queues(self.queues))
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -120,6 +151,8 @@ class Settings:
             "task_timeout_s": _env_float("TENURE_TASK_TIMEOUT_S", cls.task_timeout_s),
             "memory_limit_mb": _env_memory("TENURE_MEMORY_LIMIT", cls.memory_limit_mb),
         }
+        if os.environ.get("TENURE_QUEUES"):
+            values["queues"] = parse_queues(os.environ["TENURE_QUEUES"], "TENURE_QUEUES")
         if os.environ.get("TENURE_PRUNE_AFTER"):
             values["prune_after_s"] = parse_duration(os.environ["TENURE_PRUNE_AFTER"], "TENURE_PRUNE_AFTER")
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -123,7 +123,7 @@ def status_context(request: Request, status: RunStatusView, view: View | None = 
         "summary": ended, "hook": status.hook, "title": page_title(run), "final": status.final,
         "status_url": status_url, "compact": compact is not None,
         "scheduled": when.scheduled(run.scheduled_for, bool(run.done or running), now) if run.live else None,
-        "waiting": summary.waiting(status.ahead, status.workers),
+        "waiting": summary.waiting(status.ahead, status.workers, status.held),
     }
     if compact is not None:
         context.update(map_context(request, status, view))

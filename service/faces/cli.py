@@ -238,7 +238,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     run, tasks = status.run, status.tasks or []
                     p = summary.progress(run, tasks, status.now)
                     bar.update(row, completed=run.done, detail=watch_detail(run, p, status.ahead, status.workers,
-                                                                               status.now))
+                                                                               status.now, status.held))
                     if not run.live:
                         break
                     time.sleep(args.interval)  # a terminal refresh pace, not a synchronization
@@ -253,7 +253,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def watch_detail(run: RunView, p: summary.Progress, ahead: int | None = None, workers: int | None = None,
-                 now: datetime | None = None) -> str:
+                 now: datetime | None = None, held: str | None = None) -> str:
     """The text beside the bar: counts, then the time so far and the time left if there is an
     estimate (or what it waits for, or when it starts if it was made to start later); once the
     run has ended, how long it took (as the page's bar says it)."""
@@ -264,7 +264,7 @@ def watch_detail(run: RunView, p: summary.Progress, ahead: int | None = None, wo
     later = summary.not_yet(run, now) if now is not None else None
     if later:
         return f"{counts}  · {later}"
-    waiting = summary.waiting(ahead, workers)
+    waiting = summary.waiting(ahead, workers, held)
     if waiting:
         left = f"  · {waiting}"
     else:

@@ -20,13 +20,15 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from service.clock import Clock, SystemClock
-from service.config import Settings
+from service.config import Settings, check_queue_name
 from service.errors import InvalidInput, TaskFailed, TenureError
+from service.faces.flow import check_limit, parse_rate, plan_flow, with_flow
 from service.faces.plans import RunPlan, TaskPlan, plan_simulation, plan_task, plan_tasks, with_start
 from service.faces.schedules import plan_schedule, sync_defined
 from service.storage import Store, schema
 from service.storage.db import make_engine, normalize_url
 from service.storage.firing import Fired
+from service.storage.flow import UNSET, KeyView, QueueView
 from service.storage.history import History, RunHistory
 from service.storage.retention import PruneReport
 from service.storage.schedules import ScheduleView
@@ -63,6 +65,10 @@ class Tenure:
         idempotency_key: str | None = None,
         start_at: datetime | str | None = None,
         delay_s: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        key: str | None = None,
+        key_limit: int | None = None,
     ) -> int:
         """Create a run; returns its id at once. Two shapes:
 
@@ -80,6 +86,11 @@ class Tenure:
         ``start_at`` (an aware datetime, or RFC 3339 text with its offset) or ``delay_s`` holds
         every task back until then, by the database's clock; it can be cancelled before.
 
+        ``queue`` (default: the kind's, else ``default``) is where its tasks wait; ``priority``
+        (higher first, -1000 to 1000) orders them there; ``key`` is a concurrency key every task
+        of it counts against, ``key_limit`` at most how many with that key run at once on every
+        host (see :mod:`service.faces.flow`).
+
         Raises:
             InvalidInput: unknown kind or hook, bad count, entries, name, parameters or start (nothing
                 is written).
@@ -87,23 +98,28 @@ class Tenure:
         """
         plan = plan_run(what, tasks_or_kind, params, name=name, max_attempts=max_attempts, timeout_s=timeout_s,
                         memory_limit_mb=memory_limit_mb, on_complete=on_complete)
-        return self.start_run(with_start(plan, start_at, delay_s), idempotency_key).id
+        flow = plan_flow(queue, priority, key, key_limit)
+        return self.start_run(with_flow(with_start(plan, start_at, delay_s), flow), idempotency_key).id
 
     def start_run(self, plan: RunPlan, idempotency_key: str | None = None) -> Created:
         """Write a checked :class:`RunPlan`; ``Created.new`` is False when the key made it before."""
         return self.store.create_run(
             kind=plan.kind, total=plan.total, params=plan.params, tasks=plan.rows, name=plan.name,
             on_complete=plan.on_complete, idempotency=_key(idempotency_key, "run", plan.fingerprint),
-            start=plan.start,
+            start=plan.start, placement=plan.placement,
         )
 
     def submit_task(
         self, kind: str, args: dict[str, Any] | None = None, *, label: str | None = None, max_attempts: int = 3,
         timeout_s: float | None = None, memory_limit_mb: int | None = None, idempotency_key: str | None = None,
-        start_at: datetime | str | None = None, delay_s: float | None = None,
+        start_at: datetime | str | None = None, delay_s: float | None = None, queue: str | None = None,
+        priority: int | None = None, key: str | None = None, key_limit: int | None = None,
+        unique_key: str | None = None,
     ) -> int:
         """Queue one task of ``kind`` built from JSON ``args``, outside any run; returns its id at once.
-        ``start_at`` or ``delay_s`` holds it back until then (see :meth:`submit_run`).
+        ``start_at`` or ``delay_s`` holds it back until then; ``queue``, ``priority``, ``key`` and
+        ``key_limit`` place it (see :meth:`submit_run`). With ``unique_key``, while a task holding
+        that key is queued, retrying or running, none is created and that task's id comes back.
 
         Raises:
             InvalidInput: unknown kind, args that are not a JSON object, or a bad start (nothing is written).
@@ -111,12 +127,13 @@ class Tenure:
         """
         plan = plan_task(kind, args, label=label, max_attempts=max_attempts, timeout_s=timeout_s,
                          memory_limit_mb=memory_limit_mb)
-        return self.start_task(with_start(plan, start_at, delay_s), idempotency_key).id
+        flow = plan_flow(queue, priority, key, key_limit, unique_key)
+        return self.start_task(with_flow(with_start(plan, start_at, delay_s), flow), idempotency_key).id
 
     def start_task(self, plan: TaskPlan, idempotency_key: str | None = None) -> Created:
         """Write a checked :class:`TaskPlan`; ``Created.new`` is False when the key made it before."""
         return self.store.create_task(**plan.row, idempotency=_key(idempotency_key, "task", plan.fingerprint),
-                                      start=plan.start)
+                                      start=plan.start, placement=plan.placement)
 
     # The classic task-manager exercise's verbs.
     register_task = submit_task
@@ -210,6 +227,60 @@ class Tenure:
     def retry_run(self, run_id: int) -> int:
         """Queue a finished run's failed tasks again; returns how many. Raises NotFound, Conflict."""
         return self.store.retry_run(run_id)
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def set_queue(self, name: str, *, concurrency: int | None = UNSET, rate: str | tuple[int, float] | None = UNSET,
+                  age_s: float | None = UNSET) -> QueueView:
+        """Declare queue ``name`` and set its limits: ``concurrency`` (most running at once on every
+        host), ``rate`` (starts per period: ``"10/s"`` or (10, 1.0)), ``age_s`` (a task waiting
+        longer goes ahead of higher priorities). None removes a limit; one not given stays.
+        Once a queue is declared, submits to undeclared queues are refused.
+
+        Raises:
+            InvalidInput: a bad name, a limit below 1, a rate without a period.
+        """
+        check_queue_name(name)
+        if concurrency is not UNSET and concurrency is not None:
+            check_limit(concurrency, "concurrency")
+        if rate is not UNSET and rate is not None:
+            rate = parse_rate(rate)
+        if age_s is not UNSET and age_s is not None and (not isinstance(age_s, (int, float)) or not age_s > 0):
+            raise InvalidInput(f"age_s must be a positive number of seconds, got {age_s!r}")
+        return self.store.set_queue(name, concurrency=concurrency, rate=rate, age_s=age_s)
+
+    def pause_queue(self, name: str) -> QueueView:
+        """No new attempt of queue ``name`` starts on any worker until :meth:`resume_queue`; what runs
+        finishes. Survives restarts. Raises NotFound."""
+        return self.store.pause_queue(check_queue_name(name))
+
+    def resume_queue(self, name: str) -> QueueView:
+        return self.store.resume_queue(check_queue_name(name))
+
+    def queues(self) -> list[QueueView]:
+        """Every queue: depth, running against its limit, oldest wait, paused or not."""
+        return self.store.queues()
+
+    def queue(self, name: str) -> QueueView:
+        return self.store.queue(check_queue_name(name))
+
+    def set_key(self, name: str, *, concurrency: int | None = UNSET,
+                rate: str | tuple[int, float] | None = UNSET) -> KeyView:
+        """Set the limits of concurrency key ``name``: most running at once, starts per period."""
+        plan_flow(key=name)
+        if concurrency is not UNSET and concurrency is not None:
+            check_limit(concurrency, "concurrency")
+        if rate is not UNSET and rate is not None:
+            rate = parse_rate(rate)
+        return self.store.set_key(name, concurrency=concurrency, rate=rate)
+
+    def pause_run(self, run_id: int) -> bool:
+        """None of the run's tasks starts until :meth:`resume_run`; what runs finishes. Raises
+        NotFound, or Conflict for a run that has ended."""
+        return self.store.pause_run(run_id)
+
+    def resume_run(self, run_id: int) -> bool:
+        return self.store.pause_run(run_id, paused=False)
 
     # -- schedules ------------------------------------------------------------------------
 

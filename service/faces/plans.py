@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from service.config import check_memory_mb
 from service.cron import to_utc
 from service.errors import InvalidInput
-from service.storage.submit import Start
+from service.storage.submit import Placement, Start
 from service.task_process.protocol import Kind, get_kind
 from service.text import check_json_text, check_text
 
@@ -65,6 +65,7 @@ class RunPlan:
     fingerprint: str  # of the request as asked (before any seed is drawn): for idempotency
     explicit: bool = False
     start: Start | None = None  # None: due at once
+    placement: Placement | None = None  # its queue and key limits (None: the default queue)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TaskPlan:
     fingerprint: str
     options: dict[str, Any] = field(default_factory=dict)
     start: Start | None = None  # None: due at once
+    placement: Placement | None = None
 
 
 def plan_start(start_at: Any = None, delay_s: Any = None) -> Start | None:

@@ -126,8 +126,12 @@ def starts_in(at: datetime, now: datetime, past: str = "due {} ago") -> str:
     return words.format(f"{round(abs(left) / 86400)} days")
 
 
-def waiting(ahead: int | None, workers: int | None = None) -> str | None:
-    """What a live run that runs nothing waits for (see RunStatusView.ahead), or None."""
+def waiting(ahead: int | None, workers: int | None = None, held: str | None = None) -> str | None:
+    """What a live run that runs nothing waits for (see RunStatusView.ahead and .held), or None."""
+    if held is not None and "paused" in held:
+        return f"paused: {held}"
+    if held is not None:
+        return f"waiting for a free slot: {held}"
     if ahead is None:
         return None
     if workers == 0:

@@ -83,6 +83,7 @@ class End:
     isolate: bool = False
     counted: bool = False
     lost_before: int = 0
+    limited: bool = False  # it ran under a queue's or key's limit: its end frees a slot others may wait for
 
     @property
     def key(self) -> Key:
@@ -189,7 +190,7 @@ def end_attempts(conn: Connection, holder: int, ends: Sequence[End]) -> set[Key]
     conn.execute(_ATTEMPT_END, [_attempt_params(e) for e in applied])
     for run_id in sorted({e.run_id for e in applied if e.terminal and e.run_id is not None}):
         settle_run(conn, run_id)
-    if any(e.status is TaskStatus.QUEUED for e in applied):
+    if any(e.status is TaskStatus.QUEUED or e.limited for e in applied):
         notify.notify(conn)
     return {e.key for e in applied}
 

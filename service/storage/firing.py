@@ -25,12 +25,13 @@ What a slot becomes (judged by one clock: the database's, or an injected ``now``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, false, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.cron import Cron, cron, from_utc
@@ -86,10 +87,14 @@ class Upcoming:
 class Firing:
     engine: Engine
 
-    def upcoming(self) -> Upcoming:
-        """Index reads only: what a supervisor sleeps until."""
+    def upcoming(self, queues: Sequence[str] | None = None) -> Upcoming:
+        """Index reads only: what a supervisor sleeps until. With ``queues``, only tasks of those
+        queues count (the ones it serves that are neither paused nor at a limit)."""
         with read_tx(self.engine) as conn:
-            task_ms, slot_ms, waiting = conn.execute(_UPCOMING).one()
+            if queues is None:
+                task_ms, slot_ms, waiting = conn.execute(_UPCOMING).one()
+            else:
+                task_ms, slot_ms, waiting = conn.execute(_UPCOMING_IN, {"queues": list(queues)}).one()
         return Upcoming(None if task_ms is None else max(0.0, task_ms / 1000),
                         None if slot_ms is None else max(0.0, slot_ms / 1000), bool(waiting))
 
@@ -309,12 +314,18 @@ def _local(moment: datetime | None, s: Any) -> str:
     return from_utc(moment, cron(s.cron, s.timezone).tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-_UPCOMING = select(
-    elapsed_ms(
-        select(func.min(Task.next_attempt_at))
-        .where(status_is(Task.status, "queued", "retrying"), Task.next_attempt_at.is_not(None)).scalar_subquery(),
-        db_now()),
-    elapsed_ms(select(func.min(Schedule.next_slot_at)).where(Schedule.paused == false()).scalar_subquery(),
-               db_now()),
-    select(Schedule.id).where(Schedule.waiting_fire_id.is_not(None)).limit(1).exists(),
-)
+def _upcoming(*where: Any) -> Any:
+    return select(
+        elapsed_ms(
+            select(func.min(Task.next_attempt_at))
+            .where(status_is(Task.status, "queued", "retrying"), Task.next_attempt_at.is_not(None), *where)
+            .scalar_subquery(),
+            db_now()),
+        elapsed_ms(select(func.min(Schedule.next_slot_at)).where(Schedule.paused == false()).scalar_subquery(),
+                   db_now()),
+        select(Schedule.id).where(Schedule.waiting_fire_id.is_not(None)).limit(1).exists(),
+    )
+
+
+_UPCOMING = _upcoming()
+_UPCOMING_IN = _upcoming(Task.queue.in_(bindparam("queues", expanding=True)))

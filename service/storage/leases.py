@@ -10,7 +10,7 @@ cancelled) and changes nothing, so no task completes twice. Locks follow the ord
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -19,7 +19,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Engine,
-    Integer,
     Text,
     bindparam,
     case,
@@ -31,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 
-from service.storage import due, notify
+from service.storage import claims, due, looks, notify
 from service.storage.db import db_now, read_tx, status_is, text_tail, write_tx
 from service.storage.endings import MAX_LOST, End, end_attempts, leased_by
 from service.storage.errors import translated
@@ -41,7 +40,6 @@ from service.storage.models import (
     SupervisorRow,
     Task,
     TaskAttempt,
-    TaskStatus,
 )
 
 log = logging.getLogger("tenure.leases")
@@ -69,6 +67,9 @@ class Lease:
     isolated: bool = False  # must run alone in a process of its own
     memory_limit_mb: int | None = None  # None: the supervisor's limit
     waited_s: float | None = None  # a first attempt: submission to this claim, by the database's clock
+    queue: str = "default"
+    limit_key: str | None = None
+    limited: bool = False  # counted against a limit: its end rings the other supervisors
 
     @property
     def key(self) -> Key:
@@ -105,6 +106,7 @@ class Leases:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.turn = 0  # which queue gets free slots first at the next claim (it turns at each)
 
     # -- supervisors ----------------------------------------------------------------------
 
@@ -194,39 +196,44 @@ class Leases:
     # -- claim and heartbeat ------------------------------------------------------------
 
     @translated
-    def anything_due(self) -> due.Due:
-        """Whether a claim would find a task (and in which part of the claim order), from a read
-        that takes no write lock. Falsy when nothing is due."""
+    def anything_due(self, served: Iterable[str] | None = None) -> looks.Look:
+        """What a claim could start in the queues ``served`` (None: every queue), from one read of
+        index probes that takes no write lock. Falsy when nothing can start now."""
         with read_tx(self.engine) as conn:
-            by_time, at_once = conn.execute(_ANYTHING_DUE).one()
-        return due.Due(bool(by_time), bool(at_once))
+            return looks.look(conn, served)
 
     @translated
-    def claim(self, supervisor_id: int, limit: int, found: due.Due | None = None) -> list[Lease]:
-        """Lease up to ``limit`` due tasks, in the order :mod:`service.storage.due` states.
+    def claim(self, supervisor_id: int, limit: int, found: looks.Look | None = None, *,
+              served: Iterable[str] | None = None, rotate: int | None = None) -> list[Lease]:
+        """Lease up to ``limit`` due tasks, in the order and within the limits that
+        :mod:`service.storage.claims` states.
 
-        ``found`` (what :meth:`anything_due` just said) skips a part of the order that held
-        nothing then: one statement instead of two; what arrives there meanwhile rings a claim.
-
-        Atomic: the tasks turn ``running`` under this supervisor's lease and each gets an open
-        ``task_attempts`` row, all in one write transaction. On PostgreSQL the candidate rows
-        are locked ``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait on or take
-        the same row. Returns [] when nothing is due.
+        ``found`` is what :meth:`anything_due` just said (read again when None). Atomic: the tasks
+        turn ``running`` under this supervisor's lease and each gets an open ``task_attempts``
+        row, all in one write transaction. On PostgreSQL the candidate rows are locked ``FOR
+        UPDATE SKIP LOCKED``, so concurrent claimers never wait on or take the same row.
+        Returns [] when nothing can start.
         """
+        return self.claim_within(supervisor_id, limit, found, served=served, rotate=rotate)[0]
+
+    @translated
+    def claim_within(self, supervisor_id: int, limit: int, found: looks.Look | None = None, *,
+                     served: Iterable[str] | None = None,
+                     rotate: int | None = None) -> tuple[list[Lease], looks.Claimed]:
+        """:meth:`claim`, with what the claim learned: whether limits held work back, and when a
+        rate window frees a start. ``rotate`` (default: turns at each claim) picks the queue
+        that gets the free slots first."""
+        if rotate is None:
+            rotate, self.turn = self.turn, self.turn + 1
         if limit <= 0:
-            return []
+            return [], looks.Claimed()
+        if found is None:
+            found = self.anything_due(served)
+        if not found:
+            return [], looks.Claimed(held_back=found.blocked, reopen_at=None)
         with write_tx(self.engine) as conn:
-            # Due by a time first (a retry whose backoff passed), then due at once: see storage.due.
-            rows = []
-            if found is None or found.by_time:
-                rows = list(conn.execute(_CLAIM_BY_TIME, {"claim_supervisor": supervisor_id, "claim_limit": limit}))
-            if len(rows) < limit and (found is None or found.at_once):
-                rows += conn.execute(_CLAIM_AT_ONCE, {"claim_supervisor": supervisor_id,
-                                                      "claim_limit": limit - len(rows)}).all()
-            if not rows:
-                return []
-            conn.execute(_OPEN_ATTEMPT, [{"task_id": r.id, "attempt": r.attempts, "supervisor_id": supervisor_id,
-                                          "outcome": Outcome.RUNNING.value, "charged": False} for r in rows])
+            got = claims.claim(conn, supervisor_id, limit, found, rotate)
+        limited = {q.name for q in found.queues if q.limited}
         leases = [
             Lease(
                 task_id=r.id, attempt=r.attempts, charged=r.charged, lost=r.lost,
@@ -234,11 +241,12 @@ class Leases:
                 args=r.args or {}, checkpoint=r.checkpoint, timeout_s=r.timeout_s,
                 isolated=bool(r.isolated), memory_limit_mb=r.memory_limit_mb,
                 waited_s=(r.started_at - r.created_at).total_seconds() if r.attempts == 1 else None,
+                queue=r.queue, limit_key=r.limit_key, limited=r.limit_key is not None or r.queue in limited,
             )
-            for r in rows
+            for r in got.rows
         ]
         leases.sort(key=lambda lease: (lease.run_id or 0, lease.position))
-        return leases
+        return leases, got
 
     @translated
     def heartbeat(
@@ -303,7 +311,7 @@ class Leases:
     def finish(self, lease: Lease, holder: int, *, outcome: Outcome, **fields: Any) -> bool:
         """One attempt's end (the fields of :class:`End` beyond its lease); False when its lease was lost."""
         end = End(task_id=lease.task_id, attempt=lease.attempt, run_id=lease.run_id, outcome=outcome,
-                  lost_before=lease.lost, **fields)
+                  lost_before=lease.lost, limited=lease.limited, **fields)
         return bool(self.end_attempts(holder, [end]))
 
     # -- reclaiming the leases of the dead ------------------------------------------------
@@ -364,40 +372,7 @@ class _BeatMeanwhile(Exception):
     """A reclaim found its supervisor's heartbeat changed since it was judged: roll back."""
 
 
-def _claim(due: Any) -> Any:
-    """Lease the first ``claim_limit`` of the due tasks ``due`` selects, skipping rows others lock.
-
-    Only for a supervisor whose row is alive: one that others judged dead claims nothing (and locks
-    nothing) until its heartbeat has found out and registered it again, so its new leases are never
-    judged by the silence that got it reclaimed.
-    """
-    me = bindparam("claim_supervisor", type_=Integer)
-    alive = exists(select(SupervisorRow.id).where(SupervisorRow.id == me, SupervisorRow.stopped_at.is_(None)))
-    return (
-        update(Task)
-        .where(Task.id.in_(
-            due.where(alive).limit(bindparam("claim_limit", type_=Integer)).with_for_update(skip_locked=True)
-            .scalar_subquery()
-        ))
-        .values(
-            status=TaskStatus.RUNNING.value, supervisor_id=me,
-            attempts=Task.attempts + 1, output_chars=0, started_at=func.coalesce(Task.started_at, db_now()),
-            next_attempt_at=None,
-        )
-        .returning(
-            Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id, Task.position, Task.kind,
-            Task.args, Task.checkpoint, Task.timeout_s, Task.isolated, Task.memory_limit_mb, Task.created_at,
-            Task.started_at,
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
 # Built once: building a statement per call costs more than running it.
-_ANYTHING_DUE = due.anything()
-_CLAIM_BY_TIME = _claim(due.by_time(Task.id))
-_CLAIM_AT_ONCE = _claim(due.at_once(Task.id))
-_OPEN_ATTEMPT = insert(TaskAttempt).values(started_at=db_now())
 _BEAT_TASKS = (
     update(Task)
     .where((Task.id == bindparam("b_id")) & (Task.supervisor_id == bindparam("b_holder"))

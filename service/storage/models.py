@@ -86,9 +86,14 @@ class Run(Base):
     # The start asked for (by the database's clock): no task of it starts before; NULL: at once.
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    queue: Mapped[str] = mapped_column(String(100), server_default="default")  # where its tasks wait
+    # Set while paused: none of its tasks starts (those running finish); NULL: not paused.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
         Index("ix_runs_status", "status"),
+        Index("ix_runs_paused", "id", sqlite_where=text("paused_at IS NOT NULL"),
+              postgresql_where=text("paused_at IS NOT NULL")),
         # Retention walks finished runs by age.
         Index("ix_runs_finished", "finished_at", sqlite_where=text("status <> 'running'"),
               postgresql_where=text("status <> 'running'")),
@@ -142,6 +147,13 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Flow control (see service.storage.claims): the queue it waits in, its priority there (higher
+    # first), the concurrency key whose limits it counts against (limit_keys), and a key that at
+    # most one active (queued, retrying or running) task may hold at a time.
+    queue: Mapped[str] = mapped_column(String(100), server_default="default")
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    limit_key: Mapped[str | None] = mapped_column(String(200))
+    unique_key: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         # A run's tiles in order, and its grouped status counts, are index lookups.
@@ -155,12 +167,19 @@ class Task(Base):
             sqlite_where=text("status IN ('queued', 'retrying')"),
             postgresql_where=text("status IN ('queued', 'retrying')"),
         ),
-        # ... then those due at once (no time: no clock decides), in submission order.
+        # ... then those due at once (ix_tasks_ready, below the class) ...
+        # ... except that the longest waiting go first once they waited past their queue's age_s.
         Index(
-            "ix_tasks_ready",
-            "id",
+            "ix_tasks_aged",
+            "queue", "queued_at", "id",
             sqlite_where=text("status IN ('queued', 'retrying') AND next_attempt_at IS NULL"),
             postgresql_where=text("status IN ('queued', 'retrying') AND next_attempt_at IS NULL"),
+        ),
+        # At most one active task per unique key: the database refuses a second.
+        Index(
+            "ux_tasks_unique_active", "unique_key", unique=True,
+            sqlite_where=text("unique_key IS NOT NULL AND status IN ('queued', 'retrying', 'running')"),
+            postgresql_where=text("unique_key IS NOT NULL AND status IN ('queued', 'retrying', 'running')"),
         ),
         # Tasks submitted on their own (and completion hooks), newest first.
         Index("ix_tasks_single", "id", sqlite_where=text("run_id IS NULL"), postgresql_where=text("run_id IS NULL")),
@@ -172,6 +191,12 @@ class Task(Base):
             postgresql_where=text("status = 'running'"),
         ),
     )
+
+
+# ... due at once (no time: no clock decides), per queue, highest priority first, then in submission order.
+Index("ix_tasks_ready", Task.queue, Task.priority.desc(), Task.id,
+      sqlite_where=text("status IN ('queued', 'retrying') AND next_attempt_at IS NULL"),
+      postgresql_where=text("status IN ('queued', 'retrying') AND next_attempt_at IS NULL"))
 
 
 class TaskAttempt(Base):
@@ -191,11 +216,54 @@ class TaskAttempt(Base):
     # What the task wrote (logging, stdout, stderr), its last 64 KiB; logs_cut bytes were dropped before.
     logs: Mapped[str | None] = mapped_column(Text)
     logs_cut: Mapped[int] = mapped_column(COUNT, server_default=text("0"))
+    # The queue and concurrency key it ran under: running attempts and starts per period are counted here.
+    queue: Mapped[str] = mapped_column(String(100), server_default="default")
+    limit_key: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         Index("ix_task_attempts_task_attempt", "task_id", "attempt", unique=True),
         Index("ix_task_attempts_supervisor", "supervisor_id"),  # retention: which supervisors are still named
+        # Limits: running attempts per queue and per key, and starts per period.
+        Index("ix_task_attempts_open_queue", "queue", sqlite_where=text("outcome = 'running'"),
+              postgresql_where=text("outcome = 'running'")),
+        Index("ix_task_attempts_open_key", "limit_key",
+              sqlite_where=text("outcome = 'running' AND limit_key IS NOT NULL"),
+              postgresql_where=text("outcome = 'running' AND limit_key IS NOT NULL")),
+        Index("ix_task_attempts_queue_started", "queue", "started_at"),
+        Index("ix_task_attempts_key_started", "limit_key", "started_at", sqlite_where=text("limit_key IS NOT NULL"),
+              postgresql_where=text("limit_key IS NOT NULL")),
     )
+
+
+class Queue(Base):
+    """A named queue: its limits (NULL: none) and whether it is paused. A claim locks the row of a
+    limited queue while it counts the queue's running attempts and recent starts."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer)  # running attempts at once, across every host
+    rate_count: Mapped[int | None] = mapped_column(Integer)  # starts at most per rate_period_s
+    rate_period_s: Mapped[float | None] = mapped_column(Float)
+    # A task waiting longer than this goes ahead of higher priorities (NULL: DEFAULT_AGE_S).
+    age_s: Mapped[float | None] = mapped_column(Float)
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime)  # set while paused
+    # Declared by a person (API, CLI, Python); once any queue is, submits to an unknown queue are refused.
+    declared: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LimitKey(Base):
+    """A concurrency key's limits: running attempts with it at once, and starts per period."""
+
+    __tablename__ = "limit_keys"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    rate_count: Mapped[int | None] = mapped_column(Integer)
+    rate_period_s: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class IdempotencyKey(Base):

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Row, func, null, select, union_all
 from sqlalchemy.orm import aliased
 
 from service.errors import InvalidInput, NotFound
+from service.storage import flow
 from service.storage.db import db_now, status_is, text_tail
 from service.storage.due import claim_order
 from service.storage.models import Run, SupervisorRow, Task, TaskAttempt, TaskStatus
@@ -37,13 +38,14 @@ TILE_OUTPUT_CHARS = 600  # of the latest attempt's output, shown in a run page's
 
 RUN_COLUMNS = (
     Run.id, Run.name, Run.status, Run.kind, Run.total, Run.params, Run.on_complete,
-    Run.hook_task_id, Run.created_at, Run.finished_at, Run.scheduled_for,
+    Run.hook_task_id, Run.created_at, Run.finished_at, Run.scheduled_for, Run.queue, Run.paused_at,
 )
 TASK_COLUMNS = (
     Task.id, Task.run_id, Task.position, Task.kind, Task.args, Task.status, Task.attempts,
     Task.max_attempts, Task.progress, Task.result, Task.error, Task.created_at, Task.started_at,
     Task.finished_at, Task.next_attempt_at, Task.supervisor_id, Task.charged, Task.lost, Task.isolated,
-    Task.label, Task.timeout_s, Task.memory_limit_mb, Task.scheduled_for,
+    Task.label, Task.timeout_s, Task.memory_limit_mb, Task.scheduled_for, Task.queue, Task.priority,
+    Task.limit_key, Task.unique_key,
 )
 ATTEMPT_COLUMNS = (
     TaskAttempt.attempt, TaskAttempt.supervisor_id, TaskAttempt.started_at, TaskAttempt.finished_at,
@@ -99,11 +101,11 @@ def run_status(conn: Connection, run_id: int, etag: str | None, page: TilePage |
     for group in groups:
         counts[group[0]] = int(group[1])
     run = RunView(**values, counts=counts)
-    ahead, workers = _ahead(conn, run, now)
+    ahead, workers, held = _ahead(conn, run, now)
     fingerprint = repr((run.status, run.finished_at, run.hook_task_id, hook_status,
-                        [tuple(g) for g in groups], ahead, bool(workers), until(run, now)))
+                        [tuple(g) for g in groups], ahead, held, bool(workers), until(run, now)))
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
-    view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers)
+    view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers, held=held)
     if etag == tag:
         return view
     latest = (TaskAttempt.task_id == Task.id) & (TaskAttempt.attempt == Task.attempts)
@@ -115,39 +117,42 @@ def run_status(conn: Connection, run_id: int, etag: str | None, page: TilePage |
     if row.hook_task_id is not None:
         found = conn.execute(select(*TASK_COLUMNS).where(Task.id == row.hook_task_id)).one_or_none()
         hook = TaskView(*found) if found is not None else None
-    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers,
+    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers, held=held,
                          tasks=[TaskView(*t) for t in tasks], outcomes=outcomes(conn, run_id), hook=hook)
 
 
-def _ahead(conn: Connection, run: RunView, now: datetime) -> tuple[int | None, int | None]:
-    """(due tasks to be claimed before this run's first, live supervisors), when it waits for a slot.
+def _ahead(conn: Connection, run: RunView, now: datetime) -> tuple[int | None, int | None, str | None]:
+    """(due tasks to be claimed before this run's first, live supervisors, the pause or limit
+    that holds it back), when it waits for a slot.
 
-    (None, None) unless the run is live, runs nothing and has a task waiting. Then one statement
-    walks the claim order (:mod:`service.storage.due`) for at most MAX_AHEAD + 1 due tasks,
-    with the count of live supervisors (not stopped, a heartbeat within LIVE_WITHIN_S) beside
-    them: the poll of any run, however long the queue or the run, reads a bounded window.
-    None ahead when the window holds none of this run's tasks and ends before MAX_AHEAD: its
-    tasks wait out a retry's backoff, not for a slot.
+    (None, None, None) unless the run is live, runs nothing and has a task waiting. Then one
+    statement walks its queue's claim order (:mod:`service.storage.due`) for at most MAX_AHEAD +
+    1 due tasks, with the count of live supervisors (not stopped, a heartbeat within
+    LIVE_WITHIN_S) beside them: the poll of any run, however long the queue or the run, reads a
+    bounded window. None ahead when the window holds none of this run's tasks and ends before
+    MAX_AHEAD: its tasks wait out a retry's backoff, not for a slot. What holds it back (a
+    paused run or queue, a queue or key at its limit) is read by :func:`flow.hold`.
     """
     due = (TaskStatus.QUEUED, TaskStatus.RETRYING)
     if not run.live or run.counts.get(TaskStatus.RUNNING.value, 0):
-        return None, None
+        return None, None, None
     if not sum(run.counts.get(s.value, 0) for s in due):
-        return None, None
+        return None, None, None
     alive = (
         select(func.count()).select_from(SupervisorRow)
         .where(SupervisorRow.stopped_at.is_(None), SupervisorRow.heartbeat_at >= db_now(-LIVE_WITHIN_S))
         .scalar_subquery()
     )
-    window = conn.execute(claim_order(MAX_AHEAD + 1, Task.run_id, alive.label("alive")))
+    held = flow.hold(conn, run.id, run.queue, run.paused_at is not None, now)
+    window = conn.execute(claim_order(MAX_AHEAD + 1, run.queue, Task.run_id, alive.label("alive")))
     seen, workers = 0, None
     for owner, live in window:
         workers = int(live)
         if owner == run.id:
             window.close()
-            return seen, workers
+            return seen, workers, held
         seen += 1
-    return (MAX_AHEAD if seen > MAX_AHEAD else None), workers
+    return (MAX_AHEAD if seen > MAX_AHEAD else None), workers, held
 
 
 def compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag: str | None,
@@ -184,12 +189,13 @@ def compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag
         if group[2] is None:  # the per-status count, not the running tasks' figures
             counts[group[0]] = int(group[1])
     run = RunView(**values, counts=counts)
-    ahead, workers = _ahead(conn, run, now)
+    ahead, workers, held = _ahead(conn, run, now)
     fingerprint = repr(("compact", run.status, run.finished_at, run.hook_task_id, hook_status, groups, ahead,
                         bool(workers), until(run, now)))
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     if etag == tag:
-        return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers)
+        return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers,
+                             held=held)
     cells = bytearray(CELL[TaskStatus.QUEUED].encode() * run.total)
     letters = {status: ord(letter) for status, letter in CELL.items()}
     for position, status in conn.execute(select(Task.position, Task.status).where(Task.run_id == run_id)).all():
@@ -221,7 +227,7 @@ def compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag
             .where(Task.run_id == run_id, status_is(Task.status, TaskStatus.SUCCEEDED))).all())
     compact = CompactStatus(cells=cells.decode(), running=[(p, started) for p, started in running], errors=errors,
                             slowest=slowest)
-    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers,
+    return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers, held=held,
                          tasks=[TaskView(*t) for t in shown], outcomes=ended, hook=hook, compact=compact)
 
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.errors import Conflict
 from service.storage import notify
-from service.storage.db import db_now, write_tx
+from service.storage.db import db_now, status_is, write_tx
 from service.storage.errors import translated
+from service.storage.flow import ensure_key, ensure_queue
 from service.storage.models import IdempotencyKey, Run, RunStatus, Task, TaskStatus
 
 
@@ -46,7 +47,16 @@ class Start:
 @dataclass(frozen=True)
 class Created:
     id: int
-    new: bool  # False: an earlier submission with the same key and request made it
+    new: bool  # False: an earlier submission with the same key and request made it ...
+    unique: bool = False  # ... or: an active task holds the same unique key (the id is that task's)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where submitted work waits: its queue, and the limits of the concurrency keys its tasks carry."""
+
+    queue: str = "default"
+    key_limits: tuple[tuple[str, int], ...] = ()  # (key, most running at once) to set at submit
 
 
 class Submissions:
@@ -64,6 +74,7 @@ class Submissions:
         on_complete: str | None = None,
         idempotency: Idempotency | None = None,
         start: Start | None = None,
+        placement: Placement | None = None,
     ) -> Created:
         """Insert a run and its ``total`` queued tasks, due at once (or at ``start``); ``tasks`` yields
         one row each.
@@ -75,9 +86,15 @@ class Submissions:
         Raises:
             Conflict: ``idempotency`` names a key already used for a different request.
         """
+        where = placement or Placement()
+
         def make(conn: Connection) -> int:
-            return insert_run(conn, kind=kind, total=total, params=params, tasks=tasks, name=name,
-                              on_complete=on_complete, due=start.due(conn) if start is not None else None)
+            place(conn, where)
+            made = insert_run(conn, kind=kind, total=total, params=params, tasks=tasks, name=name,
+                              on_complete=on_complete, due=start.due(conn) if start is not None else None,
+                              queue=where.queue)
+            set_keys(conn, where)
+            return made
 
         return self._submit(make, idempotency, "run_id")
 
@@ -93,21 +110,35 @@ class Submissions:
         memory_limit_mb: int | None = None,
         idempotency: Idempotency | None = None,
         start: Start | None = None,
+        placement: Placement | None = None,
+        priority: int = 0,
+        limit_key: str | None = None,
+        unique_key: str | None = None,
     ) -> Created:
         """Insert one queued task that belongs to no run, due at once (or at ``start``). Atomic.
 
+        With ``unique_key``, while another task holding that key is queued, retrying or running,
+        nothing is written and the answer names that task (``Created.unique``).
+
         Raises:
             Conflict: ``idempotency`` names a key already used for a different request.
+            InvalidInput: its queue is not declared while others are.
         """
+        where = placement or Placement()
         row = {"kind": kind, "args": args, "label": label, "max_attempts": max_attempts, "timeout_s": timeout_s,
-               "memory_limit_mb": memory_limit_mb}
+               "memory_limit_mb": memory_limit_mb, "queue": where.queue, "priority": priority, "limit_key": limit_key,
+               "unique_key": unique_key}
 
         def make(conn: Connection) -> int:
-            return insert_task(conn, row, start.due(conn) if start is not None else None)
+            place(conn, where)
+            made = insert_task(conn, row, start.due(conn) if start is not None else None)
+            set_keys(conn, where)
+            return made
 
-        return self._submit(make, idempotency, "task_id")
+        return self._submit(make, idempotency, "task_id", unique_key)
 
-    def _submit(self, make: Any, idempotency: Idempotency | None, column: str) -> Created:
+    def _submit(self, make: Any, idempotency: Idempotency | None, column: str,
+                unique_key: str | None = None) -> Created:
         for _ in range(2):  # a second round only after losing a race for the same key
             try:
                 with write_tx(self.engine) as conn:
@@ -115,6 +146,11 @@ class Submissions:
                         earlier = _earlier(conn, idempotency, column)
                         if earlier is not None:
                             return Created(earlier, new=False)
+                    if unique_key is not None:
+                        holder = conn.execute(_UNIQUE_HOLDER, {"unique_key": unique_key}).scalar()
+                        if holder is not None:
+                            return Created(int(holder), new=False, unique=True)
+                    if idempotency is not None:
                         conn.execute(insert(IdempotencyKey).values(
                             key=idempotency.key, request_hash=idempotency.request_hash, created_at=db_now()))
                     made = int(make(conn))
@@ -124,22 +160,38 @@ class Submissions:
                     notify.notify(conn)
                     return Created(made, new=True)
             except IntegrityError:
-                if idempotency is None:
+                if idempotency is None and unique_key is None:
                     raise
-        key = idempotency.key.partition(":")[2] if idempotency is not None else ""
+        if idempotency is None:
+            raise Conflict(f"the unique key {unique_key!r} is being taken by another request right now; try again")
+        key = idempotency.key.partition(":")[2]
         raise Conflict(f"the idempotency key {key!r} is being used by another request right now")
 
 
+def place(conn: Connection, where: Placement) -> None:
+    """The queue's row exists (made if new), in ``conn``'s transaction. Raises InvalidInput when the
+    queue is not declared while others are."""
+    if where.queue != "default":
+        ensure_queue(conn, where.queue)
+
+
+def set_keys(conn: Connection, where: Placement) -> None:
+    """The key limits the submission sets, after its tasks (keys come after tasks in the lock order)."""
+    for key, limit in sorted(where.key_limits):
+        ensure_key(conn, key, limit)
+
+
 def insert_run(conn: Connection, *, kind: str, total: int, params: dict[str, Any], tasks: Iterable[dict[str, Any]],
-               name: str | None, on_complete: str | None, due: datetime | None) -> int:
-    """A run and its queued tasks, in ``conn``'s transaction: due at once, or at ``due`` (naive UTC)."""
+               name: str | None, on_complete: str | None, due: datetime | None, queue: str = "default") -> int:
+    """A run and its queued tasks, in ``conn``'s transaction: due at once, or at ``due`` (naive UTC).
+    Every task waits in the run's ``queue``."""
     run_id = int(conn.execute(
         insert(Run).values(name=name, status=RunStatus.RUNNING.value, kind=kind, total=total, params=params,
-                           on_complete=on_complete, created_at=db_now(), scheduled_for=due)
+                           on_complete=on_complete, created_at=db_now(), scheduled_for=due, queue=queue)
         .returning(Run.id)
     ).scalar_one())
-    rows = [{**row, "run_id": run_id, "position": i, "status": TaskStatus.QUEUED.value, "attempts": 0,
-             "progress": 0.0} for i, row in enumerate(tasks)]
+    rows = [{"priority": 0, "limit_key": None, **row, "run_id": run_id, "position": i, "queue": queue,
+             "status": TaskStatus.QUEUED.value, "attempts": 0, "progress": 0.0} for i, row in enumerate(tasks)]
     # Due at once: no time (no clock decides); else due by the time asked for, as a retry is.
     later = {"next_attempt_at": due, "scheduled_for": due} if due is not None else {}
     conn.execute(insert(Task).values(created_at=db_now(), queued_at=db_now(), **later), rows)
@@ -159,6 +211,10 @@ _INSERT_TASK = (
     .values(run_id=None, position=0, status=TaskStatus.QUEUED.value, created_at=db_now(), queued_at=db_now())
     .returning(Task.id)
 )
+
+
+_UNIQUE_HOLDER = select(Task.id).where(Task.unique_key == bindparam("unique_key"),
+                                      status_is(Task.status, "queued", "retrying", "running"))
 
 
 def _earlier(conn: Connection, idempotency: Idempotency, column: str) -> int | None:

@@ -38,6 +38,8 @@ class RunView:
     finished_at: datetime | None
     counts: dict[str, int] = field(default_factory=dict)
     scheduled_for: datetime | None = None  # the start asked for (UTC); None: at once
+    queue: str = "default"  # where its tasks wait
+    paused_at: datetime | None = None  # set while paused
 
     @property
     def done(self) -> int:
@@ -74,6 +76,10 @@ class TaskView:
     timeout_s: float | None = None
     memory_limit_mb: int | None = None
     scheduled_for: datetime | None = None  # the start asked for (UTC); None: at once
+    queue: str = "default"
+    priority: int = 0
+    limit_key: str | None = None  # its concurrency key
+    unique_key: str | None = None
     output: str | None = None  # the end of its latest attempt's output (read for a run's page only)
 
     @property
@@ -148,6 +154,7 @@ class RunStatusView:
     # first (it waits for a free slot). None otherwise.
     ahead: int | None = None
     workers: int | None = None  # with ``ahead``: the supervisors live now (0: nothing will claim its tasks)
+    held: str | None = None  # with ``ahead``: the pause or limit that holds it back, in words (None: none)
 
     @property
     def changed(self) -> bool:

@@ -153,7 +153,7 @@ def _end(ex: Execution, outcome: Outcome, **fields: Any) -> End:
     if outcome is Outcome.SUCCEEDED:
         kept.pop("checkpoint")
     return End(task_id=lease.task_id, attempt=lease.attempt, run_id=lease.run_id, outcome=outcome,
-               lost_before=lease.lost, **kept)
+               lost_before=lease.lost, limited=lease.limited, **kept)
 
 
 def without_values(end: End, why: str) -> End:
@@ -277,4 +277,4 @@ def bare(end: End) -> End:
     return End(task_id=end.task_id, attempt=end.attempt, run_id=end.run_id, outcome=outcome,
                error="the database refused the values of this attempt's end (see the supervisor's log)",
                retry_in_s=None if end.outcome is Outcome.SUCCEEDED else end.retry_in_s, isolate=end.isolate,
-               counted=end.counted, lost_before=end.lost_before)
+               counted=end.counted, lost_before=end.lost_before, limited=end.limited)

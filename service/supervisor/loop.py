@@ -261,7 +261,8 @@ class Supervisor:
 
     def _claim(self, now: float) -> float:
         """Claim into free slots; returns seconds until the next claim should be tried (a slot left
-        free looks ahead: the loop wakes when the next delayed task or schedule slot is due)."""
+        free looks ahead: the loop wakes when the next delayed task or schedule slot is due, or
+        when a rate window that holds work back frees a start)."""
         self.timers.task_due = float("inf")  # set again by the look ahead below; a freed slot claims at once
         room = self.settings.concurrency - len(self._inflight)
         if room <= 0:
@@ -269,15 +270,15 @@ class Supervisor:
         assert self.supervisor_id is not None
         try:
             # A read first: an idle supervisor asks without taking the database's write lock.
-            found = self.leases.anything_due()
-            leases = self.leases.claim(self.supervisor_id, room, found) if found else []
+            found = self.leases.anything_due(self.settings.queues)
+            leases, got = self.leases.claim_within(self.supervisor_id, room, found)
         except TenureError as exc:
             self.upkeep.trouble(self.supervisor_id, "claim.failed", exc)
             return self._idle_s
         for lease in leases:
             self._dispatch(lease)
-        if len(leases) < room:  # nothing more is due now: when is the next?
-            self._guard("look_ahead", lambda: self.timers.look(now))
+        if len(leases) < room:  # nothing more can start now: when can it?
+            self._guard("look_ahead", lambda: self.timers.after_claim(now, found, got, self.settings.queues))
         # A freed slot or a notification claims at once.
         return self._idle_s
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from service.storage.firing import Fired, Firing
+from service.storage.looks import Claimed, Look
 
 log = logging.getLogger("tenure.schedules")
 
@@ -37,14 +38,34 @@ class Timers:
         self.task_due = float("inf")
         self.slot_due = 0.0  # look at once after start: slots may be due already
 
-    def look(self, now: float) -> None:
-        """Read how far away the next due task and slot are. Raises TenureError."""
-        ahead = self.firing.upcoming()
+    def look(self, now: float, queues: list[str] | None = None) -> None:
+        """Read how far away the next due task (of ``queues``; None: any) and slot are. Raises TenureError."""
+        ahead = self.firing.upcoming(queues)
         self.task_due = float("inf") if ahead.task_in_s is None else \
             now + (ahead.task_in_s + WAKE_AFTER_S if ahead.task_in_s > 0 else DUE_AGAIN_S)
         self.slot_due = float("inf") if ahead.slot_in_s is None else now + ahead.slot_in_s + WAKE_AFTER_S
         if ahead.waiting:  # a fire queued behind a running one: look again when idle work would
             self.slot_due = min(self.slot_due, now + self.idle_s)
+
+    def after_claim(self, now: float, found: Look, got: Claimed, queues: tuple[str, ...] | None) -> None:
+        """A claim left slots free: look ahead at the queues it may start (those ``queues`` served,
+        None: all, that are neither paused nor at a limit). Raises TenureError."""
+        plain = queues is None and all(not q.paused and q.room is None for q in found.queues)
+        self.look(now, None if plain else [q.name for q in found.queues if not q.paused and q.room != 0])
+        if found.blocked or got.held_back:
+            self.held_back(now, found, got)
+
+    def held_back(self, now: float, found: Look, got: Claimed) -> None:
+        """A pause or a limit holds due work back: claim again when a rate window frees a start,
+        else after an idle poll. An end elsewhere, a resume or a new limit rings meanwhile. Never
+        a spin on work that cannot start."""
+        reopen = found.reopen_in_s()
+        if got.reopen_at is not None and got.now is not None:
+            after = max(0.0, (got.reopen_at - got.now).total_seconds())
+            reopen = after if reopen is None else min(reopen, after)
+        floor = now + (reopen + WAKE_AFTER_S if reopen is not None else self.idle_s)
+        if self.task_due < floor:
+            self.task_due = min(floor, now + self.idle_s)
 
     def fire(self, now: float, supervisor_id: int | None) -> list[Fired]:
         """Handle the due slots, then look ahead again. Raises TenureError."""

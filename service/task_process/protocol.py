@@ -125,6 +125,12 @@ class Kind:
     )
     takes: frozenset[str] = frozenset()  # the run parameters it accepts (for forms and docs)
     params: type[BaseModel] | None = None
+    # Flow control defaults (see service.faces.flow): its queue, its priority, the concurrency key
+    # derived from a task's args, and at most how many with one key run at once.
+    queue: str | None = None
+    priority: int | None = None
+    key: Callable[[dict[str, Any]], str | None] | None = None
+    key_limit: int | None = None
 
 
 _REGISTRY: dict[str, Kind] = {}
@@ -138,16 +144,22 @@ def register(
     args_for: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
     takes: frozenset[str] | set[str] = frozenset(),
     params: type[BaseModel] | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    key: Callable[[dict[str, Any]], str | None] | None = None,
+    key_limit: int | None = None,
 ) -> Callable[[Factory], Factory]:
     """Register a factory under ``name`` (a decorator). Re-registering a name replaces it.
 
     ``params`` (a pydantic model) describes and checks a simulation's run parameters; without
-    it ``takes`` names them, unchecked.
+    it ``takes`` names them, unchecked. ``queue``, ``priority``, ``key`` (args -> a concurrency
+    key, or None) and ``key_limit`` are its tasks' flow defaults (a submission may override them).
     """
 
     def decorate(build: Factory) -> Factory:
         options: dict[str, Any] = {"takes": frozenset(params.model_fields if params is not None else takes),
-                                   "params": params}
+                                   "params": params, "queue": queue, "priority": priority, "key": key,
+                                   "key_limit": key_limit}
         if validate is not None:
             options["validate"] = validate
         elif params is not None:

@@ -1,0 +1,150 @@
+"""What a supervisor may start now: per queue, its due work, its limits and how much of them is used.
+
+One read of index probes (:func:`look`), no write lock: when nothing can start, this is all a
+claim costs. The claim itself (:mod:`claims`) counts again under its locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, exists, func, select
+
+from service.storage.db import db_now, status_is
+from service.storage.models import DUE_TASK_STATUSES, LimitKey, Outcome, Queue, Run, Task, TaskAttempt
+
+DUE = tuple(s.value for s in DUE_TASK_STATUSES)
+DEFAULT_QUEUE = "default"
+DEFAULT_AGE_S = 300.0  # a task waiting this long goes ahead of higher priorities in its queue
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One queue as a look saw it: its due work, its limits and how much of them is used."""
+
+    name: str
+    paused: bool
+    concurrency: int | None
+    rate_count: int | None
+    rate_period_s: float | None
+    age_s: float
+    at_once: bool  # holds tasks due at once
+    by_time: bool  # holds tasks whose due time has passed
+    oldest_at: datetime | None  # since when its longest-waiting task due at once waits
+    running: int = 0  # open attempts (counted only for a limited queue)
+    recent: int = 0  # starts within its rate period (counted only for a rate-limited queue)
+    reopen_at: datetime | None = None  # at its rate limit: when the oldest start leaves the window
+
+    @property
+    def limited(self) -> bool:
+        return self.concurrency is not None or self.rate_count is not None
+
+    @property
+    def room(self) -> int | None:
+        """How many may start now (None: no limit), by the counts this state holds."""
+        rooms = []
+        if self.concurrency is not None:
+            rooms.append(self.concurrency - self.running)
+        if self.rate_count is not None:
+            rooms.append(self.rate_count - self.recent)
+        return max(0, min(rooms)) if rooms else None
+
+    @property
+    def due(self) -> bool:
+        return self.at_once or self.by_time
+
+
+@dataclass(frozen=True)
+class Look:
+    """What a supervisor may start: the queues it serves that hold due work, from one read."""
+
+    queues: list[QueueState]
+    paused_runs: list[int]
+    now: datetime
+    served: frozenset[str] | None = None
+
+    @property
+    def startable(self) -> list[QueueState]:
+        return [q for q in self.queues if q.due and not q.paused and q.room != 0]
+
+    @property
+    def blocked(self) -> bool:
+        """Due work waits only behind a pause or a limit (none of it can start)."""
+        return not self.startable and any(q.due for q in self.queues)
+
+    def reopen_in_s(self) -> float | None:
+        """Seconds until a rate window of a queue with due work frees a start; None: none waits so."""
+        times = [q.reopen_at for q in self.queues if q.due and not q.paused and q.reopen_at is not None]
+        return max(0.0, (min(times) - self.now).total_seconds()) if times else None
+
+    def __bool__(self) -> bool:
+        return bool(self.startable)
+
+
+@dataclass
+class Claimed:
+    """The rows a claim leased, and whether limits held back work it could otherwise have taken."""
+
+    rows: list[Any] = field(default_factory=list)
+    held_back: bool = False
+    reopen_at: datetime | None = None  # a rate window that held work back frees a start then
+    now: datetime | None = None
+
+
+def look(conn: Connection, served: Iterable[str] | None = None) -> Look:
+    """The queues ``served`` (None: all) with due work, their limits, and the paused runs: index
+    probes and counts of open attempts, no write lock."""
+    names = None if served is None else frozenset(served)
+    rows = sorted(conn.execute(_LOOK if names is None else _LOOK.where(Queue.name.in_(sorted(names)))).all(),
+                  key=lambda r: r.name)
+    now = conn.execute(select(db_now())).scalar_one() if not rows else rows[0].now
+    states = [QueueState(r.name, r.paused, r.concurrency, r.rate_count, r.rate_period_s,
+                         r.age_s if r.age_s is not None else DEFAULT_AGE_S, bool(r.at_once), bool(r.by_time),
+                         r.oldest_at) for r in rows]
+    states = counted(conn, states, now)
+    paused = list(conn.execute(_PAUSED_RUNS).scalars()) if any(q.due for q in states) else []
+    return Look(states, paused, now, names)
+
+
+def counted(conn: Connection, states: list[QueueState], now: datetime) -> list[QueueState]:
+    """``states`` with the open attempts and recent starts of each limited queue that has due work."""
+    limited = [q for q in states if q.due and q.limited and not q.paused]
+    if not limited:
+        return states
+    running = dict(conn.execute(
+        select(TaskAttempt.queue, func.count()).where(status_is(TaskAttempt.outcome, Outcome.RUNNING.value),
+                                                      TaskAttempt.queue.in_([q.name for q in limited]))
+        .group_by(TaskAttempt.queue)).all())
+    out = {q.name: replace(q, running=int(running.get(q.name, 0))) for q in limited}
+    for q in limited:
+        if q.rate_count is not None and q.rate_period_s is not None:
+            recent, oldest = window(conn, TaskAttempt.queue == q.name, now, q.rate_period_s)
+            reopen = oldest + timedelta(seconds=q.rate_period_s) if recent >= q.rate_count and oldest else None
+            out[q.name] = replace(out[q.name], recent=recent, reopen_at=reopen)
+    return [out.get(q.name, q) for q in states]
+
+
+def window(conn: Connection, which: Any, now: datetime, period_s: float) -> tuple[int, datetime | None]:
+    """(starts in the window of ``period_s`` ending at ``now``, the oldest of them)."""
+    since = now - timedelta(seconds=period_s)
+    n, oldest = conn.execute(select(func.count(), func.min(TaskAttempt.started_at))
+                             .where(which, TaskAttempt.started_at > since)).one()
+    return int(n), oldest
+
+
+QUEUE_LIMITS = (Queue.name, Queue.concurrency, Queue.rate_count, Queue.rate_period_s, Queue.paused_at)
+KEY_LIMITS = (LimitKey.name, LimitKey.concurrency, LimitKey.rate_count, LimitKey.rate_period_s)
+_DUE_HERE = (status_is(Task.status, *DUE), Task.queue == Queue.name)
+_LOOK = select(
+    Queue.name, Queue.paused_at.is_not(None).label("paused"), Queue.concurrency, Queue.rate_count,
+    Queue.rate_period_s, Queue.age_s,
+    exists(select(Task.id).where(*_DUE_HERE, Task.next_attempt_at.is_(None))).label("at_once"),
+    exists(select(Task.id).where(*_DUE_HERE, Task.next_attempt_at <= db_now())).label("by_time"),
+    select(func.min(Task.queued_at)).where(*_DUE_HERE, Task.next_attempt_at.is_(None)).scalar_subquery()
+    .label("oldest_at"),
+    db_now().label("now"),
+)  # in name order, sorted here: a sort in SQL would be the only one of a claim's plan
+_PAUSED_RUNS = select(Run.id).where(Run.paused_at.is_not(None), status_is(Run.status, "running"))
