@@ -274,6 +274,10 @@ class Tenure:
             rate = parse_rate(rate)
         return self.store.set_key(name, concurrency=concurrency, rate=rate)
 
+    def key(self, name: str) -> KeyView:
+        """A concurrency key's limits and its running attempts. Raises NotFound for a key with no limits."""
+        return self.store.key(name)
+
     def pause_run(self, run_id: int) -> bool:
         """None of the run's tasks starts until :meth:`resume_run`; what runs finishes. Raises
         NotFound, or Conflict for a run that has ended."""
