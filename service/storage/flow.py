@@ -110,12 +110,12 @@ class Flow:
     def queues(self) -> list[QueueView]:
         """Every queue, by name, with its depth, running attempts and oldest wait (one snapshot)."""
         with read_tx(self.engine) as conn:
-            return _panel(conn, None)
+            return panel(conn, None)
 
     @translated
     def queue(self, name: str) -> QueueView:
         with read_tx(self.engine) as conn:
-            found = _panel(conn, name)
+            found = panel(conn, name)
             if not found:
                 raise NotFound(f"there is no queue {name!r}; queues: {', '.join(self._names(conn)) or 'none'}")
         return found[0]
@@ -202,7 +202,7 @@ def _upsert(conn: Connection, table: Any, values: dict[str, Any], keys: list[str
     return stmt.on_conflict_do_nothing(index_elements=keys)
 
 
-def _panel(conn: Connection, name: str | None) -> list[QueueView]:
+def panel(conn: Connection, name: str | None) -> list[QueueView]:
     here = Task.queue == Queue.name
     waiting = select(func.count()).where(status_is(Task.status, *DUE), here).scalar_subquery()
     due_at_once = select(func.count()).where(status_is(Task.status, *DUE), here, Task.next_attempt_at.is_(None))

@@ -8,20 +8,23 @@ costs, on a database of N tasks (the README's "Metrics" has the measured figures
 * attempts by outcome: one grouped pass over ``task_attempts`` (O(attempts));
 * supervisors alive: the ``supervisors`` table (one row per supervisor start, pruned with history);
 * the oldest due task: one seek of the partial ``ix_tasks_due`` index, and the least ``queued_at`` of
-  the tasks due at once (a walk of ``ix_tasks_ready``: only the waiting tasks).
+  the tasks due at once (a walk of ``ix_tasks_ready``: only the waiting tasks);
+* per queue (:func:`flow.panel`): its waiting tasks (a count over the partial due indexes: only
+  waiting tasks), its open attempts, its oldest wait (one seek of ``ix_tasks_aged``).
 
 The caller shares one read among many scrapes (:class:`service.supervisor.metrics.DatabaseCollector`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, func, select
 
 from service.storage.db import db_now, read_tx
 from service.storage.due import at_once, by_time
 from service.storage.errors import translated
+from service.storage.flow import QueueView, panel
 from service.storage.models import DUE_TASK_STATUSES, Run, SupervisorRow, Task, TaskAttempt
 
 DUE = tuple(s.value for s in DUE_TASK_STATUSES)
@@ -36,6 +39,7 @@ class Figures:
     runs: dict[str, int]  # status -> runs
     supervisors_alive: int  # not stopped, heartbeat changed within the window asked for
     oldest_due_s: float  # how long the longest-due task has been due (0 when none is)
+    queues: list[QueueView] = field(default_factory=list)  # each queue's depth, running, limits, pause
 
 
 class Gauges:
@@ -65,10 +69,12 @@ class Gauges:
             ready = at_once(func.min(Task.queued_at)).order_by(None).scalar_subquery()
             now, head_timed, head_ready = conn.execute(select(db_now(), timed, ready)).one()
             oldest = min((at for at in (head_timed, head_ready) if at is not None), default=None)
+            queues = panel(conn, None)
         return Figures(
             tasks={(status, kind): int(n) for status, kind, n in tasks},
             attempts={outcome: int(n) for outcome, n in attempts},
             runs={status: int(n) for status, n in runs},
             supervisors_alive=int(alive),
             oldest_due_s=max(0.0, (now - oldest).total_seconds()) if oldest is not None and now is not None else 0.0,
+            queues=queues,
         )

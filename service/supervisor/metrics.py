@@ -178,7 +178,13 @@ class DatabaseCollector(Collector):
                                   "the lease TTL, by the database's clock")
         oldest = GaugeMetricFamily("tenure_oldest_due_seconds", "How long the task that has been due the longest "
                                    "has waited for a claim (0 when nothing is due)")
-        families: list[Metric] = [up, read, tasks, attempts, runs, alive, oldest]
+        per_queue = {name: GaugeMetricFamily(f"tenure_queue_{name}", about, labels=["queue"]) for name, about in (
+            ("waiting", "Tasks waiting in the queue (queued or retrying, due now or later)"),
+            ("running", "Attempts of the queue's tasks running now, on every worker"),
+            ("limit", "The queue's limit of running attempts (absent: none)"),
+            ("paused", "1 while the queue is paused"),
+            ("oldest_wait_seconds", "How long the queue's longest-waiting task due at once has waited (0: none)"))}
+        families: list[Metric] = [up, read, tasks, attempts, runs, alive, oldest, *per_queue.values()]
         if not with_samples:
             return families
         up.add_metric([], 0.0 if figures is None else 1.0)
@@ -194,6 +200,13 @@ class DatabaseCollector(Collector):
             runs.add_metric([run_status.value], figures.runs.get(run_status.value, 0))
         alive.add_metric([], figures.supervisors_alive)
         oldest.add_metric([], figures.oldest_due_s)
+        for q in figures.queues:
+            per_queue["waiting"].add_metric([q.name], q.waiting)
+            per_queue["running"].add_metric([q.name], q.running)
+            if q.concurrency is not None:
+                per_queue["limit"].add_metric([q.name], q.concurrency)
+            per_queue["paused"].add_metric([q.name], 1.0 if q.paused else 0.0)
+            per_queue["oldest_wait_seconds"].add_metric([q.name], q.oldest_wait_s or 0.0)
         return families
 
 

@@ -14,8 +14,8 @@ from sqlalchemy import text
 
 import service
 from service.errors import Conflict, InvalidInput, NotFound
-from service.storage.leases import Leases
 from service.faces import summary
+from service.storage.leases import Leases
 from service.storage.models import Outcome
 from tests import kinds_for_tests  # noqa: F401 - registers the t_* kinds
 from tests.conftest import wait_for
@@ -342,3 +342,25 @@ def test_supervisor_settings_check_the_queues_they_serve() -> None:
         service.Settings(queues=())
     with pytest.raises(InvalidInput, match="a queue must be a name"):
         service.Settings(queues=("imports", "no way"))
+
+
+def test_metrics_show_each_queue(env) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from service.supervisor.metrics import DatabaseCollector
+
+    t, leases, a, _ = env
+    t.set_queue("imports", concurrency=2)
+    for i in range(5):
+        t.submit_task("echo", {"i": i}, queue="imports")
+    t.set_queue("idle")
+    t.pause_queue("idle")
+    leases.claim(a, 10)
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(t.engine, alive_within_s=60))
+    text_out = generate_latest(registry).decode()
+    for line in ('tenure_queue_waiting{queue="imports"} 3.0', 'tenure_queue_running{queue="imports"} 2.0',
+                 'tenure_queue_limit{queue="imports"} 2.0', 'tenure_queue_paused{queue="idle"} 1.0',
+                 'tenure_queue_paused{queue="imports"} 0.0'):
+        assert line in text_out, text_out

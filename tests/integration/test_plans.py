@@ -126,8 +126,8 @@ def hot_statements(t: service.Tenure, leases: Leases, me: int, live: int) -> dic
     }
 
 
-HOT = ["claim", "claim_limited", "anything_due", "held", "lease_holders", "heartbeat", "requeue_stepped", "run_status", "run_status_304",
-       "upcoming", "fire_due"]
+HOT = ["claim", "claim_limited", "anything_due", "held", "lease_holders", "heartbeat", "requeue_stepped", "run_status",
+       "run_status_304", "upcoming", "fire_due"]
 
 
 def test_hot_statements_use_their_indexes_as_sent(busy) -> None:  # type: ignore[no-untyped-def]
