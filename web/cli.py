@@ -35,6 +35,7 @@ def add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-worker", action="store_true",
                    help="serve pages and API only; separate `tenure worker`s run the tasks")
     cli.memory_flag(p)
+    cli.queues_flag(p)
     cli.log_flags(p)
     p.set_defaults(command="serve", handler=cmd_serve)
 
@@ -56,6 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     json_logs = logs.chosen_format(args.log_format) == "json"
     port = resolve_port(args.port)
     url = cli.db_url(args)
+    if args.no_worker and args.queues is not None:
+        raise InvalidInput("--queues chooses what the embedded worker takes; with --no-worker there is none")
     settings = cli.settings_from(args, concurrency=args.concurrency)
     # Before anything starts (the database, a supervisor): is the address free at all?
     check_port_free(args.host, port)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from service.config import Settings, parse_duration, parse_memory
+from service.config import Settings, parse_duration, parse_memory, parse_queues
 from service.errors import InvalidInput, NotFound, SchemaError, StorageError, TenureError
 from service.faces import client, logs, schedules, summary
 from service.storage import schema
@@ -87,7 +87,7 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
                                      description="A persistent, crash-recoverable job service.")
     parser.set_defaults(command=None)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from service.faces import cli_schedules, cli_submit  # they use this module's helpers
+    from service.faces import cli_queues, cli_schedules, cli_submit  # they use this module's helpers
 
     p = sub.add_parser("migrate", parents=[db], help="create or upgrade the database schema")
     p.set_defaults(command="migrate", handler=cmd_migrate)
@@ -107,6 +107,7 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
                    help="expose the database's figures too (tasks, attempts, supervisors alive): from one "
                         "process only, or a sum over workers counts them once per worker")
     memory_flag(p)
+    queues_flag(p)
     log_flags(p)
     p.set_defaults(command="worker", handler=cmd_worker)
 
@@ -128,6 +129,7 @@ def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(command="runs", handler=cmd_runs)
     cli_schedules.add_commands(sub, db)
+    cli_queues.add_commands(sub, db)
     return parser
 
 
@@ -137,11 +139,19 @@ def memory_flag(p: argparse.ArgumentParser) -> None:
                         "(default: $TENURE_MEMORY_LIMIT, else 2G)")
 
 
+def queues_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queues", metavar="NAMES",
+                   help="take tasks of these queues only, comma-separated like imports,mail "
+                        "(default: $TENURE_QUEUES, else every queue)")
+
+
 def settings_from(args: argparse.Namespace, **flags: Any) -> Settings:
     """Settings from the environment, then these flags (None: not given)."""
     settings = Settings.from_env(**flags)
     if getattr(args, "memory_limit", None) is not None:
         settings = dataclasses.replace(settings, memory_limit_mb=parse_memory(args.memory_limit))
+    if getattr(args, "queues", None) is not None:
+        settings = dataclasses.replace(settings, queues=parse_queues(args.queues, "--queues"))
     return settings
 
 
@@ -185,6 +195,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:  # taken before the database is opened: a busy port writes nothing
         server = metrics.serve(args.metrics_host, args.metrics_port, exposed)
     t = client.open(db_url(args))
+    from service.faces.cli_queues import served
+
+    served(t, settings.queues)
     schedules.sync_defined(t.store)  # many workers starting together write each definition once
     supervisor = Supervisor(t.engine, settings, clock=t.clock)
     exposed.add(supervisor.metrics.registry)
