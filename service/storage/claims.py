@@ -83,6 +83,11 @@ def claim(conn: Connection, supervisor_id: int, limit: int, found: Look, rotate:
         got = _pick(conn, supervisor_id, q, take, found, keys, now)
         if keys.held_back:
             out.held_back = True
+        if got and q.rate_count is not None and q.rate_period_s is not None and q.recent + len(got) >= q.rate_count:
+            # This claim fills the window: it frees a start when its oldest start leaves it (a wake then).
+            start = q.window_from if q.window_from is not None else now
+            if start is not None:
+                out.reopen_at = _earliest(out.reopen_at, start + timedelta(seconds=q.rate_period_s))
         picks.extend(got)
         left -= len(got)
         if left <= 0:

@@ -37,6 +37,7 @@ class QueueState:
     running: int = 0  # open attempts (counted only for a limited queue)
     recent: int = 0  # starts within its rate period (counted only for a rate-limited queue)
     reopen_at: datetime | None = None  # at its rate limit: when the oldest start leaves the window
+    window_from: datetime | None = None  # the oldest start within its rate period (None: none)
 
     @property
     def limited(self) -> bool:
@@ -123,7 +124,7 @@ def counted(conn: Connection, states: list[QueueState], now: datetime) -> list[Q
         if q.rate_count is not None and q.rate_period_s is not None:
             recent, oldest = window(conn, TaskAttempt.queue == q.name, now, q.rate_period_s)
             reopen = oldest + timedelta(seconds=q.rate_period_s) if recent >= q.rate_count and oldest else None
-            out[q.name] = replace(out[q.name], recent=recent, reopen_at=reopen)
+            out[q.name] = replace(out[q.name], recent=recent, reopen_at=reopen, window_from=oldest)
     return [out.get(q.name, q) for q in states]
 
 

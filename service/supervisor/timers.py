@@ -48,24 +48,23 @@ class Timers:
             self.slot_due = min(self.slot_due, now + self.idle_s)
 
     def after_claim(self, now: float, found: Look, got: Claimed, queues: tuple[str, ...] | None) -> None:
-        """A claim left slots free: look ahead at the queues it may start (those ``queues`` served,
-        None: all, that are neither paused nor at a limit). Raises TenureError."""
+        """A claim left slots free: when to claim again. Raises TenureError.
+
+        Looks ahead at the queues it may start (those ``queues`` served, None: all, that are
+        neither paused nor at a limit). Due work held back by a pause or a limit is no reason to
+        claim again soon (an end elsewhere, a resume or a new limit rings); a rate window that
+        holds work back frees a start at a known time, and the loop wakes for it.
+        """
         plain = queues is None and all(not q.paused and q.room is None for q in found.queues)
         self.look(now, None if plain else [q.name for q in found.queues if not q.paused and q.room != 0])
-        if found.blocked or got.held_back:
-            self.held_back(now, found, got)
-
-    def held_back(self, now: float, found: Look, got: Claimed) -> None:
-        """A pause or a limit holds due work back: claim again when a rate window frees a start,
-        else after an idle poll. An end elsewhere, a resume or a new limit rings meanwhile. Never
-        a spin on work that cannot start."""
+        if (found.blocked or got.held_back) and self.task_due <= now + DUE_AGAIN_S:
+            self.task_due = now + self.idle_s
         reopen = found.reopen_in_s()
         if got.reopen_at is not None and got.now is not None:
             after = max(0.0, (got.reopen_at - got.now).total_seconds())
             reopen = after if reopen is None else min(reopen, after)
-        floor = now + (reopen + WAKE_AFTER_S if reopen is not None else self.idle_s)
-        if self.task_due < floor:
-            self.task_due = min(floor, now + self.idle_s)
+        if reopen is not None:
+            self.task_due = min(self.task_due, now + reopen + WAKE_AFTER_S)
 
     def fire(self, now: float, supervisor_id: int | None) -> list[Fired]:
         """Handle the due slots, then look ahead again. Raises TenureError."""
