@@ -24,7 +24,6 @@ from service.faces import client, summary
 from service.faces.cli import EXIT_BAD_INPUT, _open_existing, db_url
 from service.faces.flow import check_limit, parse_rate, plan_flow
 from service.storage.flow import UNSET, KeyView, QueueView
-from service.storage.flow import _period as period_words  # a key's rate in the words a queue's is in
 
 # `tenure queues` piped: the header line of its tab-separated output
 QUEUES_COLUMNS = ("queue", "paused", "waiting", "due", "running", "limit", "rate", "oldest wait (s)")
@@ -197,7 +196,7 @@ def cmd_key(args: argparse.Namespace) -> int:
         k: KeyView = t.set_key(args.name, **limits)
     finally:
         t.close()
-    rate_text = None if k.rate_count is None else f"{k.rate_count}/{period_words(k.rate_period_s)}"
+    rate_text = k.rate
     print(f"key {k.name}: {limits_words(k.concurrency, rate_text)}; {k.running} running now")
     return 0
 

@@ -54,6 +54,10 @@ class KeyView:
     rate_period_s: float | None
     running: int
 
+    @property
+    def rate(self) -> str | None:
+        return None if self.rate_count is None else f"{self.rate_count}/{_period(self.rate_period_s)}"
+
 
 def _period(seconds: float | None) -> str:
     if seconds is None:
