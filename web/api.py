@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from service.errors import InvalidInput, TenureError
 from service.faces import plans as plans
+from service.faces.flow import plan_flow, with_flow
 from service.storage.submit import Created
 from service.storage.views import AttemptView, RunView, TaskDetail, TaskView
 from service.task_process.protocol import get_kind
@@ -77,7 +78,8 @@ def run_json(request: Request, run: RunView) -> dict[str, Any]:
         "id": run.id, "name": run.name, "status": run.status, "kind": run.kind, "total": run.total,
         "params": run.params, "counts": run.counts, "created_at": _iso(run.created_at),
         "finished_at": _iso(run.finished_at), "on_complete": run.on_complete,
-        "hook_task_id": run.hook_task_id, "scheduled_for": _iso(run.scheduled_for),
+        "hook_task_id": run.hook_task_id, "scheduled_for": _iso(run.scheduled_for), "queue": run.queue,
+        "paused": run.paused_at is not None, "paused_at": _iso(run.paused_at),
         "url": str(request.url_for("run_page", run_id=run.id)),
     }
 
@@ -88,7 +90,8 @@ def task_json(request: Request, task: TaskView) -> dict[str, Any]:
         "args": task.args, "status": task.status, "attempts": task.attempts, "max_attempts": task.max_attempts,
         "charged": task.charged, "lost": task.lost, "progress": task.progress, "result": task.result,
         "error": task.error, "created_at": _iso(task.created_at), "started_at": _iso(task.started_at),
-        "finished_at": _iso(task.finished_at), "scheduled_for": _iso(task.scheduled_for),
+        "finished_at": _iso(task.finished_at), "scheduled_for": _iso(task.scheduled_for), "queue": task.queue,
+        "priority": task.priority, "key": task.limit_key, "unique_key": task.unique_key,
         "url": str(request.url_for("task_page", task_id=task.id)),
     }
 
@@ -164,14 +167,16 @@ def plan_run(data: Any) -> plans.RunPlan:
     options = request.model_dump(include={"name", "max_attempts", "timeout_s", "memory_limit_mb", "on_complete"})
     kind = str(body.get("kind", schemas.DEFAULT_KIND))
     start = request.model_dump(include=set(schemas.START))
+    flow = plan_flow(**request.model_dump(include=set(schemas.FLOW)))
     if isinstance(request, catalog.explicit):
         entries = [entry.model_dump(exclude_none=True) if isinstance(entry, BaseModel) else entry
                    for entry in request.tasks]  # type: ignore[attr-defined]
-        return plans.with_start(plans.plan_tasks(kind, entries, where=lambda i: f"tasks[{i}]", **options), **start)
-    taken = set(type(request).model_fields) - {"tasks", "kind", *options, *schemas.START}
+        plan = plans.plan_tasks(kind, entries, where=lambda i: f"tasks[{i}]", **options)
+        return with_flow(plans.with_start(plan, **start), flow)
+    taken = set(type(request).model_fields) - {"tasks", "kind", *options, *schemas.START, *schemas.FLOW}
     params = request.model_dump(include=taken, exclude_unset=True)
     plan = plans.plan_simulation(request.tasks, kind, params, **options)  # type: ignore[attr-defined]
-    return plans.with_start(plan, **start)
+    return with_flow(plans.with_start(plan, **start), flow)
 
 
 def plan_task(data: Any) -> plans.TaskPlan:
@@ -179,8 +184,9 @@ def plan_task(data: Any) -> plans.TaskPlan:
     catalog = schemas.catalog()
     body = _object(data, '{"kind": "echo", "args": {"x": 1}}')
     request = check(catalog.task, body)
-    return plans.with_start(plans.plan_task(**request.model_dump(exclude=set(schemas.START))),
-                         **request.model_dump(include=set(schemas.START)))
+    flow = plan_flow(**request.model_dump(include={*schemas.FLOW, "unique_key"}))
+    plan = plans.plan_task(**request.model_dump(exclude={*schemas.START, *schemas.FLOW, "unique_key"}))
+    return with_flow(plans.with_start(plan, **request.model_dump(include=set(schemas.START))), flow)
 
 
 def _created(body: dict[str, Any], made: Created, url: str) -> JSONResponse:
@@ -254,7 +260,11 @@ async def tasks(request: Request) -> Response:
         body = await read_body(request, MAX_TASK_BODY_BYTES)
         made = await run_in_threadpool(lambda: t.start_task(plan_task(parse_json(body)), key))
         detail = await run_in_threadpool(t.store.task_detail, made.id)
-        return _created(detail_json(request, detail), made, str(request.url_for("api_task", task_id=made.id)))
+        answer = detail_json(request, detail)
+        if made.unique:  # nothing was queued: the answer is the task that holds the key
+            answer.update(unique=True, message=f"task {made.id} with unique key {detail.task.unique_key!r} is "
+                                               f"already {detail.task.status}")
+        return _created(answer, made, str(request.url_for("api_task", task_id=made.id)))
     page = check(schemas.Page, dict(request.query_params), strict=False)
     found, total = await run_in_threadpool(lambda: t.store.single_tasks(limit=page.limit, offset=page.offset))
     return JSONResponse({"tasks": [task_json(request, task) for task in found], "total": total,

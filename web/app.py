@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 import service
 from service.config import Settings
 from service.supervisor.metrics import DatabaseCollector
-from web import api, guard, http, metrics, pages, schedule_pages, schedules_api
+from web import api, guard, http, metrics, pages, queue_pages, queues_api, schedule_pages, schedules_api
 
 log = logging.getLogger("tenure.web")
 HERE = Path(__file__).resolve().parent
@@ -68,8 +68,10 @@ def create_app(
     routes = [
         *metrics.timed(pages.routes, web_metrics),
         *schedule_pages.routes,
+        *queue_pages.routes,
         *api.routes,
         *schedules_api.routes,
+        *queues_api.routes,
         *metrics.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from web import schedule_schemas, schemas
+from service.config import QUEUE_NAME
+from web import queue_schemas, schedule_schemas, schemas
 
 REF = "#/components/schemas/{model}"
 
@@ -65,8 +66,10 @@ def _components(catalog: schemas.Catalog) -> dict[str, Any]:
     inputs: list[tuple[str, Any, TypeAdapter[Any]]] = [
         ("RunRequest", "validation", catalog.run), ("TaskRequest", "validation", TypeAdapter(catalog.task)),
         ("ScheduleRequest", "validation", TypeAdapter(schedule_schemas.request_model(catalog))),
+        *((model.__name__, "validation", TypeAdapter(model))
+          for model in (queue_schemas.QueueRequest, queue_schemas.KeyRequest)),
         *((model.__name__, "serialization", TypeAdapter(model))
-          for model in (*schemas.ANSWERS, *schedule_schemas.ANSWERS)),
+          for model in (*schemas.ANSWERS, *schedule_schemas.ANSWERS, *queue_schemas.ANSWERS)),
     ]
     tops, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
     components: dict[str, Any] = dict(defs.get("$defs", {}))
@@ -75,6 +78,8 @@ def _components(catalog: schemas.Catalog) -> dict[str, Any]:
     for schema in components.values():
         if "start_at" in schema.get("properties", {}):
             schema.update(NOT_BOTH)
+        if "key_limit" in schema.get("properties", {}):
+            schema["dependentRequired"] = {"key_limit": ["key"]}  # a limit of what? (422)
     components["ScheduleRequest"]["description"] += " " + NO_NUL
     components["RunRequest"] = {
         "description": "Start a run: a simulation (tasks a number, with the kind's parameters; kind \"sleep\" "
@@ -125,8 +130,9 @@ def _spec(catalog: schemas.Catalog) -> dict[str, Any]:
                     "requestBody": {"required": True,
                                     "content": {"application/json": {"schema": _ref("TaskRequest")}}},
                     "responses": {"201": _json(_ref("TaskDetail"), "the task was queued"),
-                                  "200": _json(_ref("TaskDetail"), "made earlier by a request with this "
-                                                                   "Idempotency-Key and this body"),
+                                  "200": _json(_ref("TaskFound"), "made earlier by a request with this "
+                                                                  "Idempotency-Key and this body, or an active task "
+                                                                  "holds its unique_key (unique: true)"),
                                   **_errors(400, 409, 413, 415, 422, *BUSY)},
                 },
                 "get": {"summary": "Tasks submitted on their own (and completion hooks), newest first",
@@ -150,6 +156,7 @@ def _spec(catalog: schemas.Catalog) -> dict[str, Any]:
                          "responses": {"200": _json(_ref("TaskDetail")), **_errors(404, 409, *BUSY)}},
             },
             **_schedule_paths(),
+            **_flow_paths(run_id),
             "/openapi.json": {"get": {"summary": "This description",
                                       "responses": {"200": _json({"type": "object", "required": ["openapi"]})}}},
             "/healthz": {
@@ -193,6 +200,49 @@ def _schedule_paths() -> dict[str, Any]:
         "/api/schedules/{ref}/fire": {
             "post": {"summary": "Start its task or run now, outside its slots", "parameters": [ref],
                      "responses": {"200": _json(_ref("FiredNow")), **_errors(404, *BUSY)}}},
+    }
+
+
+def _flow_paths(run_id: dict[str, Any]) -> dict[str, Any]:
+    name = {"name": "name", "in": "path", "required": True, "description": "the queue's name",
+            "schema": {"type": "string", "pattern": QUEUE_NAME.pattern}}
+    key = {"name": "name", "in": "path", "required": True, "description": "the key (it may hold a /)",
+           "schema": {"type": "string", "minLength": 1, "maxLength": 200,
+                      "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$"}}
+    one = {"200": _json(_ref("Queue")), **_errors(404, *BUSY)}
+    limits = {"200": _json(_ref("Queue")), **_errors(400, 413, 415, 422, *BUSY)}
+
+    def body(model: str) -> dict[str, Any]:
+        return {"required": False, "content": {"application/json": {"schema": _ref(model)}}}
+
+    paused = {"200": _json(_ref("RunPaused")), **_errors(404, 409, *BUSY)}
+    return {
+        "/api/queues": {"get": {"summary": "Every queue: its depth, running against its limit, rate, oldest wait, "
+                                           "paused or not", "responses": {"200": _json(_ref("QueueList")),
+                                                                          **_errors(*BUSY)}}},
+        "/api/queues/{name}": {
+            "get": {"summary": "A queue", "parameters": [name], "responses": one},
+            "put": {"summary": "Declare a queue and set its limits (a field left out keeps its value; null removes "
+                               "that limit)", "parameters": [name], "requestBody": body("QueueRequest"),
+                    "responses": limits},
+        },
+        "/api/queues/{name}/pause": {
+            "post": {"summary": "Pause a queue: none of its attempts starts on any worker until resumed (what runs "
+                                "finishes)", "parameters": [name], "responses": one}},
+        "/api/queues/{name}/resume": {
+            "post": {"summary": "Resume a paused queue", "parameters": [name], "responses": one}},
+        "/api/keys/{name}": {
+            "get": {"summary": "A concurrency key's limits and its attempts running now", "parameters": [key],
+                    "responses": {"200": _json(_ref("Key")), **_errors(404, *BUSY)}},
+            "put": {"summary": "Set a concurrency key's limits (a field left out keeps its value; null removes "
+                               "that limit)", "parameters": [key], "requestBody": body("KeyRequest"),
+                    "responses": {"200": _json(_ref("Key")), **_errors(400, 413, 415, 422, *BUSY)}},
+        },
+        "/api/runs/{run_id}/pause": {
+            "post": {"summary": "Pause a live run: none of its tasks starts until resumed (what runs finishes)",
+                     "parameters": [run_id], "responses": paused}},
+        "/api/runs/{run_id}/resume": {
+            "post": {"summary": "Resume a paused run", "parameters": [run_id], "responses": paused}},
     }
 
 

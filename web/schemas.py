@@ -28,7 +28,8 @@ from typing import Annotated, Any, Literal, Union
 from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, WithJsonSchema, create_model
 
-from service.config import MAX_MEMORY_LIMIT_MB, MIN_MEMORY_LIMIT_MB
+from service.config import MAX_MEMORY_LIMIT_MB, MIN_MEMORY_LIMIT_MB, QUEUE_NAME
+from service.faces.flow import MAX_KEY_CHARS, MAX_LIMIT, MAX_PRIORITY
 from service.faces.plans import MAX_LABEL_CHARS, MAX_NAME_CHARS, MAX_START_AHEAD, MAX_TASKS_PER_RUN
 from service.task_process.kinds.params import Finite
 from service.task_process.protocol import Kind, kinds
@@ -48,6 +49,15 @@ Args = Annotated[dict[str, Any], Field(description="the task's own JSON argument
 START = ("start_at", "delay_s")  # when submitted work may start: one or neither
 StartAt = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 Delay = Annotated[float, Finite, Ge(0), Le(MAX_START_AHEAD.total_seconds())]
+FLOW = ("queue", "priority", "key", "key_limit")  # where submitted work waits, and what limits it
+# A queue's name and a key are checked by service.faces.flow (its sentences name the field); the
+# description states the same rules.
+QueueName = Annotated[str, WithJsonSchema({"type": "string", "pattern": QUEUE_NAME.pattern})]
+LIMIT_KEY_PATTERN = r"\S"  # not blank
+LimitKey = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS,
+                                          "pattern": LIMIT_KEY_PATTERN})]
+Priority = Annotated[int, Ge(-MAX_PRIORITY), Le(MAX_PRIORITY), Integral]
+Limit = Annotated[int, Ge(1), Le(MAX_LIMIT), Integral]
 
 
 class Request(BaseModel):
@@ -63,7 +73,7 @@ def _options(kind_name: Any) -> dict[str, Any]:
         "memory_limit_mb": (MemoryMb | None, Field(
             None, description="of each task's process, in MiB (default: the worker's --memory-limit)")),
         "on_complete": (kind_name | None, Field(None, description="a kind run once when the run completes")),
-        **_start("its tasks"),
+        **_start("its tasks"), **_flow("its tasks"),
     }
 
 
@@ -75,6 +85,21 @@ def _start(what: str) -> dict[str, Any]:
                                                              "ahead; not beside delay_s")),
         "delay_s": (Delay | None, Field(None, description=f"hold {what} back this many seconds (at most a year); "
                                                           "not beside start_at")),
+    }
+
+
+def _flow(what: str) -> dict[str, Any]:
+    """queue, priority, key, key_limit: where the work waits and what limits it (service.faces.flow)."""
+    return {
+        "queue": (QueueName | None, Field(None, description=f"the queue {what} wait in (default: the kind's, else "
+                                                            "default); once a queue is declared, only declared "
+                                                            "ones take work (422)")),
+        "priority": (Priority | None, Field(None, description="higher starts first within its queue (default: "
+                                                              "the kind's, else 0)")),
+        "key": (LimitKey | None, Field(None, description=f"a concurrency key {what} count against (default: one "
+                                                         "the kind derives from args, if any)")),
+        "key_limit": (Limit | None, Field(None, description="at most this many attempts with that key run at once "
+                                                            "on every host (needs key)")),
     }
 
 
@@ -175,7 +200,10 @@ def _catalog(registry: tuple[tuple[str, int], ...]) -> Catalog:
         label=(Label | None, Field(None, description="what people call it (default: a short form of its args)")),
         max_attempts=(Attempts, Field(3, description="attempts charged before it fails")),
         timeout_s=(Timeout | None, Field(None, description="seconds one attempt may run (default 3600)")),
-        memory_limit_mb=(MemoryMb | None, Field(None, description="of its process, in MiB")), **_start("it"))
+        memory_limit_mb=(MemoryMb | None, Field(None, description="of its process, in MiB")), **_start("it"),
+        **_flow("it"), unique_key=(LimitKey | None, Field(
+            None, description="while a task with this key is queued, retrying or running, none is queued: the "
+                              "answer is that task (200, unique true)")))
     return Catalog(kind_names=names, simulations=simulations, explicit=explicit, spec=spec, run=run, task=task)
 
 
@@ -247,6 +275,9 @@ class Run(BaseModel):
     on_complete: str | None
     hook_task_id: int | None
     scheduled_for: datetime | None = Field(description="the start asked for (UTC); null: at once")
+    queue: str = Field(description="where its tasks wait")
+    paused: bool = Field(description="none of its tasks starts until it is resumed")
+    paused_at: datetime | None
     url: str = Field(description="its page")
 
 
@@ -269,6 +300,10 @@ class Task(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     scheduled_for: datetime | None = Field(description="the start asked for (UTC); null: at once")
+    queue: str
+    priority: int = Field(description="higher starts first within its queue")
+    key: str | None = Field(description="the concurrency key it counts against")
+    unique_key: str | None
     url: str = Field(description="its page")
 
 
@@ -287,6 +322,14 @@ class Attempt(BaseModel):
 
 class TaskDetail(Task):
     history: list[Attempt] = Field(description="every attempt so far, with its outcome and output")
+
+
+class TaskFound(TaskDetail):
+    """A task submitted earlier: by this Idempotency-Key and body, or holding this unique_key."""
+
+    unique: bool = Field(False, description="true: an active task holds the unique_key asked for; this is that "
+                                            "task, and nothing new was queued")
+    message: str | None = Field(None, description="with unique: which task, and that it is already queued")
 
 
 class RunWithTasks(Run):
@@ -336,5 +379,5 @@ class Health(BaseModel):
     supervisor: str
 
 
-ANSWERS: tuple[type[BaseModel], ...] = (Run, RunWithTasks, RunPage, Task, TaskDetail, TaskPage, TaskResult,
-                                        Cancelled, Retried, Error, Health)
+ANSWERS: tuple[type[BaseModel], ...] = (Run, RunWithTasks, RunPage, Task, TaskDetail, TaskFound, TaskPage,
+                                        TaskResult, Cancelled, Retried, Error, Health)

@@ -55,6 +55,9 @@ schedule_bodies = st.one_of(
                                                                  optional={"tasks": json_values,
                                                                            "count": json_values}),
                                     "overlap": json_values, "grace_s": json_values}))
+LIMITS = ["concurrency", "rate", "age_s", "extra"]
+limit_bodies = st.one_of(json_values, st.dictionaries(st.sampled_from(LIMITS), st.one_of(json_values, st.sampled_from(
+    ["10/s", "10", "0/s", "5/0s", "1 per 2 minutes", "100000/ms", "3/7d"])), max_size=3))
 raw_bodies = st.one_of(st.binary(max_size=80), st.sampled_from(
     [b"{", b"[]", b"null", b'{"tasks": NaN}', b'{"tasks": Infinity}', b'{"tasks": 1e999}', b"\xff\xfe{}",
      b'{"tasks": 3, "min_seconds": 0, "max_seconds": 0.001}' , b"{" * 5000 + b"}" * 5000]))
@@ -65,6 +68,9 @@ paths = st.one_of(
     ids.map(lambda i: f"/api/runs/{i}/retry"), st.just("/api/tasks"), ids.map(lambda i: f"/api/tasks/{i}"),
     ids.map(lambda i: f"/api/tasks/{i}/result"), ids.map(lambda i: f"/api/tasks/{i}/cancel"),
     st.just("/api/schedules"), ids.map(lambda i: f"/api/schedules/{i}"),
+    st.just("/api/queues"), ids.map(lambda i: f"/api/queues/{i}"), ids.map(lambda i: f"/api/keys/{i}"),
+    st.tuples(ids, st.sampled_from(["pause", "resume"])).map(lambda p: f"/api/queues/{p[0]}/{p[1]}"),
+    st.tuples(ids, st.sampled_from(["pause", "resume"])).map(lambda p: f"/api/runs/{p[0]}/{p[1]}"),
     st.tuples(ids, st.sampled_from(["fires", "pause", "resume", "fire"]))
     .map(lambda p: f"/api/schedules/{p[0]}/{p[1]}"),
     st.just("/healthz"), st.just("/openapi.json"))
@@ -76,7 +82,8 @@ def schema_for(path: str, method: str, status: int) -> dict[str, Any] | None:
     template = path
     parts = path.split("/")
     if len(parts) >= 4 and parts[1] == "api":
-        parts[3] = {"runs": "{run_id}", "tasks": "{task_id}"}.get(parts[2], "{ref}")
+        parts[3] = {"runs": "{run_id}", "tasks": "{task_id}", "queues": "{name}", "keys": "{name}"}.get(parts[2],
+                                                                                                      "{ref}")
         template = "/".join(parts)
     operation = SPEC["paths"].get(template, {}).get(method.lower())
     if operation is None:
@@ -174,3 +181,14 @@ def test_every_endpoint_and_method(fuzz_client: TestClient, path: str, method: s
 @example(body={"name": "n", "cron": "0 2 * * *", "task": {"kind": "echo", "args": {"x": "\u0000"}}})
 def test_make_schedule_bodies(fuzz_client: TestClient, body: dict[str, Any]) -> None:
     check(fuzz_client.post("/api/schedules", content=json.dumps(body)), "/api/schedules", "POST")
+
+
+@seed(FUZZ_SEED)
+@FUZZ
+@given(body=limit_bodies, name=st.sampled_from(["imports", "default", "-bad", "k%2Fslash", "x" * 101]),
+       where=st.sampled_from(["queues", "keys"]))
+@example(body={"concurrency": 0}, name="imports", where="queues")
+@example(body={"rate": "10"}, name="k%2Fslash", where="keys")
+def test_set_limits_bodies(fuzz_client: TestClient, body: Any, name: str, where: str) -> None:
+    path = f"/api/{where}/{name}"
+    check(fuzz_client.put(path, content=json.dumps(body)), path, "PUT")

@@ -26,13 +26,20 @@ SEED = int(os.environ.get("TENURE_SCHEMATHESIS_SEED", "20261201"))
 EXAMPLES = int(os.environ.get("TENURE_SCHEMATHESIS_EXAMPLES", "10"))
 # Rules JSON Schema cannot state, which the description states in words, refuse some schema-valid bodies
 # with 422: a start more than a year away (start_at), an expression that never fires or a zone this machine
-# does not know (a schedule's cron and timezone), one of task and run. Only there is 422 a right answer to
-# valid-looking data; everywhere else the default holds.
+# does not know (a schedule's cron and timezone), one of task and run, a queue not declared while others are,
+# a rate's count (1 to 100,000) and period (1 ms to 7 days). Only there is 422 a right answer to valid-looking
+# data; everywhere else the default holds. (An operation is chosen by its path or its method, so the second
+# entry covers reading a queue or key too, where a well-formed name of none is 404.)
 CONFIG = """
 [[operations]]
 include-path-regex = "^/api/(runs|tasks|schedules)$"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422"]
+
+[[operations]]
+include-path-regex = "^/api/(queues|keys)/"
+include-method = "PUT"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "422"]
 """
 
 
