@@ -12,13 +12,15 @@ in this order (:mod:`service.storage.due` states the first and last parts):
 Limits are rows, and the database enforces them:
 
 * a queue's ``concurrency`` (running attempts at once) and ``rate_count`` per ``rate_period_s``
-  (starts in any window of that length) hold across every supervisor: a claim locks the
-  queue's row (``FOR UPDATE``, in name order) before it counts the queue's open attempts and
-  its starts within the period, and stamps its own starts with one reading of the database's
-  clock taken after its locks. On SQLite the write lock serializes claims whole;
-* a concurrency key's limits (``limit_keys``) the same way: its row is locked (in name order,
-  after the queues and the candidate tasks) before its open attempts and recent starts are
-  counted, and candidates beyond what it allows are left queued;
+  (starts in any window of that length) hold across every supervisor: on PostgreSQL a claim
+  locks the queue's row (``FOR UPDATE``, in name order) before the statement that picks its
+  candidates counts the queue's open attempts and its starts within the period (in the same
+  statement); it stamps its own starts with the database's clock read after its locks. On
+  SQLite the write transaction holds the whole file: the counts in that one statement are exact;
+* a concurrency key's limits (``limit_keys``) the same way: on PostgreSQL its row is locked (in
+  name order, after the queues and the candidate tasks) before its open attempts and recent
+  starts are counted; on SQLite the candidates' statement counts them too. Candidates beyond
+  what a key allows are left queued, and the claim looks past them;
 * a paused queue starts nothing, and neither does a paused run.
 
 Candidate tasks are locked ``FOR UPDATE SKIP LOCKED``: a claim never waits for a task row,
@@ -30,6 +32,7 @@ When nothing can start, a claim is one read of index probes (:func:`looks.look`)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -37,8 +40,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, bindparam, exists, func, insert, or_, select, update
 
-from service.storage.db import db_now, status_is
-from service.storage.looks import KEY_LIMITS, QUEUE_LIMITS, Claimed, Look, QueueState, counted, window
+from service.storage.db import db_now, is_sqlite, status_is
+from service.storage.looks import KEY_COUNTS, KEY_LIMITS, QUEUE_LIMITS, Claimed, Look, QueueState, counts, counts_of
 from service.storage.models import DUE_TASK_STATUSES, LimitKey, Outcome, Queue, SupervisorRow, Task, TaskAttempt
 
 DUE = tuple(s.value for s in DUE_TASK_STATUSES)
@@ -58,114 +61,126 @@ def claim(conn: Connection, supervisor_id: int, limit: int, found: Look, rotate:
     if queues:
         turn = rotate % len(queues)
         queues = queues[turn:] + queues[:turn]
+    lite = is_sqlite(conn)
     limited = sorted(q.name for q in queues if q.limited)
-    now: datetime | None = None
-    if limited:  # the lock that makes a queue's limits global; then counts no other claim can change
-        locked = {r.name: r for r in conn.execute(
-            select(*QUEUE_LIMITS).where(Queue.name.in_(limited)).order_by(Queue.name).with_for_update())}
-        now = conn.execute(select(db_now())).scalar_one()
-        fresh = [replace(q, paused=locked[q.name].paused_at is not None, concurrency=locked[q.name].concurrency,
-                         rate_count=locked[q.name].rate_count, rate_period_s=locked[q.name].rate_period_s)
-                 if q.name in locked else q for q in queues]
-        queues = [q for q in counted(conn, fresh, now) if not q.paused]
-        for q in queues:
-            if q.room == 0:
-                out.held_back = True
-                out.reopen_at = _earliest(out.reopen_at, q.reopen_at)
+    if limited and not lite:  # the lock that makes a queue's limits global (SQLite's transaction holds the file)
+        conn.execute(_LOCK_QUEUES, {"names": limited}).all()
     picks: list[tuple[int, str | None]] = []
-    keys = _Keys()
+    taken: list[Any] = []  # leased already, by the one statement of a queue with nothing to count
+    keys = _Keys(lite)
     left = limit
     for q in queues:
-        room = q.room
-        take = left if room is None else min(left, room)
-        if take <= 0:
-            continue
-        got = _pick(conn, supervisor_id, q, take, found, keys, now)
-        if keys.held_back:
-            out.held_back = True
-        if got and q.rate_count is not None and q.rate_period_s is not None and q.recent + len(got) >= q.rate_count:
-            # This claim fills the window: it frees a start when its oldest start leaves it (a wake then).
-            start = q.window_from if q.window_from is not None else now
-            if start is not None:
-                out.reopen_at = _earliest(out.reopen_at, start + timedelta(seconds=q.rate_period_s))
-        picks.extend(got)
-        left -= len(got)
         if left <= 0:
             break
+        if not q.limited and not found.key_limits:
+            got_rows = _take_plain(conn, supervisor_id, q, left, found)
+            taken += got_rows
+            left -= len(got_rows)
+            continue
+        got = _pick(conn, supervisor_id, q, left, found, keys, out)
+        picks.extend(got)
+        left -= len(got)
+    out.held_back = out.held_back or keys.held_back
     out.reopen_at = _earliest(out.reopen_at, keys.reopen_at)
-    if not picks:
-        return out
-    if limited or keys.locked:  # stamped after every lock this claim took: exact rate windows
-        now = conn.execute(select(db_now())).scalar_one()
-        rows = list(conn.execute(_TAKE_AT, {"claim_supervisor": supervisor_id, "ids": [i for i, _ in picks],
-                                            "at": now}))
-    else:
-        now = None
-        rows = list(conn.execute(_TAKE, {"claim_supervisor": supervisor_id, "ids": [i for i, _ in picks]}))
-    order = {task_id: i for i, (task_id, _) in enumerate(picks)}
-    rows.sort(key=lambda r: order[r.id])  # RETURNING keeps no order: the claim's own
+    now = _latest(out.now, keys.now)  # read after every lock this claim took: its starts are stamped with it
     out.now = now
-    params = [{"task_id": r.id, "attempt": r.attempts, "supervisor_id": supervisor_id, "outcome": Outcome.RUNNING.value,
-               "charged": False, "queue": r.queue, "limit_key": r.limit_key} for r in rows]
-    if params:
-        if now is None:
-            conn.execute(_OPEN_ATTEMPT, params)
+    ids = [i for i, _ in picks]
+    if ids:
+        if now is not None:
+            rows = list(conn.execute(_TAKE_AT, {"claim_supervisor": supervisor_id, "ids": ids, "at": now}))
         else:
-            conn.execute(insert(TaskAttempt), [{**p, "started_at": now} for p in params])
-    out.rows = rows
+            rows = list(conn.execute(_TAKE, {"claim_supervisor": supervisor_id, "ids": ids}))
+        order = {task_id: i for i, task_id in enumerate(ids)}
+        rows.sort(key=lambda r: order[r.id])  # RETURNING keeps no order: the claim's own
+        taken += rows
+    if not taken:
+        return out
+    params = [{"task_id": r.id, "attempt": r.attempts, "supervisor_id": supervisor_id, "outcome": Outcome.RUNNING.value,
+               "charged": False, "queue": r.queue, "limit_key": r.limit_key} for r in taken]
+    if now is None:
+        conn.execute(_OPEN_ATTEMPT, params)
+    else:  # every start of this claim at the one instant its limits were counted for
+        conn.execute(insert(TaskAttempt), [{**p, "started_at": now} for p in params])
+    out.rows = taken
     return out
+
+
+def _take_plain(conn: Connection, supervisor_id: int, q: QueueState, left: int, found: Look) -> list[Any]:
+    """Lease up to ``left`` tasks of a queue without limits while no key has any: one UPDATE per part
+    of its order, which picks (``FOR UPDATE SKIP LOCKED``) and leases at once, as claims did before
+    there were limits."""
+    rows: list[Any] = []
+    for part in _parts(q, found):
+        want = left - len(rows)
+        if want <= 0:
+            break
+        _, values = _part(part, q, found, _NO_KEYS, [])
+        got = list(conn.execute(_plain(part, bool(found.paused_runs)),
+                                {**values, "claim_supervisor": supervisor_id, "want": want}))
+        got.sort(key=_ORDER[part])
+        rows += got
+    return rows
+
+
+@functools.cache
+def _plain(part: str, paused: bool) -> Any:
+    picked = _picker(part, False, paused, False, False, False).with_only_columns(Task.id)
+    return (update(Task).where(Task.id.in_(picked.scalar_subquery()))
+            .values(status="running", supervisor_id=bindparam("claim_supervisor", type_=Integer),
+                    attempts=Task.attempts + 1, output_chars=0, started_at=func.coalesce(Task.started_at, db_now()),
+                    next_attempt_at=None)
+            .returning(*_RETURNING, Task.priority, Task.queued_at)
+            .execution_options(synchronize_session=False))
 
 
 class _Keys:
     """Concurrency keys met by one claim: what each still allows, and which are full."""
 
-    def __init__(self) -> None:
+    def __init__(self, lite: bool) -> None:
+        self.lite = lite  # SQLite: the candidates' statement counted each key already
         self.room: dict[str, int | None] = {}  # key -> starts it still allows (None: no limit)
         self.full: set[str] = set()
         self.locked = False
+        self.now: datetime | None = None  # the database's clock, read after the last key lock
         self.held_back = False
         self.reopen_at: datetime | None = None
 
-    @property
-    def names(self) -> set[str]:
-        return set(self.room)
-
-    def meet(self, conn: Connection, names: set[str]) -> None:
-        """Lock and count the keys in ``names`` not met yet, in name order. Once this claim holds a
-        key's row, a key another claim holds is skipped (treated as full for now): a wait out of
-        name order could deadlock."""
-        new = sorted(names - set(self.room))
+    def meet(self, conn: Connection, rows: Sequence[Any]) -> None:
+        """What the keys of candidate ``rows`` not met yet allow. On PostgreSQL their rows are
+        locked first, in name order; once this claim holds a key's row, a key another claim holds
+        is skipped (treated as full for now): a wait out of name order could deadlock."""
+        new = sorted({r.limit_key for r in rows if r.limit_key is not None} - set(self.room))
         if not new:
             return
         first = not self.locked
-        query = select(*KEY_LIMITS).where(LimitKey.name.in_(new)).order_by(LimitKey.name)
-        rows = {k.name: k for k in conn.execute(query.with_for_update(skip_locked=not first))}
-        self.locked = self.locked or bool(rows)
-        now = conn.execute(select(db_now())).scalar_one() if rows else None
-        limited = [k for k in rows.values() if k.concurrency is not None]
-        running = dict(conn.execute(
-            select(TaskAttempt.limit_key, func.count())
-            .where(status_is(TaskAttempt.outcome, Outcome.RUNNING.value),
-                   TaskAttempt.limit_key.in_([k.name for k in limited]))
-            .group_by(TaskAttempt.limit_key)).all()) if limited else {}
+        if self.lite:
+            counted = {r.limit_key: r for r in rows if r.limit_key in new and r.k_name is not None}
+        else:
+            locked = [k.name for k in conn.execute(_LOCK_KEYS if first else _LOCK_KEYS_SKIPPING, {"names": new})]
+            counted = {k.name: k for k in conn.execute(KEY_COUNTS, {"names": locked})} if locked else {}
+            for k in counted.values():
+                self.now = _latest(self.now, k.now)
+        self.locked = self.locked or bool(counted)
         for name in new:
-            k = rows.get(name)
-            if k is None:  # no limits (no row), or locked by another claim in a later round
-                self.room[name] = None if first or name not in self._exists(conn, [name]) else 0
+            k = counted.get(name)
+            if k is None:  # no limits (no row), or another claim holds its row (a later round)
+                self.room[name] = None if first or self.lite or not self._exists(conn, name) else 0
                 continue
+            concurrency, rate, period, running, recent, oldest = (
+                (k.k_concurrency, k.k_rate_count, k.k_rate_period_s, k.k_running, k.k_recent, k.k_window_from)
+                if self.lite else (k.concurrency, k.rate_count, k.rate_period_s, k.running, k.recent, k.window_from))
             rooms = []
-            if k.concurrency is not None:
-                rooms.append(k.concurrency - int(running.get(name, 0)))
-            if k.rate_count is not None and k.rate_period_s is not None and now is not None:
-                recent, oldest = window(conn, TaskAttempt.limit_key == name, now, k.rate_period_s)
-                rooms.append(k.rate_count - recent)
-                if recent >= k.rate_count and oldest is not None:
-                    self.reopen_at = _earliest(self.reopen_at, oldest + timedelta(seconds=k.rate_period_s))
+            if concurrency is not None:
+                rooms.append(concurrency - int(running))
+            if rate is not None and period is not None:
+                rooms.append(rate - int(recent))
+                if recent >= rate and oldest is not None:
+                    self.reopen_at = _earliest(self.reopen_at, oldest + timedelta(seconds=period))
             self.room[name] = max(0, min(rooms)) if rooms else None
 
     @staticmethod
-    def _exists(conn: Connection, names: list[str]) -> set[str]:
-        return set(conn.execute(select(LimitKey.name).where(LimitKey.name.in_(names))).scalars())
+    def _exists(conn: Connection, name: str) -> bool:
+        return conn.execute(select(LimitKey.name).where(LimitKey.name == name)).first() is not None
 
     def admit(self, key: str | None) -> bool:
         if key is None:
@@ -183,11 +198,50 @@ class _Keys:
         return True
 
 
-def _pick(conn: Connection, supervisor_id: int, q: QueueState, take: int, found: Look, keys: _Keys,
-          now: datetime | None) -> list[tuple[int, str | None]]:
-    """Up to ``take`` task ids of queue ``q`` in its claim order, locked, within their keys' limits."""
+def _pick(conn: Connection, supervisor_id: int, q: QueueState, left: int, found: Look, keys: _Keys,
+          out: Claimed) -> list[tuple[int, str | None]]:
+    """Up to ``left`` task ids of queue ``q`` in its claim order, locked, within its own limits
+    (counted again in the statement that picks them) and their keys'."""
     chosen: list[tuple[int, str | None]] = []
     seen: list[int] = []
+    take = left if q.room is None else min(left, q.room)  # the look's; the count under the lock narrows it
+    for part in _parts(q, found):
+        for _ in range(KEY_ROUNDS):
+            want = take - len(chosen)
+            if want <= 0:
+                return chosen
+            query, values = _part(part, q, found, keys, seen)
+            rows = conn.execute(query, {**values, "claim_supervisor": supervisor_id, "want": want}).all()
+            if not rows:
+                break
+            if q.limited:
+                fresh = counts_of(replace(q, paused=rows[0].q_paused_at is not None, concurrency=rows[0].q_concurrency,
+                                          rate_count=rows[0].q_rate_count, rate_period_s=rows[0].q_rate_period_s),
+                                  rows[0], "q_")
+                out.now = _latest(out.now, rows[0].now)
+                room = 0 if fresh.paused else fresh.room
+                if room is not None and room < take:
+                    take = room
+                    out.held_back = True
+                    out.reopen_at = _earliest(out.reopen_at, fresh.reopen_at)
+                if take <= len(chosen):
+                    return chosen
+                rows = rows[:take - len(chosen)]
+                if fresh.rate_count is not None and fresh.rate_period_s is not None and \
+                        fresh.recent + take >= fresh.rate_count:
+                    # This claim fills the window: it frees a start when its oldest start leaves it (a wake then).
+                    start = fresh.window_from or rows[0].now
+                    out.reopen_at = _earliest(out.reopen_at, start + timedelta(seconds=fresh.rate_period_s))
+            seen.extend(r.id for r in rows)
+            keys.meet(conn, rows)
+            chosen += [(r.id, r.limit_key) for r in rows if keys.admit(r.limit_key)]
+            if len(rows) < want or len(chosen) >= take:
+                break
+    return chosen
+
+
+def _parts(q: QueueState, found: Look) -> list[str]:
+    """The parts of queue ``q``'s claim order that hold due work, in that order."""
     parts = []
     if q.by_time:
         parts.append("time")
@@ -195,50 +249,81 @@ def _pick(conn: Connection, supervisor_id: int, q: QueueState, take: int, found:
         parts.append("aged")
     if q.at_once:
         parts.append("ready")
-    for part in parts:
-        for _ in range(KEY_ROUNDS):
-            want = take - len(chosen)
-            if want <= 0:
-                return chosen
-            query = _part(part, q, found, keys.full, seen, now).limit(want)
-            rows = conn.execute(query, {"claim_supervisor": supervisor_id}).all()
-            if not rows:
-                break
-            seen.extend(r.id for r in rows)
-            keys.meet(conn, {r.limit_key for r in rows if r.limit_key is not None})
-            for r in rows:
-                if keys.admit(r.limit_key):
-                    chosen.append((r.id, r.limit_key))
-            if len(rows) < want or len(chosen) >= take:
-                break
-    return chosen
+    return parts
 
 
-def _part(part: str, q: QueueState, found: Look, full: set[str], seen: Sequence[int], now: datetime | None) -> Any:
+def _part(part: str, q: QueueState, found: Look, keys: _Keys, seen: Sequence[int]) -> tuple[Any, dict[str, Any]]:
+    """The statement that picks candidates of ``part`` of queue ``q``, and its values."""
+    values: dict[str, Any] = {"claim_queue": q.name}
+    if part == "aged":
+        values["aged_before"] = found.now - timedelta(seconds=q.age_s)
+    if keys.full:
+        values["full"] = sorted(keys.full)
+    if found.paused_runs:
+        values["paused_runs"] = list(found.paused_runs)
+    if seen:
+        values["seen"] = list(seen)
+    return _picker(part, bool(keys.full), bool(found.paused_runs), bool(seen), q.limited, keys.lite), values
+
+
+@functools.cache
+def _picker(part: str, full: bool, paused: bool, seen: bool, counted: bool, key_counts: bool) -> Any:
+    """Built once per shape: building a statement costs more than running it.
+
+    ``counted``: with the queue's limits, pause and counts (``q_*``) and the database's clock
+    (``now``); ``key_counts``: with each candidate's key limits and counts (``k_*``).
+    """
     me = bindparam("claim_supervisor", type_=Integer)
     alive = exists(select(SupervisorRow.id).where(SupervisorRow.id == me, SupervisorRow.stopped_at.is_(None)))
-    query = select(Task.id, Task.limit_key).where(status_is(Task.status, *DUE), Task.queue == q.name, alive)
+    queue = bindparam("claim_queue", type_=Task.queue.type)
+    columns: list[Any] = [Task.id, Task.limit_key]
+    if counted:
+        of_queue = {c.key: select(c).where(Queue.name == queue).scalar_subquery() for c in QUEUE_LIMITS[1:]}
+        columns += [v.label(f"q_{k}") for k, v in of_queue.items()]
+        columns += [c.label(f"q_{c.name}") for c in counts(queue, of_queue["rate_period_s"], TaskAttempt.queue)]
+        columns.append(db_now().label("now"))
+    query = select(*columns)
+    if key_counts:
+        query = query.add_columns(LimitKey.name.label("k_name"), *(c.label(f"k_{c.key}") for c in KEY_LIMITS[1:]),
+                                  *(c.label(f"k_{c.name}") for c in counts(
+                                      Task.limit_key, LimitKey.rate_period_s, TaskAttempt.limit_key)))
+        query = query.select_from(Task).outerjoin(LimitKey, LimitKey.name == Task.limit_key)
+    query = query.where(status_is(Task.status, *DUE), Task.queue == queue, alive)
     if part == "time":
-        query = query.where(Task.next_attempt_at <= (now if now is not None else db_now())).order_by(
-            Task.next_attempt_at, Task.id)
+        query = query.where(Task.next_attempt_at <= db_now()).order_by(Task.next_attempt_at, Task.id)
     elif part == "aged":
         query = query.where(Task.next_attempt_at.is_(None),
-                            Task.queued_at <= found.now - timedelta(seconds=q.age_s)).order_by(Task.queued_at, Task.id)
+                            Task.queued_at <= bindparam("aged_before", type_=Task.queued_at.type)
+                            ).order_by(Task.queued_at, Task.id)
     else:
         query = query.where(Task.next_attempt_at.is_(None)).order_by(Task.priority.desc(), Task.id)
     if full:
-        query = query.where(or_(Task.limit_key.is_(None), Task.limit_key.not_in(sorted(full))))
-    if found.paused_runs:
-        query = query.where(or_(Task.run_id.is_(None), Task.run_id.not_in(found.paused_runs)))
+        query = query.where(or_(Task.limit_key.is_(None), Task.limit_key.not_in(bindparam("full", expanding=True))))
+    if paused:
+        query = query.where(or_(Task.run_id.is_(None), Task.run_id.not_in(bindparam("paused_runs", expanding=True))))
     if seen:
-        query = query.where(Task.id.not_in(list(seen)))
-    return query.with_for_update(skip_locked=True)
+        query = query.where(Task.id.not_in(bindparam("seen", expanding=True)))
+    return query.limit(bindparam("want", type_=Integer)).with_for_update(of=Task, skip_locked=True)
+
+
+_NO_KEYS = _Keys(False)
+# RETURNING keeps no order: each part's own, as near as the rows returned tell (a due time is gone).
+_ORDER = {"time": lambda r: (r.id,), "aged": lambda r: (r.queued_at, r.id), "ready": lambda r: (-r.priority, r.id)}
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else min(a, b)
 
 
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+_LOCK_QUEUES = (select(*QUEUE_LIMITS).where(Queue.name.in_(bindparam("names", expanding=True))).order_by(Queue.name)
+                .with_for_update())
+_LOCK_KEYS = (select(*KEY_LIMITS).where(LimitKey.name.in_(bindparam("names", expanding=True)))
+              .order_by(LimitKey.name).with_for_update())
+_LOCK_KEYS_SKIPPING = _LOCK_KEYS.with_for_update(skip_locked=True)
 _RETURNING = (Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id, Task.position, Task.kind,
               Task.args, Task.checkpoint, Task.timeout_s, Task.isolated, Task.memory_limit_mb, Task.created_at,
               Task.started_at, Task.queue, Task.limit_key)

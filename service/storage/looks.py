@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, bindparam, case, exists, func, literal, null, or_, select
 
 from service.storage.db import db_now, status_is
 from service.storage.models import DUE_TASK_STATUSES, LimitKey, Outcome, Queue, Run, Task, TaskAttempt
@@ -66,6 +66,7 @@ class Look:
     paused_runs: list[int]
     now: datetime
     served: frozenset[str] | None = None
+    key_limits: bool = True  # some concurrency key has a limit (False: no task's key can hold it back)
 
     @property
     def startable(self) -> list[QueueState]:
@@ -96,36 +97,27 @@ class Claimed:
 
 
 def look(conn: Connection, served: Iterable[str] | None = None) -> Look:
-    """The queues ``served`` (None: all) with due work, their limits, and the paused runs: index
-    probes and counts of open attempts, no write lock."""
+    """The queues ``served`` (None: all) with due work, their limits and how much of them is used,
+    and the paused runs: one statement of index probes (two when a run is paused), no write lock."""
     names = None if served is None else frozenset(served)
-    rows = sorted(conn.execute(_LOOK if names is None else _LOOK.where(Queue.name.in_(sorted(names)))).all(),
+    rows = sorted(conn.execute(_LOOK if names is None else _LOOK_IN, {"names": sorted(names or ())}).all(),
                   key=lambda r: r.name)
     now = conn.execute(select(db_now())).scalar_one() if not rows else rows[0].now
-    states = [QueueState(r.name, r.paused, r.concurrency, r.rate_count, r.rate_period_s,
-                         r.age_s if r.age_s is not None else DEFAULT_AGE_S, bool(r.at_once), bool(r.by_time),
-                         r.oldest_at) for r in rows]
-    states = counted(conn, states, now)
-    paused = list(conn.execute(_PAUSED_RUNS).scalars()) if any(q.due for q in states) else []
-    return Look(states, paused, now, names)
+    states = [counts_of(QueueState(r.name, r.paused_at is not None, r.concurrency, r.rate_count, r.rate_period_s,
+                                  r.age_s if r.age_s is not None else DEFAULT_AGE_S, bool(r.at_once), bool(r.by_time),
+                                  r.oldest_at), r) for r in rows]
+    due = any(q.due for q in states)
+    paused = list(conn.execute(_PAUSED_RUNS).scalars()) if due and rows[0].any_paused_run else []
+    return Look(states, paused, now, names, bool(rows[0].any_key_limits) if rows else False)
 
 
-def counted(conn: Connection, states: list[QueueState], now: datetime) -> list[QueueState]:
-    """``states`` with the open attempts and recent starts of each limited queue that has due work."""
-    limited = [q for q in states if q.due and q.limited and not q.paused]
-    if not limited:
-        return states
-    running = dict(conn.execute(
-        select(TaskAttempt.queue, func.count()).where(status_is(TaskAttempt.outcome, Outcome.RUNNING.value),
-                                                      TaskAttempt.queue.in_([q.name for q in limited]))
-        .group_by(TaskAttempt.queue)).all())
-    out = {q.name: replace(q, running=int(running.get(q.name, 0))) for q in limited}
-    for q in limited:
-        if q.rate_count is not None and q.rate_period_s is not None:
-            recent, oldest = window(conn, TaskAttempt.queue == q.name, now, q.rate_period_s)
-            reopen = oldest + timedelta(seconds=q.rate_period_s) if recent >= q.rate_count and oldest else None
-            out[q.name] = replace(out[q.name], recent=recent, reopen_at=reopen, window_from=oldest)
-    return [out.get(q.name, q) for q in states]
+def counts_of(q: QueueState, r: Any, prefix: str = "") -> QueueState:
+    """``q`` with the open attempts and the rate window that row ``r`` counted (its columns
+    ``running``, ``recent`` and ``window_from``, after ``prefix``)."""
+    running, recent, since = (getattr(r, prefix + c) for c in ("running", "recent", "window_from"))
+    full = q.rate_count is not None and q.rate_period_s is not None and recent >= q.rate_count
+    reopen = since + timedelta(seconds=q.rate_period_s or 0) if full and since else None
+    return replace(q, running=int(running), recent=int(recent), reopen_at=reopen, window_from=since)
 
 
 def window(conn: Connection, which: Any, now: datetime, period_s: float) -> tuple[int, datetime | None]:
@@ -136,16 +128,36 @@ def window(conn: Connection, which: Any, now: datetime, period_s: float) -> tupl
     return int(n), oldest
 
 
+def counts(name: Any, period: Any, column: Any) -> tuple[Any, ...]:
+    """Open attempts of ``column`` = ``name``, and the count and oldest of its starts within ``period``
+    seconds of the database's now (none when ``period`` is NULL)."""
+    recent = (column == name, TaskAttempt.started_at > db_now(-period))
+    return (select(func.count()).where(status_is(TaskAttempt.outcome, Outcome.RUNNING.value), column == name)
+            .scalar_subquery().label("running"),
+            select(func.count()).where(*recent).scalar_subquery().label("recent"),
+            select(func.min(TaskAttempt.started_at)).where(*recent).scalar_subquery().label("window_from"))
+
+
 QUEUE_LIMITS = (Queue.name, Queue.concurrency, Queue.rate_count, Queue.rate_period_s, Queue.paused_at)
 KEY_LIMITS = (LimitKey.name, LimitKey.concurrency, LimitKey.rate_count, LimitKey.rate_period_s)
 _DUE_HERE = (status_is(Task.status, *DUE), Task.queue == Queue.name)
+_LIMITED = or_(Queue.concurrency.is_not(None), Queue.rate_count.is_not(None))
 _LOOK = select(
-    Queue.name, Queue.paused_at.is_not(None).label("paused"), Queue.concurrency, Queue.rate_count,
-    Queue.rate_period_s, Queue.age_s,
+    Queue.name, Queue.paused_at, Queue.concurrency, Queue.rate_count, Queue.rate_period_s, Queue.age_s,
+    # Counted for a limited queue only (CASE evaluates its subquery only when its condition holds).
+    *(case((_LIMITED, c.element), else_=literal(0) if c.name != "window_from" else null()).label(c.name)
+      for c in counts(Queue.name, Queue.rate_period_s, TaskAttempt.queue)),
     exists(select(Task.id).where(*_DUE_HERE, Task.next_attempt_at.is_(None))).label("at_once"),
     exists(select(Task.id).where(*_DUE_HERE, Task.next_attempt_at <= db_now())).label("by_time"),
     select(func.min(Task.queued_at)).where(*_DUE_HERE, Task.next_attempt_at.is_(None)).scalar_subquery()
     .label("oldest_at"),
     db_now().label("now"),
+    exists(select(Run.id).where(Run.paused_at.is_not(None), status_is(Run.status, "running"))).label("any_paused_run"),
+    exists(select(LimitKey.name).where(or_(LimitKey.concurrency.is_not(None), LimitKey.rate_count.is_not(None))))
+    .label("any_key_limits"),
 )  # in name order, sorted here: a sort in SQL would be the only one of a claim's plan
+_LOOK_IN = _LOOK.where(Queue.name.in_(bindparam("names", expanding=True)))
+KEY_COUNTS = select(
+    *KEY_LIMITS, *counts(LimitKey.name, LimitKey.rate_period_s, TaskAttempt.limit_key), db_now().label("now"),
+).where(LimitKey.name.in_(bindparam("names", expanding=True)))
 _PAUSED_RUNS = select(Run.id).where(Run.paused_at.is_not(None), status_is(Run.status, "running"))
