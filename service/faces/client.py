@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from service.clock import Clock, SystemClock
 from service.config import Settings, check_queue_name
 from service.errors import InvalidInput, TaskFailed, TenureError
-from service.faces.flow import check_limit, parse_rate, plan_flow, with_flow
+from service.faces.flow import check_age, check_limit, parse_rate, plan_flow, with_flow
 from service.faces.plans import RunPlan, TaskPlan, plan_simulation, plan_task, plan_tasks, with_start
 from service.faces.schedules import plan_schedule, sync_defined
 from service.storage import Store, schema
@@ -245,8 +245,8 @@ class Tenure:
             check_limit(concurrency, "concurrency")
         if rate is not UNSET and rate is not None:
             rate = parse_rate(rate)
-        if age_s is not UNSET and age_s is not None and (not isinstance(age_s, (int, float)) or not age_s > 0):
-            raise InvalidInput(f"age_s must be a positive number of seconds, got {age_s!r}")
+        if age_s is not UNSET and age_s is not None:
+            check_age(age_s)
         return self.store.set_queue(name, concurrency=concurrency, rate=rate, age_s=age_s)
 
     def pause_queue(self, name: str) -> QueueView:

@@ -74,6 +74,19 @@ def check_limit(value: Any, what: str) -> int:
     return value
 
 
+MAX_AGE_S = 366 * 86400.0
+
+
+def check_age(value: Any, what: str = "age_s") -> float:
+    """How long a task may wait before it goes ahead of higher priorities: seconds, above 0, at most
+    a year. Raises InvalidInput."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not 0 < value <= MAX_AGE_S:
+        raise InvalidInput(f"{what} must be a number of seconds above 0 and at most a year (31,622,400), "
+                           f"got {value!r}")
+    return float(value)
+
+
 def parse_rate(value: Any, what: str = "rate") -> tuple[int, float]:
     """``10/s``, ``100/m``, ``5/30s``, ``1 per 2 minutes`` (or a pair (count, period in seconds)) as
     (starts, period in seconds).

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, func, select, true, update
+from sqlalchemy import Connection, Engine, case, exists, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.errors import Conflict, InvalidInput, NotFound
@@ -231,38 +231,42 @@ def panel(conn: Connection, name: str | None) -> list[QueueView]:
     ) for name, paused_at, concurrency, rate_count, period, age_s, declared, n_wait, n_due, n_timed, head, now in rows]
 
 
-def hold(conn: Connection, run_id: int, queue: str, paused: bool, now: datetime) -> str | None:
+def hold_columns(run_id: int, queue: str) -> list[Any]:
+    """Columns (uncorrelated scalar subqueries, evaluated once) that say which pause or limit holds
+    back run ``run_id`` of ``queue``: its queue's pause and limits with their counts, and the key of
+    its first due task with the key's limits and counts. Added to the statement that walks the
+    queue's order for a waiting run (:func:`status._ahead`): the poll costs no statement more."""
+    of_queue = {c.key: select(c).where(Queue.name == queue).scalar_subquery() for c in looks.QUEUE_LIMITS[1:]}
+    key = (select(Task.limit_key).where(Task.run_id == run_id, status_is(Task.status, *DUE))
+           .order_by(Task.priority.desc(), Task.id).limit(1).correlate(None).scalar_subquery())
+    of_key = {c.key: select(c).where(LimitKey.name == key).scalar_subquery() for c in looks.KEY_LIMITS[1:]}
+    running_q, recent_q, _ = looks.counts(queue, of_queue["rate_period_s"], TaskAttempt.queue)
+    running_k, recent_k, _ = looks.counts(key, of_key["rate_period_s"], TaskAttempt.limit_key)
+    return [*(v.label(f"hq_{k}") for k, v in of_queue.items()), key.label("hk_name"),
+            *(v.label(f"hk_{k}") for k, v in of_key.items()),
+            case((of_queue["concurrency"].is_not(None), running_q.element), else_=0).label("hq_running"),
+            case((of_queue["rate_count"].is_not(None), recent_q.element), else_=0).label("hq_recent"),
+            case((of_key["concurrency"].is_not(None), running_k.element), else_=0).label("hk_running"),
+            case((of_key["rate_count"].is_not(None), recent_k.element), else_=0).label("hk_recent")]
+
+
+def hold(row: Any, queue: str, paused: bool) -> str | None:
     """Which pause or limit holds back a live run that runs nothing and has work due, in words
-    ("queue imports is at its limit of 4", "customer-42 has 2 running, its limit"); None when
-    none does (it waits its turn for a free slot)."""
+    ("queue imports is at its limit of 4", "customer-42 has 2 running, its limit"), from a row
+    with :func:`hold_columns` (None: none was read); None when none does (it waits its turn)."""
     if paused:
         return "this run is paused (resume it to go on)"
-    q = conn.execute(select(*looks.QUEUE_LIMITS).where(Queue.name == queue)).one_or_none()
-    if q is None:
+    if row is None:
         return None
-    if q.paused_at is not None:
+    if row.hq_paused_at is not None:
         return f"queue {queue} is paused"
-    if q.concurrency is not None:
-        running = conn.execute(select(func.count()).where(
-            status_is(TaskAttempt.outcome, Outcome.RUNNING.value), TaskAttempt.queue == queue)).scalar_one()
-        if running >= q.concurrency:
-            return f"queue {queue} is at its limit of {q.concurrency} running"
-    if q.rate_count is not None and q.rate_period_s is not None:
-        recent, _ = looks.window(conn, TaskAttempt.queue == queue, now, q.rate_period_s)
-        if recent >= q.rate_count:
-            return f"queue {queue} is at its rate of {q.rate_count} starts per {_period(q.rate_period_s)}"
-    key = conn.execute(select(Task.limit_key).where(Task.run_id == run_id, status_is(Task.status, *DUE))
-                       .order_by(Task.priority.desc(), Task.id).limit(1)).scalar()
-    k = None if key is None else conn.execute(select(*looks.KEY_LIMITS).where(LimitKey.name == key)).one_or_none()
-    if k is None:
-        return None
-    if k.concurrency is not None:
-        running = conn.execute(select(func.count()).where(
-            status_is(TaskAttempt.outcome, Outcome.RUNNING.value), TaskAttempt.limit_key == key)).scalar_one()
-        if running >= k.concurrency:
-            return f"{key} has {running} running, its limit"
-    if k.rate_count is not None and k.rate_period_s is not None:
-        recent, _ = looks.window(conn, TaskAttempt.limit_key == key, now, k.rate_period_s)
-        if recent >= k.rate_count:
-            return f"{key} is at its rate of {k.rate_count} starts per {_period(k.rate_period_s)}"
+    if row.hq_concurrency is not None and row.hq_running >= row.hq_concurrency:
+        return f"queue {queue} is at its limit of {row.hq_concurrency} running"
+    if row.hq_rate_count is not None and row.hq_recent >= row.hq_rate_count:
+        return f"queue {queue} is at its rate of {row.hq_rate_count} starts per {_period(row.hq_rate_period_s)}"
+    key = row.hk_name
+    if row.hk_concurrency is not None and row.hk_running >= row.hk_concurrency:
+        return f"{key} has {row.hk_running} running, its limit"
+    if row.hk_rate_count is not None and row.hk_recent >= row.hk_rate_count:
+        return f"{key} is at its rate of {row.hk_rate_count} starts per {_period(row.hk_rate_period_s)}"
     return None

@@ -102,7 +102,7 @@ def run_status(conn: Connection, run_id: int, etag: str | None, page: TilePage |
         counts[group[0]] = int(group[1])
     run = RunView(**values, counts=counts)
     ahead, workers, held = _ahead(conn, run, now)
-    fingerprint = repr((run.status, run.finished_at, run.hook_task_id, hook_status,
+    fingerprint = repr((run.status, run.finished_at, run.paused_at, run.hook_task_id, hook_status,
                         [tuple(g) for g in groups], ahead, held, bool(workers), until(run, now)))
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     view = RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers, held=held)
@@ -131,7 +131,8 @@ def _ahead(conn: Connection, run: RunView, now: datetime) -> tuple[int | None, i
     LIVE_WITHIN_S) beside them: the poll of any run, however long the queue or the run, reads a
     bounded window. None ahead when the window holds none of this run's tasks and ends before
     MAX_AHEAD: its tasks wait out a retry's backoff, not for a slot. What holds it back (a
-    paused run or queue, a queue or key at its limit) is read by :func:`flow.hold`.
+    paused run or queue, a queue or key at its limit) is read in the same statement
+    (:func:`flow.hold_columns`).
     """
     due = (TaskStatus.QUEUED, TaskStatus.RETRYING)
     if not run.live or run.counts.get(TaskStatus.RUNNING.value, 0):
@@ -143,16 +144,17 @@ def _ahead(conn: Connection, run: RunView, now: datetime) -> tuple[int | None, i
         .where(SupervisorRow.stopped_at.is_(None), SupervisorRow.heartbeat_at >= db_now(-LIVE_WITHIN_S))
         .scalar_subquery()
     )
-    held = flow.hold(conn, run.id, run.queue, run.paused_at is not None, now)
-    window = conn.execute(claim_order(MAX_AHEAD + 1, run.queue, Task.run_id, alive.label("alive")))
-    seen, workers = 0, None
-    for owner, live in window:
-        workers = int(live)
-        if owner == run.id:
+    window = conn.execute(claim_order(MAX_AHEAD + 1, run.queue, Task.run_id, alive.label("alive"),
+                                      *flow.hold_columns(run.id, run.queue)))
+    seen, workers, first = 0, None, None
+    for row in window:
+        first = first or row
+        workers = int(row.alive)
+        if row.run_id == run.id:
             window.close()
-            return seen, workers, held
+            return seen, workers, flow.hold(first, run.queue, run.paused_at is not None)
         seen += 1
-    return (MAX_AHEAD if seen > MAX_AHEAD else None), workers, held
+    return (MAX_AHEAD if seen > MAX_AHEAD else None), workers, flow.hold(first, run.queue, run.paused_at is not None)
 
 
 def compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag: str | None,
@@ -190,8 +192,8 @@ def compact_status(conn: Connection, values: dict[str, Any], now: datetime, etag
             counts[group[0]] = int(group[1])
     run = RunView(**values, counts=counts)
     ahead, workers, held = _ahead(conn, run, now)
-    fingerprint = repr(("compact", run.status, run.finished_at, run.hook_task_id, hook_status, groups, ahead,
-                        bool(workers), until(run, now)))
+    fingerprint = repr(("compact", run.status, run.finished_at, run.paused_at, run.hook_task_id, hook_status, groups,
+                        ahead, held, bool(workers), until(run, now)))
     tag = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     if etag == tag:
         return RunStatusView(etag=tag, run=run, now=now, hook_status=hook_status, ahead=ahead, workers=workers,

@@ -168,6 +168,9 @@ def test_once_a_queue_is_declared_submits_to_unknown_queues_are_refused(env) -> 
     (lambda t: t.set_queue("q", rate="10"), "is not a rate; .*a rate needs its period"),
     (lambda t: t.set_queue("q", rate="0/s"), "the number of starts must be a whole number from 1"),
     (lambda t: t.set_queue("bad name!"), "queue must be a name of 1 to 100 letters"),
+    (lambda t: t.set_queue("q", age_s=1e12), "age_s must be a number of seconds above 0 and at most a year"),
+    (lambda t: t.set_queue("q", age_s=float("inf")), "age_s must be a number of seconds above 0"),
+    (lambda t: t.set_queue("q", age_s=0), "age_s must be a number of seconds above 0"),
     (lambda t: t.set_key("k", concurrency=0), "concurrency must be a whole number from 1"),
     (lambda t: t.submit_task("echo", {}, key_limit=2), "key_limit needs a key"),
     (lambda t: t.submit_task("echo", {}, key="k", key_limit=0), "key_limit must be a whole number from 1"),
@@ -364,3 +367,17 @@ def test_metrics_show_each_queue(env) -> None:  # type: ignore[no-untyped-def]
                  'tenure_queue_limit{queue="imports"} 2.0', 'tenure_queue_paused{queue="idle"} 1.0',
                  'tenure_queue_paused{queue="imports"} 0.0'):
         assert line in text_out, text_out
+
+
+def test_a_pause_changes_the_run_pages_etag_so_a_poll_sees_it(env) -> None:  # type: ignore[no-untyped-def]
+    """A paused run, or its queue paused, changes what the page shows: a poll must not get a 304."""
+    t, leases, a, _ = env
+    small = t.submit_run(2, "echo", queue="work")
+    big = t.submit_run(1200, "echo", queue="work")  # read compactly (big runs)
+    leases.claim(a, 1, served=["work"])  # one task of the small run runs
+    tags = {run: t.run_status(run).etag for run in (small, big)}
+    t.pause_run(small)
+    assert t.run_status(small).etag != tags[small]
+    t.pause_queue("work")
+    assert t.run_status(big).etag != tags[big]
+    assert t.run_status(big).held == "queue work is paused"
