@@ -235,7 +235,7 @@ class Tenure:
         """Declare queue ``name`` and set its limits: ``concurrency`` (most running at once on every
         host), ``rate`` (starts per period: ``"10/s"`` or (10, 1.0)), ``age_s`` (a task waiting
         longer goes ahead of higher priorities). None removes a limit; one not given stays.
-        Once a queue is declared, submits to undeclared queues are refused.
+        Once a queue is declared, submits to a queue that does not exist yet are refused.
 
         Raises:
             InvalidInput: a bad name, a limit below 1, a rate without a period.

@@ -179,7 +179,7 @@ def ensure_queue(conn: Connection, name: str, *, declare: bool = False) -> None:
     """Make sure queue ``name`` has its row, in the caller's transaction.
 
     Raises:
-        InvalidInput: it has none and some queue is declared (submits go to declared queues only).
+        InvalidInput: it has none and some queue is declared (from then on, only existing queues take work).
     """
     if conn.execute(select(Queue.name).where(Queue.name == name)).first() is not None:
         return

@@ -36,9 +36,11 @@ def test_every_readme_query_answers_on_a_real_finished_run(sqlite_url: str) -> N
     later = t.submit_task("echo", {"later": True}, label="later", delay_s=600)
     run = t.submit_run(TASKS, "sleep", {"min_seconds": 0.3, "max_seconds": 0.6, "failure_rate": 0.3,
                                         "transient_rate": 0.4, "seed": 7}, name="readme")
+    t.set_queue("imports", concurrency=2)
+    imported = t.submit_task("echo", {"y": 1}, queue="imports")
     alone = t.submit_task("echo", {"x": 1}, label="on its own")
     queries = readme_queries()
-    assert len(queries) == 9, list(queries)
+    assert len(queries) == 10, list(queries)
     sup = t.start_supervisor(**FAST)
     db = sqlite3.connect(path)
     try:
@@ -52,7 +54,7 @@ def test_every_readme_query_answers_on_a_real_finished_run(sqlite_url: str) -> N
         by_hand = t.fire_schedule("readme-nightly")  # run 2: the README's queries of "run 1" stay the run above
         assert by_hand.run_id is not None
         t.wait_run(by_hand.run_id, 10)
-        wait_for(lambda: t.task(alone).terminal, 10, "the single task")
+        wait_for(lambda: t.task(alone).terminal and t.task(imported).terminal, 10, "the single tasks")
     finally:
         assert sup.stop(grace_s=0.0, timeout_s=5)
         t.close()
@@ -86,7 +88,12 @@ def test_every_readme_query_answers_on_a_real_finished_run(sqlite_url: str) -> N
         for _tile, _label, error, output, traceback in wrote:
             assert "giving up at" in output and error.partition(": ")[2] in output and "PermanentError" in traceback
 
-        single, waiting = db.execute(queries["Tasks submitted on their own, latest first."]).fetchall()
+        default, imports = db.execute(queries["Each queue: tasks waiting, attempts running against its limit, "
+                                              "starts in the last minute."]).fetchall()
+        assert imports == ("imports", 2, 0, 0, 0, 1), imports
+        assert default[:5] == ("default", None, 0, 1, 0) and default[5] >= TASKS + 2, default  # `later` waits
+
+        single, _, waiting = db.execute(queries["Tasks submitted on their own, latest first."]).fetchall()
         assert single[:4] == (alone, "echo", "on its own", "succeeded") and waiting[:4] == (later, "echo", "later",
                                                                                           "queued")
 
