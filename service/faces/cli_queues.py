@@ -40,8 +40,8 @@ def add_commands(sub: Any, db: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(title="actions", metavar="ACTION")
     p.set_defaults(command="queue", handler=_usage_of(p))
     a = actions.add_parser("set", parents=[db], help="declare a queue and set its limits (a limit not given stays)",
-                           description="Declares queue NAME. Once any queue is declared, submits to queues "
-                                       "that are not are refused.")
+                           description="Declares queue NAME. Once any queue is declared, submits to a queue "
+                                       "that does not exist yet are refused.")
     a.add_argument("name", metavar="NAME")
     _limit_flags(a, "of this queue's tasks")
     a.add_argument("--age", metavar="DURATION",

@@ -35,13 +35,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Integer, bindparam, exists, func, insert, or_, select, update
 
 from service.storage.db import db_now, is_sqlite, status_is
-from service.storage.looks import KEY_COUNTS, KEY_LIMITS, QUEUE_LIMITS, Claimed, Look, QueueState, counts, counts_of
+from service.storage.keyed import Keys, earliest, latest
+from service.storage.looks import KEY_LIMITS, QUEUE_LIMITS, Claimed, Look, QueueState, counts, counts_of
 from service.storage.models import DUE_TASK_STATUSES, LimitKey, Outcome, Queue, SupervisorRow, Task, TaskAttempt
 
 DUE = tuple(s.value for s in DUE_TASK_STATUSES)
@@ -67,7 +68,7 @@ def claim(conn: Connection, supervisor_id: int, limit: int, found: Look, rotate:
         conn.execute(_LOCK_QUEUES, {"names": limited}).all()
     picks: list[tuple[int, str | None]] = []
     taken: list[Any] = []  # leased already, by the one statement of a queue with nothing to count
-    keys = _Keys(lite)
+    keys = Keys(lite)
     left = limit
     for q in queues:
         if left <= 0:
@@ -81,8 +82,8 @@ def claim(conn: Connection, supervisor_id: int, limit: int, found: Look, rotate:
         picks.extend(got)
         left -= len(got)
     out.held_back = out.held_back or keys.held_back
-    out.reopen_at = _earliest(out.reopen_at, keys.reopen_at)
-    now = _latest(out.now, keys.now)  # read after every lock this claim took: its starts are stamped with it
+    out.reopen_at = earliest(out.reopen_at, keys.reopen_at)
+    now = latest(out.now, keys.now)  # read after every lock this claim took: its starts are stamped with it
     out.now = now
     ids = [i for i, _ in picks]
     if ids:
@@ -133,72 +134,7 @@ def _plain(part: str, paused: bool) -> Any:
             .execution_options(synchronize_session=False))
 
 
-class _Keys:
-    """Concurrency keys met by one claim: what each still allows, and which are full."""
-
-    def __init__(self, lite: bool) -> None:
-        self.lite = lite  # SQLite: the candidates' statement counted each key already
-        self.room: dict[str, int | None] = {}  # key -> starts it still allows (None: no limit)
-        self.full: set[str] = set()
-        self.locked = False
-        self.now: datetime | None = None  # the database's clock, read after the last key lock
-        self.held_back = False
-        self.reopen_at: datetime | None = None
-
-    def meet(self, conn: Connection, rows: Sequence[Any]) -> None:
-        """What the keys of candidate ``rows`` not met yet allow. On PostgreSQL their rows are
-        locked first, in name order; once this claim holds a key's row, a key another claim holds
-        is skipped (treated as full for now): a wait out of name order could deadlock."""
-        new = sorted({r.limit_key for r in rows if r.limit_key is not None} - set(self.room))
-        if not new:
-            return
-        first = not self.locked
-        if self.lite:
-            counted = {r.limit_key: r for r in rows if r.limit_key in new and r.k_name is not None}
-        else:
-            locked = [k.name for k in conn.execute(_LOCK_KEYS if first else _LOCK_KEYS_SKIPPING, {"names": new})]
-            counted = {k.name: k for k in conn.execute(KEY_COUNTS, {"names": locked})} if locked else {}
-            for k in counted.values():
-                self.now = _latest(self.now, k.now)
-        self.locked = self.locked or bool(counted)
-        for name in new:
-            k = counted.get(name)
-            if k is None:  # no limits (no row), or another claim holds its row (a later round)
-                self.room[name] = None if first or self.lite or not self._exists(conn, name) else 0
-                continue
-            concurrency, rate, period, running, recent, oldest = (
-                (k.k_concurrency, k.k_rate_count, k.k_rate_period_s, k.k_running, k.k_recent, k.k_window_from)
-                if self.lite else (k.concurrency, k.rate_count, k.rate_period_s, k.running, k.recent, k.window_from))
-            rooms = []
-            if concurrency is not None:
-                rooms.append(concurrency - int(running))
-            if rate is not None and period is not None:
-                rooms.append(rate - int(recent))
-                if recent >= rate and oldest is not None:
-                    self.reopen_at = _earliest(self.reopen_at, oldest + timedelta(seconds=period))
-            self.room[name] = max(0, min(rooms)) if rooms else None
-
-    @staticmethod
-    def _exists(conn: Connection, name: str) -> bool:
-        return conn.execute(select(LimitKey.name).where(LimitKey.name == name)).first() is not None
-
-    def admit(self, key: str | None) -> bool:
-        if key is None:
-            return True
-        room = self.room.get(key)
-        if room is None:
-            return True
-        if room <= 0:
-            self.full.add(key)
-            self.held_back = True
-            return False
-        self.room[key] = room - 1
-        if room - 1 == 0:
-            self.full.add(key)
-        return True
-
-
-def _pick(conn: Connection, supervisor_id: int, q: QueueState, left: int, found: Look, keys: _Keys,
+def _pick(conn: Connection, supervisor_id: int, q: QueueState, left: int, found: Look, keys: Keys,
           out: Claimed) -> list[tuple[int, str | None]]:
     """Up to ``left`` task ids of queue ``q`` in its claim order, locked, within its own limits
     (counted again in the statement that picks them) and their keys'."""
@@ -218,12 +154,12 @@ def _pick(conn: Connection, supervisor_id: int, q: QueueState, left: int, found:
                 fresh = counts_of(replace(q, paused=rows[0].q_paused_at is not None, concurrency=rows[0].q_concurrency,
                                           rate_count=rows[0].q_rate_count, rate_period_s=rows[0].q_rate_period_s),
                                   rows[0], "q_")
-                out.now = _latest(out.now, rows[0].now)
+                out.now = latest(out.now, rows[0].now)
                 room = 0 if fresh.paused else fresh.room
                 if room is not None and room < take:
                     take = room
                     out.held_back = True
-                    out.reopen_at = _earliest(out.reopen_at, fresh.reopen_at)
+                    out.reopen_at = earliest(out.reopen_at, fresh.reopen_at)
                 if take <= len(chosen):
                     return chosen
                 rows = rows[:take - len(chosen)]
@@ -231,7 +167,7 @@ def _pick(conn: Connection, supervisor_id: int, q: QueueState, left: int, found:
                         fresh.recent + take >= fresh.rate_count:
                     # This claim fills the window: it frees a start when its oldest start leaves it (a wake then).
                     start = fresh.window_from or rows[0].now
-                    out.reopen_at = _earliest(out.reopen_at, start + timedelta(seconds=fresh.rate_period_s))
+                    out.reopen_at = earliest(out.reopen_at, start + timedelta(seconds=fresh.rate_period_s))
             seen.extend(r.id for r in rows)
             keys.meet(conn, rows)
             chosen += [(r.id, r.limit_key) for r in rows if keys.admit(r.limit_key)]
@@ -252,7 +188,7 @@ def _parts(q: QueueState, found: Look) -> list[str]:
     return parts
 
 
-def _part(part: str, q: QueueState, found: Look, keys: _Keys, seen: Sequence[int]) -> tuple[Any, dict[str, Any]]:
+def _part(part: str, q: QueueState, found: Look, keys: Keys, seen: Sequence[int]) -> tuple[Any, dict[str, Any]]:
     """The statement that picks candidates of ``part`` of queue ``q``, and its values."""
     values: dict[str, Any] = {"claim_queue": q.name}
     if part == "aged":
@@ -306,24 +242,13 @@ def _picker(part: str, full: bool, paused: bool, seen: bool, counted: bool, key_
     return query.limit(bindparam("want", type_=Integer)).with_for_update(of=Task, skip_locked=True)
 
 
-_NO_KEYS = _Keys(False)
+_NO_KEYS = Keys(False)
 # RETURNING keeps no order: each part's own, as near as the rows returned tell (a due time is gone).
 _ORDER = {"time": lambda r: (r.id,), "aged": lambda r: (r.queued_at, r.id), "ready": lambda r: (-r.priority, r.id)}
 
 
-def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None else a if b is None else max(a, b)
-
-
 _LOCK_QUEUES = (select(*QUEUE_LIMITS).where(Queue.name.in_(bindparam("names", expanding=True))).order_by(Queue.name)
                 .with_for_update())
-_LOCK_KEYS = (select(*KEY_LIMITS).where(LimitKey.name.in_(bindparam("names", expanding=True)))
-              .order_by(LimitKey.name).with_for_update())
-_LOCK_KEYS_SKIPPING = _LOCK_KEYS.with_for_update(skip_locked=True)
 _RETURNING = (Task.id, Task.attempts, Task.charged, Task.lost, Task.max_attempts, Task.run_id, Task.position, Task.kind,
               Task.args, Task.checkpoint, Task.timeout_s, Task.isolated, Task.memory_limit_mb, Task.created_at,
               Task.started_at, Task.queue, Task.limit_key)
