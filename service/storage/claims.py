@@ -125,7 +125,10 @@ def _take_plain(conn: Connection, supervisor_id: int, q: QueueState, left: int, 
 
 @functools.cache
 def _plain(part: str, paused: bool) -> Any:
-    picked = _picker(part, False, paused, False, False, False).with_only_columns(Task.id)
+    # No key has limits, by the look: nor may a task's key have since (a submit that set one meanwhile).
+    free = or_(Task.limit_key.is_(None), ~exists(select(LimitKey.name).where(
+        LimitKey.name == Task.limit_key, or_(LimitKey.concurrency.is_not(None), LimitKey.rate_count.is_not(None)))))
+    picked = _picker(part, False, paused, False, False, False).with_only_columns(Task.id).where(free)
     return (update(Task).where(Task.id.in_(picked.scalar_subquery()))
             .values(status="running", supervisor_id=bindparam("claim_supervisor", type_=Integer),
                     attempts=Task.attempts + 1, output_chars=0, started_at=func.coalesce(Task.started_at, db_now()),
@@ -225,6 +228,10 @@ def _picker(part: str, full: bool, paused: bool, seen: bool, counted: bool, key_
                                       Task.limit_key, LimitKey.rate_period_s, TaskAttempt.limit_key)))
         query = query.select_from(Task).outerjoin(LimitKey, LimitKey.name == Task.limit_key)
     query = query.where(status_is(Task.status, *DUE), Task.queue == queue, alive)
+    if not counted:  # a queue its look saw without limits: still so (else the next claim counts it), not paused
+        query = query.where(~exists(select(Queue.name).where(
+            Queue.name == queue, or_(Queue.concurrency.is_not(None), Queue.rate_count.is_not(None),
+                                     Queue.paused_at.is_not(None)))))
     if part == "time":
         query = query.where(Task.next_attempt_at <= db_now()).order_by(Task.next_attempt_at, Task.id)
     elif part == "aged":

@@ -381,3 +381,29 @@ def test_a_pause_changes_the_run_pages_etag_so_a_poll_sees_it(env) -> None:  # t
     t.pause_queue("work")
     assert t.run_status(big).etag != tags[big]
     assert t.run_status(big).held == "queue work is paused"
+
+
+def test_a_limit_or_pause_set_between_a_look_and_its_claim_holds_for_that_claim(env) -> None:  # type: ignore[no-untyped-def]
+    """A supervisor looks, then claims: a pause, a queue limit or a key limit committed in between
+    holds for that claim already (the look said the queue had nothing to count)."""
+    t, leases, a, _ = env
+    for i in range(6):
+        t.submit_task("echo", {"i": i}, queue="work")
+    stale = leases.anything_due()
+    t.pause_queue("work")
+    assert leases.claim(a, 10, stale) == []
+    t.resume_queue("work")
+    stale = leases.anything_due()
+    t.set_queue("work", concurrency=2)
+    assert len(leases.claim(a, 10, stale)) <= 2
+    assert t.queue("work").running <= 2
+    t.set_queue("plain")
+    keyed = [t.submit_task("echo", {"k": i}, queue="plain") for i in range(3)]
+    stale = leases.anything_due(["plain"])
+    assert not stale.key_limits
+    for task_id in keyed:  # the same key, limited to 1, set after the look
+        with t.engine.begin() as conn:
+            conn.execute(text("UPDATE tasks SET limit_key = 'partner' WHERE id = :id"), {"id": task_id})
+    t.set_key("partner", concurrency=1)
+    assert [lease.task_id for lease in leases.claim(a, 10, stale)] == []  # the next claim counts it
+    assert [lease.task_id for lease in leases.claim(a, 10, served=["plain"])] == keyed[:1]
