@@ -103,12 +103,16 @@ def look(conn: Connection, served: Iterable[str] | None = None) -> Look:
     rows = sorted(conn.execute(_LOOK if names is None else _LOOK_IN, {"names": sorted(names or ())}).all(),
                   key=lambda r: r.name)
     now = conn.execute(select(db_now())).scalar_one() if not rows else rows[0].now
-    states = [counts_of(QueueState(r.name, r.paused_at is not None, r.concurrency, r.rate_count, r.rate_period_s,
-                                  r.age_s if r.age_s is not None else DEFAULT_AGE_S, bool(r.at_once), bool(r.by_time),
-                                  r.oldest_at), r) for r in rows]
+    states = [_state(r) for r in rows]
     due = any(q.due for q in states)
     paused = list(conn.execute(_PAUSED_RUNS).scalars()) if due and rows[0].any_paused_run else []
     return Look(states, paused, now, names, bool(rows[0].any_key_limits) if rows else False)
+
+
+def _state(r: Any) -> QueueState:
+    q = QueueState(r.name, r.paused_at is not None, r.concurrency, r.rate_count, r.rate_period_s,
+                   r.age_s if r.age_s is not None else DEFAULT_AGE_S, bool(r.at_once), bool(r.by_time), r.oldest_at)
+    return counts_of(q, r) if q.limited else q  # an unlimited queue's counts are not read (0)
 
 
 def counts_of(q: QueueState, r: Any, prefix: str = "") -> QueueState:
