@@ -47,7 +47,7 @@ def parse_duration(text: str, what: str = "--older-than") -> float:
     return float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
 
 
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")  # whole: a trailing newline is no name
 
 
 def check_queue_name(name: object, what: str = "queue") -> str:
@@ -56,7 +56,7 @@ def check_queue_name(name: object, what: str = "queue") -> str:
     Raises:
         InvalidInput: anything else.
     """
-    if not isinstance(name, str) or not QUEUE_NAME.match(name):
+    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
         raise InvalidInput(f"{what} must be a name of 1 to 100 letters, digits, '_', '.', ':' or '-' (starting "
                            f"with a letter or digit), got {name!r}")
     return name

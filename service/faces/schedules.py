@@ -31,6 +31,7 @@ from typing import Any
 
 from service.cron import Cron
 from service.errors import InvalidInput
+from service.faces.flow import with_flow
 from service.faces.plans import fingerprint, plan_simulation, plan_task, plan_tasks
 from service.storage.models import CatchUp, Overlap, ScheduleTarget
 from service.task_process.protocol import kinds as registered_kinds
@@ -128,10 +129,10 @@ def _task(task: Any) -> tuple[str, str, dict[str, Any]]:
     _shape(task, "task", TASK_KEYS, "an object with the kind to start and its args")
     options = {k: task[k] for k in ("label", "max_attempts", "timeout_s", "memory_limit_mb") if k in task}
     try:
-        plan = plan_task(task["kind"], task.get("args"), **options)
+        plan = with_flow(plan_task(task["kind"], task.get("args"), **options), None)  # the kind's queue, key
     except InvalidInput as exc:
         raise InvalidInput(f"task: {exc}") from None
-    return ScheduleTarget.TASK.value, task["kind"], {"row": plan.row}
+    return ScheduleTarget.TASK.value, task["kind"], {"row": plan.row, **_placed(plan.placement)}
 
 
 def _run(run: Any) -> tuple[str, str, dict[str, Any]]:
@@ -146,11 +147,17 @@ def _run(run: Any) -> tuple[str, str, dict[str, Any]]:
             plan = plan_tasks(run["kind"], run["tasks"], name=run.get("name"), **options)
         else:
             plan = plan_simulation(run["count"], run["kind"], run.get("params"), name=run.get("name"), **options)
+        plan = with_flow(plan, None)  # the kind's queue, priority and key
     except InvalidInput as exc:
         raise InvalidInput(f"run: {exc}") from None
     spec = {"kind": plan.kind, "total": plan.total, "params": plan.params, "rows": plan.rows, "name": plan.name,
-            "on_complete": plan.on_complete}
+            "on_complete": plan.on_complete, **_placed(plan.placement)}
     return ScheduleTarget.RUN.value, run["kind"], spec
+
+
+def _placed(placement: Any) -> dict[str, Any]:
+    """Where a slot's work waits, as a schedule's spec keeps it (JSON)."""
+    return {"queue": placement.queue, "key_limits": [list(pair) for pair in placement.key_limits]}
 
 
 def _choice(value: Any, enum: Any, what: str) -> str:

@@ -43,10 +43,19 @@ from sqlalchemy import Connection, Integer, bindparam, exists, func, insert, or_
 from service.storage.db import db_now, is_sqlite, status_is
 from service.storage.keyed import Keys, earliest, latest
 from service.storage.looks import KEY_LIMITS, QUEUE_LIMITS, Claimed, Look, QueueState, counts, counts_of
-from service.storage.models import DUE_TASK_STATUSES, LimitKey, Outcome, Queue, SupervisorRow, Task, TaskAttempt
+from service.storage.models import (
+    DUE_TASK_STATUSES,
+    LimitKey,
+    Outcome,
+    Queue,
+    Run,
+    SupervisorRow,
+    Task,
+    TaskAttempt,
+)
 
 DUE = tuple(s.value for s in DUE_TASK_STATUSES)
-KEY_ROUNDS = 4  # candidate rounds when keys at their limit hold some back
+KEY_ROUNDS = 6  # candidate rounds when keys at their limit hold some back (after the 2nd, every full key is known)
 
 
 def claim(conn: Connection, supervisor_id: int, limit: int, found: Look, rotate: int = 0) -> Claimed:
@@ -116,7 +125,7 @@ def _take_plain(conn: Connection, supervisor_id: int, q: QueueState, left: int, 
         if want <= 0:
             break
         _, values = _part(part, q, found, _NO_KEYS, [])
-        got = list(conn.execute(_plain(part, bool(found.paused_runs)),
+        got = list(conn.execute(_plain(part),
                                 {**values, "claim_supervisor": supervisor_id, "want": want}))
         got.sort(key=_ORDER[part])
         rows += got
@@ -124,11 +133,11 @@ def _take_plain(conn: Connection, supervisor_id: int, q: QueueState, left: int, 
 
 
 @functools.cache
-def _plain(part: str, paused: bool) -> Any:
+def _plain(part: str) -> Any:
     # No key has limits, by the look: nor may a task's key have since (a submit that set one meanwhile).
     free = or_(Task.limit_key.is_(None), ~exists(select(LimitKey.name).where(
         LimitKey.name == Task.limit_key, or_(LimitKey.concurrency.is_not(None), LimitKey.rate_count.is_not(None)))))
-    picked = _picker(part, False, paused, False, False, False).with_only_columns(Task.id).where(free)
+    picked = _picker(part, False, False, False, False).with_only_columns(Task.id).where(free)
     return (update(Task).where(Task.id.in_(picked.scalar_subquery()))
             .values(status="running", supervisor_id=bindparam("claim_supervisor", type_=Integer),
                     attempts=Task.attempts + 1, output_chars=0, started_at=func.coalesce(Task.started_at, db_now()),
@@ -173,9 +182,12 @@ def _pick(conn: Connection, supervisor_id: int, q: QueueState, left: int, found:
                     out.reopen_at = earliest(out.reopen_at, start + timedelta(seconds=fresh.rate_period_s))
             seen.extend(r.id for r in rows)
             keys.meet(conn, rows)
-            chosen += [(r.id, r.limit_key) for r in rows if keys.admit(r.limit_key)]
+            admitted = [(r.id, r.limit_key) for r in rows if keys.admit(r.limit_key)]
+            chosen += admitted
             if len(rows) < want or len(chosen) >= take:
                 break
+            if len(admitted) < len(rows):  # full keys ahead: pass every key at a limit by in the next round
+                keys.learn_full(conn)
     return chosen
 
 
@@ -198,15 +210,13 @@ def _part(part: str, q: QueueState, found: Look, keys: Keys, seen: Sequence[int]
         values["aged_before"] = found.now - timedelta(seconds=q.age_s)
     if keys.full:
         values["full"] = sorted(keys.full)
-    if found.paused_runs:
-        values["paused_runs"] = list(found.paused_runs)
     if seen:
         values["seen"] = list(seen)
-    return _picker(part, bool(keys.full), bool(found.paused_runs), bool(seen), q.limited, keys.lite), values
+    return _picker(part, bool(keys.full), bool(seen), q.limited, keys.lite), values
 
 
 @functools.cache
-def _picker(part: str, full: bool, paused: bool, seen: bool, counted: bool, key_counts: bool) -> Any:
+def _picker(part: str, full: bool, seen: bool, counted: bool, key_counts: bool) -> Any:
     """Built once per shape: building a statement costs more than running it.
 
     ``counted``: with the queue's limits, pause and counts (``q_*``) and the database's clock
@@ -227,6 +237,8 @@ def _picker(part: str, full: bool, paused: bool, seen: bool, counted: bool, key_
                                   *(c.label(f"k_{c.name}") for c in counts(
                                       Task.limit_key, LimitKey.rate_period_s, TaskAttempt.limit_key)))
         query = query.select_from(Task).outerjoin(LimitKey, LimitKey.name == Task.limit_key)
+        if not counted:
+            query = query.add_columns(db_now().label("now"))
     query = query.where(status_is(Task.status, *DUE), Task.queue == queue, alive)
     if not counted:  # a queue its look saw without limits: still so (else the next claim counts it), not paused
         query = query.where(~exists(select(Queue.name).where(
@@ -242,8 +254,9 @@ def _picker(part: str, full: bool, paused: bool, seen: bool, counted: bool, key_
         query = query.where(Task.next_attempt_at.is_(None)).order_by(Task.priority.desc(), Task.id)
     if full:
         query = query.where(or_(Task.limit_key.is_(None), Task.limit_key.not_in(bindparam("full", expanding=True))))
-    if paused:
-        query = query.where(or_(Task.run_id.is_(None), Task.run_id.not_in(bindparam("paused_runs", expanding=True))))
+    # Not of a paused run, as the claim's own statement reads it (a pause after the look holds too).
+    query = query.where(or_(Task.run_id.is_(None), ~exists(select(Run.id).where(
+        Run.id == Task.run_id, Run.paused_at.is_not(None)))))
     if seen:
         query = query.where(Task.id.not_in(bindparam("seen", expanding=True)))
     return query.limit(bindparam("want", type_=Integer)).with_for_update(of=Task, skip_locked=True)

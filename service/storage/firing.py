@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, false, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, exists, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.cron import Cron, cron, from_utc
@@ -50,7 +50,7 @@ from service.storage.models import (
     ScheduleTarget,
     Task,
 )
-from service.storage.submit import insert_run, insert_task
+from service.storage.submit import Placement, insert_run, insert_task, place, set_keys
 
 log = logging.getLogger("tenure.schedules")
 
@@ -254,12 +254,20 @@ def _release_waiting(conn: Connection, s: Any, at: datetime) -> Fired:
 
 def _create(conn: Connection, s: Any, slot: datetime | None) -> tuple[int | None, int | None]:
     spec = s.spec
+    # Where its work waits: the kind's queue and key limits, as planned when the schedule was made.
+    where = Placement(queue=spec.get("queue") or "default",
+                      key_limits=tuple((str(k), int(n)) for k, n in spec.get("key_limits") or ()))
+    place(conn, where)
     if s.target == ScheduleTarget.TASK:
-        return None, insert_task(conn, dict(spec["row"]), None)
+        task_id = insert_task(conn, {**spec["row"], "queue": where.queue}, None)
+        set_keys(conn, where)
+        return None, task_id
     when = _local(slot, s) if slot is not None else "by hand"
     name = spec.get("name") or f"{s.name} · {when}"
     run_id = insert_run(conn, kind=spec["kind"], total=int(spec["total"]), params=spec.get("params") or {},
-                        tasks=spec["rows"], name=name[:200], on_complete=spec.get("on_complete"), due=None)
+                        tasks=spec["rows"], name=name[:200], on_complete=spec.get("on_complete"), due=None,
+                        queue=where.queue)
+    set_keys(conn, where)
     return run_id, None
 
 
@@ -318,7 +326,9 @@ def _upcoming(*where: Any) -> Any:
     return select(
         elapsed_ms(
             select(func.min(Task.next_attempt_at))
-            .where(status_is(Task.status, "queued", "retrying"), Task.next_attempt_at.is_not(None), *where)
+            .where(status_is(Task.status, "queued", "retrying"), Task.next_attempt_at.is_not(None), *where,
+                   or_(Task.run_id.is_(None), ~exists(select(Run.id).where(Run.id == Task.run_id,
+                                                                            Run.paused_at.is_not(None)))))
             .scalar_subquery(),
             db_now()),
         elapsed_ms(select(func.min(Schedule.next_slot_at)).where(Schedule.paused == false()).scalar_subquery(),

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select, union
 
+from service.storage.db import db_now, status_is
 from service.storage.looks import KEY_COUNTS, KEY_LIMITS
-from service.storage.models import LimitKey
+from service.storage.models import LimitKey, Outcome, TaskAttempt
 
 
 class Keys:
@@ -30,6 +31,8 @@ class Keys:
         self.now: datetime | None = None  # the database's clock, read after the last key lock
         self.held_back = False
         self.reopen_at: datetime | None = None
+        self.windows: dict[str, datetime] = {}  # a rate-limited key -> when its window frees a start, once full
+        self.learned = False  # whether every key at a limit now has been read (a hint: see learn_full)
 
     def meet(self, conn: Connection, rows: Sequence[Any]) -> None:
         """What the keys of candidate ``rows`` not met yet allow. On PostgreSQL their rows are
@@ -41,6 +44,8 @@ class Keys:
         first = not self.locked
         if self.lite:
             counted = {r.limit_key: r for r in rows if r.limit_key in new and r.k_name is not None}
+            for r in counted.values():  # the clock of the statement that counted them (it stamps the starts)
+                self.now = latest(self.now, r.now)
         else:
             locked = [k.name for k in conn.execute(_LOCK_KEYS if first else _LOCK_KEYS_SKIPPING, {"names": new})]
             counted = {k.name: k for k in conn.execute(KEY_COUNTS, {"names": locked})} if locked else {}
@@ -60,8 +65,12 @@ class Keys:
                 rooms.append(concurrency - int(running))
             if rate is not None and period is not None:
                 rooms.append(rate - int(recent))
-                if recent >= rate and oldest is not None:
-                    self.reopen_at = earliest(self.reopen_at, oldest + timedelta(seconds=period))
+                start = oldest if oldest is not None else getattr(k, "now", None)
+                frees = start + timedelta(seconds=period) if start is not None else None
+                if frees is not None:
+                    self.windows[name] = frees  # when this key's window frees a start, once this claim fills it
+                if recent >= rate and frees is not None:
+                    self.reopen_at = earliest(self.reopen_at, frees)
             self.room[name] = max(0, min(rooms)) if rooms else None
 
     @staticmethod
@@ -81,7 +90,19 @@ class Keys:
         self.room[key] = room - 1
         if room - 1 == 0:
             self.full.add(key)
+            if key in self.windows:  # it may be the rate that is used up: wake when its window frees a start
+                self.reopen_at = earliest(self.reopen_at, self.windows[key])
         return True
+
+    def learn_full(self, conn: Connection) -> None:
+        """Mark full every key at a limit now, from one read, so that the next round of candidates
+        passes them all by. A hint only: a key is admitted only by its count under its lock."""
+        if self.learned:
+            return
+        self.learned = True
+        for name in conn.execute(_FULL_KEYS).scalars():
+            if name not in self.room:
+                self.full.add(name)
 
 
 def earliest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -95,3 +116,12 @@ def latest(a: datetime | None, b: datetime | None) -> datetime | None:
 _LOCK_KEYS = (select(*KEY_LIMITS).where(LimitKey.name.in_(bindparam("names", expanding=True)))
               .order_by(LimitKey.name).with_for_update())
 _LOCK_KEYS_SKIPPING = _LOCK_KEYS.with_for_update(skip_locked=True)
+_RUNNING = (select(TaskAttempt.limit_key.label("name"), func.count().label("n"))
+            .where(status_is(TaskAttempt.outcome, Outcome.RUNNING.value), TaskAttempt.limit_key.is_not(None))
+            .group_by(TaskAttempt.limit_key).subquery())
+_FULL_KEYS = union(
+    select(LimitKey.name).join(_RUNNING, _RUNNING.c.name == LimitKey.name).where(LimitKey.concurrency <= _RUNNING.c.n),
+    select(LimitKey.name).join(TaskAttempt, TaskAttempt.limit_key == LimitKey.name)
+    .where(LimitKey.rate_count.is_not(None), TaskAttempt.started_at > db_now(-LimitKey.rate_period_s))
+    .group_by(LimitKey.name, LimitKey.rate_count).having(func.count() >= LimitKey.rate_count),
+)

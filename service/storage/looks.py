@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, exists, func, literal, null, or_, select
 
 from service.storage.db import db_now, status_is
-from service.storage.models import DUE_TASK_STATUSES, LimitKey, Outcome, Queue, Run, Task, TaskAttempt
+from service.storage.models import DUE_TASK_STATUSES, LimitKey, Outcome, Queue, Task, TaskAttempt
 
 DUE = tuple(s.value for s in DUE_TASK_STATUSES)
 DEFAULT_QUEUE = "default"
@@ -63,7 +63,6 @@ class Look:
     """What a supervisor may start: the queues it serves that hold due work, from one read."""
 
     queues: list[QueueState]
-    paused_runs: list[int]
     now: datetime
     served: frozenset[str] | None = None
     key_limits: bool = True  # some concurrency key has a limit (False: no task's key can hold it back)
@@ -97,16 +96,15 @@ class Claimed:
 
 
 def look(conn: Connection, served: Iterable[str] | None = None) -> Look:
-    """The queues ``served`` (None: all) with due work, their limits and how much of them is used,
-    and the paused runs: one statement of index probes (two when a run is paused), no write lock."""
+    """The queues ``served`` (None: all) with due work, their limits and how much of them is used:
+    one statement of index probes, no write lock. (A paused run's tasks count as due work here; the
+    claim's own statement passes them by.)"""
     names = None if served is None else frozenset(served)
     rows = sorted(conn.execute(_LOOK if names is None else _LOOK_IN, {"names": sorted(names or ())}).all(),
                   key=lambda r: r.name)
     now = conn.execute(select(db_now())).scalar_one() if not rows else rows[0].now
     states = [_state(r) for r in rows]
-    due = any(q.due for q in states)
-    paused = list(conn.execute(_PAUSED_RUNS).scalars()) if due and rows[0].any_paused_run else []
-    return Look(states, paused, now, names, bool(rows[0].any_key_limits) if rows else False)
+    return Look(states, now, names, bool(rows[0].any_key_limits) if rows else False)
 
 
 def _state(r: Any) -> QueueState:
@@ -156,7 +154,6 @@ _LOOK = select(
     select(func.min(Task.queued_at)).where(*_DUE_HERE, Task.next_attempt_at.is_(None)).scalar_subquery()
     .label("oldest_at"),
     db_now().label("now"),
-    exists(select(Run.id).where(Run.paused_at.is_not(None), status_is(Run.status, "running"))).label("any_paused_run"),
     exists(select(LimitKey.name).where(or_(LimitKey.concurrency.is_not(None), LimitKey.rate_count.is_not(None))))
     .label("any_key_limits"),
 )  # in name order, sorted here: a sort in SQL would be the only one of a claim's plan
@@ -164,4 +161,3 @@ _LOOK_IN = _LOOK.where(Queue.name.in_(bindparam("names", expanding=True)))
 KEY_COUNTS = select(
     *KEY_LIMITS, *counts(LimitKey.name, LimitKey.rate_period_s, TaskAttempt.limit_key), db_now().label("now"),
 ).where(LimitKey.name.in_(bindparam("names", expanding=True)))
-_PAUSED_RUNS = select(Run.id).where(Run.paused_at.is_not(None), status_is(Run.status, "running"))

@@ -20,6 +20,7 @@ from service.storage.looks import Claimed, Look
 log = logging.getLogger("tenure.schedules")
 
 WAKE_AFTER_S = 0.001  # past the due time, so that the claim finds it due by the database's clock
+WAITING_POLL_S = 0.25  # while a fire waits for the previous run's end: how often to look (a read)
 DUE_AGAIN_S = 0.005  # a task due already but not claimed (another claimer holds its row): look again this soon
 
 
@@ -44,8 +45,8 @@ class Timers:
         self.task_due = float("inf") if ahead.task_in_s is None else \
             now + (ahead.task_in_s + WAKE_AFTER_S if ahead.task_in_s > 0 else DUE_AGAIN_S)
         self.slot_due = float("inf") if ahead.slot_in_s is None else now + ahead.slot_in_s + WAKE_AFTER_S
-        if ahead.waiting:  # a fire queued behind a running one: look again when idle work would
-            self.slot_due = min(self.slot_due, now + self.idle_s)
+        if ahead.waiting:  # a fire queued behind a running one: look again soon (its release follows the run's end)
+            self.slot_due = min(self.slot_due, now + min(self.idle_s, WAITING_POLL_S))
 
     def after_claim(self, now: float, found: Look, got: Claimed, queues: tuple[str, ...] | None) -> None:
         """A claim left slots free: when to claim again. Raises TenureError.

@@ -168,6 +168,8 @@ def test_once_a_queue_is_declared_submits_to_unknown_queues_are_refused(env) -> 
     (lambda t: t.set_queue("q", rate="10"), "is not a rate; .*a rate needs its period"),
     (lambda t: t.set_queue("q", rate="0/s"), "the number of starts must be a whole number from 1"),
     (lambda t: t.set_queue("bad name!"), "queue must be a name of 1 to 100 letters"),
+    (lambda t: t.set_queue("imports\n"), "queue must be a name of 1 to 100 letters"),  # no invisible twin
+    (lambda t: t.submit_task("echo", {}, queue="imports\n"), "queue must be a name of 1 to 100 letters"),
     (lambda t: t.set_queue("q", age_s=1e12), "age_s must be a number of seconds above 0 and at most a year"),
     (lambda t: t.set_queue("q", age_s=float("inf")), "age_s must be a number of seconds above 0"),
     (lambda t: t.set_queue("q", age_s=0), "age_s must be a number of seconds above 0"),
@@ -407,3 +409,70 @@ def test_a_limit_or_pause_set_between_a_look_and_its_claim_holds_for_that_claim(
     t.set_key("partner", concurrency=1)
     assert [lease.task_id for lease in leases.claim(a, 10, stale)] == []  # the next claim counts it
     assert [lease.task_id for lease in leases.claim(a, 10, served=["plain"])] == keyed[:1]
+
+
+def test_a_run_paused_between_a_look_and_its_claim_starts_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: the claim took paused runs from its look only."""
+    t, leases, a, _ = env
+    t.set_queue("limited", concurrency=10)
+    for queue in ("default", "limited"):
+        run = t.submit_run(3, "echo", queue=queue)
+        stale = leases.anything_due([queue])
+        t.pause_run(run)
+        assert leases.claim(a, 10, stale) == [], queue
+
+
+def test_a_paused_run_with_work_due_by_a_time_does_not_make_a_supervisor_spin(t, supervise) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: its due times counted as work due now, so the loop looked again every 5 ms."""
+    run = t.submit_run(2, "echo", delay_s=0.2)
+    t.pause_run(run)
+    sup = supervise(idle_poll_s=0.5, heartbeat_s=0.25)
+    looks = Leases(t.engine)
+    wait_for(lambda: any(q.by_time for q in looks.anything_due().queues), 5, "the delayed start to come due")
+    before = sup.loop_turns
+    threading.Event().wait(1.0)  # a second, counted in loop turns
+    assert sup.loop_turns - before < 25, sup.loop_turns - before  # ~2 idle polls and ~4 heartbeats, not ~200
+    assert t.run(run).counts["queued"] == 2
+
+
+def test_many_full_keys_ahead_do_not_hide_the_work_behind_them(env) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: a few rounds of one candidate each ran out behind 5 full keys."""
+    t, leases, a, b = env
+    holders = [t.submit_task("echo", {"k": k}, key=f"customer-{k}", key_limit=1) for k in range(5)]
+    assert len(leases.claim(b, 5)) == 5  # each key at its limit
+    waiting = [t.submit_task("echo", {"k": k}, key=f"customer-{k}") for k in range(5)]
+    other = t.submit_task("echo", {"other": 1})
+    assert [lease.task_id for lease in leases.claim(a, 1)] == [other]
+    assert all(t.task(i).status == "queued" for i in waiting) and holders
+
+
+def test_a_schedule_starts_its_work_where_its_kind_says(env) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: a slot's task or run went to the default queue, without its kind's key."""
+    from service import register
+
+    @register("t_partner_call", queue="partner", priority=7, key=lambda args: f"customer-{args['c']}", key_limit=1)
+    def build(args, ctx):  # type: ignore[no-untyped-def]
+        raise AssertionError("never run here")
+
+    t, _, _, _ = env
+    t.add_schedule("calls", "0 2 * * *", task={"kind": "t_partner_call", "args": {"c": 42}})
+    t.add_schedule("batch", "0 3 * * *", run={"kind": "t_partner_call", "tasks": [{"c": 1}, {"c": 2}]})
+    task_id = t.fire_schedule("calls").task_id
+    run_id = t.fire_schedule("batch").run_id
+    assert task_id is not None and run_id is not None
+    task = t.task(task_id)
+    assert (task.queue, task.priority, task.limit_key) == ("partner", 7, "customer-42")
+    _, tasks = t.run_with_tasks(run_id)
+    assert t.run(run_id).queue == "partner" and [k.limit_key for k in tasks] == ["customer-1", "customer-2"]
+    assert t.key("customer-42").concurrency == 1
+
+
+def test_a_claim_that_fills_a_keys_rate_wakes_its_supervisor_when_the_window_frees(t, supervise) -> None:  # type: ignore[no-untyped-def]
+    """Found by review: on SQLite such a claim noted no wake-up time, so a key's rate ran at the pace
+    of the idle poll (10 s here): 15 starts take about 2 s at 5 per second."""
+    t.set_key("partner", rate="5/s")
+    ids = [t.submit_task("t_long", {"steps": 100_000, "step_s": 0.01}, key="partner") for _ in range(15)]
+    supervise(idle_poll_s=10.0, concurrency=20)
+    wait_for(lambda: sum(t.task(i).status == "running" for i in ids) == 15, 6, "15 starts at 5 per second")
+    for i in ids:
+        t.cancel_task(i)
