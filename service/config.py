@@ -110,7 +110,8 @@ class Settings:
     heartbeat_s: float = 5.0  # how often one statement extends all of a supervisor's leases
     concurrency: int = 64  # tasks executing at once (the headline run's 50 all fit)
     idle_poll_s: float = 0.2  # how often an idle supervisor looks for due work
-    reclaim_every_s: float = 1.0  # how often it looks for supervisors whose heartbeat went silent
+    reclaim_every_s: float = 0.4  # how often it looks for supervisors whose heartbeat went silent (a dead one's
+    # leases, and the slots they hold under a limit, come back within its TTL + 2 x this, at worst)
     lease_check_s: float = 0.25  # while it runs tasks, how often it looks for cancelled or lost leases
     poll_first_s: float = 0.05  # a polling task's first check_output() after run() returns
     poll_factor: float = 1.5  # each later check waits this much longer ...
