@@ -49,7 +49,9 @@ def test_fifty_tasks_from_the_form_survive_a_server_restart(browser: Any, server
     page.wait_for_function("Number(document.querySelector('[role=progressbar]').getAttribute('aria-valuenow')) >= 1")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "run-live.png"), full_page=True)
-    # The pictures draw the live run too: a bar per attempt so far, "now" marked.
+    # The pictures draw the live run too: a bar per attempt so far, "now" marked. (Waited for, not
+    # read at once: a CI run once read it mid-redraw, with the charts' morph under way.)
+    page.locator("#charts svg line.now").first.wait_for(state="attached", timeout=5_000)
     assert page.locator("#charts svg line.now").count() >= 1
     done_before = int(bar.get_attribute("aria-valuenow") or 0)
     assert done_before < 50
