@@ -20,7 +20,9 @@ from service.storage.db import db_now
 from service.storage.models import Run, Task, TaskAttempt
 from tests.conftest import wait_for
 
-LAG_LIMIT_S = 0.5  # in-test bound: CI machines are slow; the benchmark holds the real one
+# In-test bound: the look-ahead started it, not the idle poll (30 s here). How late is bench/time.py's
+# figure (p99 3 ms); a CI machine under the suite's load once held a PostgreSQL claim 0.75 s.
+LAG_LIMIT_S = 3.0
 SOON_S = 0.4  # a delay long enough to prove nothing starts early, short enough for a fast test
 
 
