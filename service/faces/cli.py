@@ -183,6 +183,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
+    log.debug("worker.imported")  # start-up milestones: bench/startup.py reads their times
     settings = settings_from(args, concurrency=args.concurrency, lease_ttl_s=args.lease_ttl,
                          heartbeat_s=args.heartbeat, shutdown_grace_s=args.grace)
     from prometheus_client import ProcessCollector
@@ -195,6 +196,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:  # taken before the database is opened: a busy port writes nothing
         server = metrics.serve(args.metrics_host, args.metrics_port, exposed)
     t = client.open(db_url(args))
+    log.debug("worker.database_open")
     from service.faces.cli_queues import served
 
     served(t, settings.queues)

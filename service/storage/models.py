@@ -1,4 +1,4 @@
-"""The schema: runs, tasks, task attempts and supervisors, as SQLAlchemy 2 typed models.
+"""The schema: runs, tasks, task attempts and supervisors, as SQLAlchemy Core tables declared by classes.
 
 The tables only ever come to exist through the Alembic migrations in ``migrations/``;
 a test proves these models and the migrations agree. Names are chosen for people who
@@ -9,10 +9,25 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+)
 
 
 class TaskStatus(enum.StrEnum):
@@ -65,30 +80,64 @@ LOG_TAIL_CHARS = 64 * 1024  # of an attempt's output, the last characters kept (
 COUNT = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class Base(DeclarativeBase):
-    pass
+if TYPE_CHECKING:  # the type checker reads the classes as the declarative models they stand for
+    from sqlalchemy.orm import DeclarativeBase, Mapped
+    from sqlalchemy.orm import mapped_column as col
+
+    class Base(DeclarativeBase):
+        pass
+else:
+    Mapped = Column  # annotations are never evaluated: ``Mapped[int | None]`` says the column may be NULL
+
+    def col(*args: Any, **kwargs: Any) -> Any:
+        """A column of the class it is declared in; its name is the attribute's, and it may be NULL
+        only where its annotation says ``| None`` (see :class:`Base`)."""
+        return Column(*args, **kwargs)
+
+    class Base:
+        """Makes each subclass's ``col`` attributes one :class:`~sqlalchemy.Table` (``__table__``), as a
+        declarative base would, without the ORM: every statement here is Core, and importing
+        ``sqlalchemy.orm`` cost every start of a worker 0.15 s. ``Task.id`` is the table's column,
+        and ``select(Task)``, ``insert(Task)`` and ``update(Task)`` take the table."""
+
+        metadata: ClassVar[MetaData] = MetaData()
+
+        def __init_subclass__(cls, **kwargs: Any) -> None:
+            super().__init_subclass__(**kwargs)
+            columns = []
+            for name, value in vars(cls).items():
+                if isinstance(value, Column):
+                    value.name = value.key = name
+                    if not value.primary_key and "None" not in cls.__annotations__.get(name, ""):
+                        value.nullable = False
+                    columns.append(value)
+            cls.__table__ = Table(cls.__tablename__, cls.metadata, *columns, *getattr(cls, "__table_args__", ()))
+
+        @classmethod
+        def __clause_element__(cls) -> Table:
+            return cls.__table__
 
 
 class Run(Base):
     __tablename__ = "runs"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))
-    kind: Mapped[str] = mapped_column(String(100))
-    total: Mapped[int] = mapped_column(Integer)
-    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    id: Mapped[int] = col(Integer, primary_key=True)
+    name: Mapped[str | None] = col(String(200))
+    status: Mapped[str] = col(String(16))
+    kind: Mapped[str] = col(String(100))
+    total: Mapped[int] = col(Integer)
+    params: Mapped[dict[str, Any]] = col(JSON)
     # A registered kind run once, as a task of its own, when the run completes.
-    on_complete: Mapped[str | None] = mapped_column(String(100))
+    on_complete: Mapped[str | None] = col(String(100))
     # The hook's task (tasks.id; no foreign key, to keep the two tables acyclic).
-    hook_task_id: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+    hook_task_id: Mapped[int | None] = col(Integer)
+    created_at: Mapped[datetime] = col(DateTime)
     # The start asked for (by the database's clock): no task of it starts before; NULL: at once.
-    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
-    queue: Mapped[str] = mapped_column(String(100), server_default="default")  # where its tasks wait
+    scheduled_for: Mapped[datetime | None] = col(DateTime)
+    finished_at: Mapped[datetime | None] = col(DateTime)
+    queue: Mapped[str] = col(String(100), server_default="default")  # where its tasks wait
     # Set while paused: none of its tasks starts (those running finish); NULL: not paused.
-    paused_at: Mapped[datetime | None] = mapped_column(DateTime)
+    paused_at: Mapped[datetime | None] = col(DateTime)
 
     __table_args__ = (
         Index("ix_runs_status", "status"),
@@ -103,57 +152,57 @@ class Run(Base):
 class Task(Base):
     __tablename__ = "tasks"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = col(Integer, primary_key=True)
     # NULL for a task submitted on its own (and for a run's completion hook).
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    position: Mapped[int] = mapped_column(Integer)  # 0-based order in its run (pages count from 1)
-    kind: Mapped[str] = mapped_column(String(100))
-    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    run_id: Mapped[int | None] = col(ForeignKey("runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = col(Integer)  # 0-based order in its run (pages count from 1)
+    kind: Mapped[str] = col(String(100))
+    args: Mapped[dict[str, Any]] = col(JSON)
     # What a person calls it: given at submit, else a short form of its args; NULL for simulations.
-    label: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))
-    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # times claimed
-    max_attempts: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = col(String(200))
+    status: Mapped[str] = col(String(16))
+    attempts: Mapped[int] = col(Integer, server_default=text("0"))  # times claimed
+    max_attempts: Mapped[int] = col(Integer)
     # Attempts that used up the budget (failed, timed out, crashed): the task fails at max_attempts.
-    charged: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    charged: Mapped[int] = col(Integer, server_default=text("0"))
     # Attempts lost where the task might be at fault (its supervisor died, a process it shared or
     # reused crashed, no process started for it): never charged, but capped (storage.endings.MAX_LOST)
     # against a task that kills whatever runs it. A loss its supervisor caused on purpose is not counted.
-    lost: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    lost: Mapped[int] = col(Integer, server_default=text("0"))
     # Runs alone in a process of its own: it was in a shared process that crashed, so the next
     # crash, if any, is its own and charged exactly.
-    isolated: Mapped[bool] = mapped_column(Boolean, server_default=false())
-    timeout_s: Mapped[float | None] = mapped_column(Float)
+    isolated: Mapped[bool] = col(Boolean, server_default=false())
+    timeout_s: Mapped[float | None] = col(Float)
     # Memory limit of the process running it, in MiB; NULL means the supervisor's (--memory-limit).
-    memory_limit_mb: Mapped[int | None] = mapped_column(Integer)
-    progress: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    memory_limit_mb: Mapped[int | None] = col(Integer)
+    progress: Mapped[float] = col(Float, server_default=text("0"))
     # Characters of output its current attempt has written (kept or cut): the run page's ETag
     # changes when a task prints, without reading the logs themselves.
-    output_chars: Mapped[int] = mapped_column(COUNT, server_default=text("0"))
-    checkpoint: Mapped[Any | None] = mapped_column(JSON)
-    result: Mapped[Any | None] = mapped_column(JSON)
-    error: Mapped[str | None] = mapped_column(Text)
+    output_chars: Mapped[int] = col(COUNT, server_default=text("0"))
+    checkpoint: Mapped[Any | None] = col(JSON)
+    result: Mapped[Any | None] = col(JSON)
+    error: Mapped[str | None] = col(Text)
     # The supervisor holding its lease while it runs; NULL otherwise. A lease lives as long as
     # that supervisor's heartbeat_at keeps changing (see service.supervisor.liveness).
-    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"))
+    supervisor_id: Mapped[int | None] = col(ForeignKey("supervisors.id"))
     # When a retrying (or delayed) task is due, by the database's clock (see storage.db.db_now);
     # NULL for a queued task that is due at once, whatever any clock says ...
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    next_attempt_at: Mapped[datetime | None] = col(DateTime)
     # ... and since when such a task waits (by the database's clock): for people and the backlog
     # figure only, never to decide when it runs.
-    queued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    queued_at: Mapped[datetime | None] = col(DateTime)
     # The start asked for at submit (kept after it starts, for history); NULL: at once.
-    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    scheduled_for: Mapped[datetime | None] = col(DateTime)
+    created_at: Mapped[datetime] = col(DateTime)
+    started_at: Mapped[datetime | None] = col(DateTime)
+    finished_at: Mapped[datetime | None] = col(DateTime)
     # Flow control (see service.storage.claims): the queue it waits in, its priority there (higher
     # first), the concurrency key whose limits it counts against (limit_keys), and a key that at
     # most one active (queued, retrying or running) task may hold at a time.
-    queue: Mapped[str] = mapped_column(String(100), server_default="default")
-    priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    limit_key: Mapped[str | None] = mapped_column(String(200))
-    unique_key: Mapped[str | None] = mapped_column(String(200))
+    queue: Mapped[str] = col(String(100), server_default="default")
+    priority: Mapped[int] = col(Integer, server_default=text("0"))
+    limit_key: Mapped[str | None] = col(String(200))
+    unique_key: Mapped[str | None] = col(String(200))
 
     __table_args__ = (
         # A run's tiles in order, and its grouped status counts, are index lookups.
@@ -202,23 +251,23 @@ Index("ix_tasks_ready", Task.queue, Task.priority.desc(), Task.id,
 class TaskAttempt(Base):
     __tablename__ = "task_attempts"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
-    attempt: Mapped[int] = mapped_column(Integer)
-    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("supervisors.id"))
-    started_at: Mapped[datetime] = mapped_column(DateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
-    outcome: Mapped[str] = mapped_column(String(16))
+    id: Mapped[int] = col(Integer, primary_key=True)
+    task_id: Mapped[int] = col(ForeignKey("tasks.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = col(Integer)
+    supervisor_id: Mapped[int | None] = col(ForeignKey("supervisors.id"))
+    started_at: Mapped[datetime] = col(DateTime)
+    finished_at: Mapped[datetime | None] = col(DateTime)
+    outcome: Mapped[str] = col(String(16))
     # True when this attempt used up one of the task's max_attempts (see Outcome).
-    charged: Mapped[bool] = mapped_column(Boolean, server_default=false())
-    error: Mapped[str | None] = mapped_column(Text)  # one line, the same for alike failures
-    traceback: Mapped[str | None] = mapped_column(Text)  # of a failed attempt, bounded
+    charged: Mapped[bool] = col(Boolean, server_default=false())
+    error: Mapped[str | None] = col(Text)  # one line, the same for alike failures
+    traceback: Mapped[str | None] = col(Text)  # of a failed attempt, bounded
     # What the task wrote (logging, stdout, stderr), its last 64 KiB; logs_cut bytes were dropped before.
-    logs: Mapped[str | None] = mapped_column(Text)
-    logs_cut: Mapped[int] = mapped_column(COUNT, server_default=text("0"))
+    logs: Mapped[str | None] = col(Text)
+    logs_cut: Mapped[int] = col(COUNT, server_default=text("0"))
     # The queue and concurrency key it ran under: running attempts and starts per period are counted here.
-    queue: Mapped[str] = mapped_column(String(100), server_default="default")
-    limit_key: Mapped[str | None] = mapped_column(String(200))
+    queue: Mapped[str] = col(String(100), server_default="default")
+    limit_key: Mapped[str | None] = col(String(200))
 
     __table_args__ = (
         Index("ix_task_attempts_task_attempt", "task_id", "attempt", unique=True),
@@ -241,17 +290,17 @@ class Queue(Base):
 
     __tablename__ = "queues"
 
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    concurrency: Mapped[int | None] = mapped_column(Integer)  # running attempts at once, across every host
-    rate_count: Mapped[int | None] = mapped_column(Integer)  # starts at most per rate_period_s
-    rate_period_s: Mapped[float | None] = mapped_column(Float)
+    name: Mapped[str] = col(String(100), primary_key=True)
+    concurrency: Mapped[int | None] = col(Integer)  # running attempts at once, across every host
+    rate_count: Mapped[int | None] = col(Integer)  # starts at most per rate_period_s
+    rate_period_s: Mapped[float | None] = col(Float)
     # A task waiting longer than this goes ahead of higher priorities (NULL: DEFAULT_AGE_S).
-    age_s: Mapped[float | None] = mapped_column(Float)
-    paused_at: Mapped[datetime | None] = mapped_column(DateTime)  # set while paused
+    age_s: Mapped[float | None] = col(Float)
+    paused_at: Mapped[datetime | None] = col(DateTime)  # set while paused
     # Declared by a person (API, CLI, Python); once any queue is, submits to an unknown queue are refused.
-    declared: Mapped[bool] = mapped_column(Boolean, server_default=false())
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    declared: Mapped[bool] = col(Boolean, server_default=false())
+    created_at: Mapped[datetime] = col(DateTime)
+    updated_at: Mapped[datetime] = col(DateTime)
 
 
 class LimitKey(Base):
@@ -259,11 +308,11 @@ class LimitKey(Base):
 
     __tablename__ = "limit_keys"
 
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    concurrency: Mapped[int | None] = mapped_column(Integer)
-    rate_count: Mapped[int | None] = mapped_column(Integer)
-    rate_period_s: Mapped[float | None] = mapped_column(Float)
-    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    name: Mapped[str] = col(String(200), primary_key=True)
+    concurrency: Mapped[int | None] = col(Integer)
+    rate_count: Mapped[int | None] = col(Integer)
+    rate_period_s: Mapped[float | None] = col(Float)
+    updated_at: Mapped[datetime] = col(DateTime)
 
 
 class IdempotencyKey(Base):
@@ -271,11 +320,11 @@ class IdempotencyKey(Base):
 
     __tablename__ = "idempotency_keys"
 
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(64))  # of the request, to refuse a different one
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+    key: Mapped[str] = col(String(200), primary_key=True)
+    request_hash: Mapped[str] = col(String(64))  # of the request, to refuse a different one
+    run_id: Mapped[int | None] = col(ForeignKey("runs.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = col(ForeignKey("tasks.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = col(DateTime)
 
 
 class SupervisorRow(Base):
@@ -284,20 +333,20 @@ class SupervisorRow(Base):
 
     __tablename__ = "supervisors"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = col(Integer, primary_key=True)
+    host: Mapped[str] = col(String(255))
+    pid: Mapped[int] = col(Integer)
     # Which boot of the host, and when in it the process started (clock ticks since boot): what
     # tells a live supervisor from a reused pid without reading any wall clock.
-    boot_id: Mapped[str | None] = mapped_column(String(64))
-    start_ticks: Mapped[int | None] = mapped_column(BigInteger)
-    started_at: Mapped[datetime] = mapped_column(DateTime)
-    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+    boot_id: Mapped[str | None] = col(String(64))
+    start_ticks: Mapped[int | None] = col(BigInteger)
+    started_at: Mapped[datetime] = col(DateTime)
+    heartbeat_at: Mapped[datetime] = col(DateTime)
     # Its promise: how often it beats, and how long a silence of its heartbeat means it is dead.
     # Others judge it by these (NULL: a supervisor from before they were kept; its watcher's own TTL).
-    heartbeat_s: Mapped[float | None] = mapped_column(Float)
-    lease_ttl_s: Mapped[float | None] = mapped_column(Float)
-    stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
+    heartbeat_s: Mapped[float | None] = col(Float)
+    lease_ttl_s: Mapped[float | None] = col(Float)
+    stopped_at: Mapped[datetime | None] = col(DateTime)
 
     __table_args__ = (Index("ix_supervisors_host_live", "host", "stopped_at"),)
 
@@ -336,28 +385,28 @@ class Schedule(Base):
 
     __tablename__ = "schedules"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    cron: Mapped[str] = mapped_column(String(200))
-    timezone: Mapped[str] = mapped_column(String(64))
-    target: Mapped[str] = mapped_column(String(8))  # ScheduleTarget
-    kind: Mapped[str] = mapped_column(String(100))
+    id: Mapped[int] = col(Integer, primary_key=True)
+    name: Mapped[str] = col(String(200))
+    cron: Mapped[str] = col(String(200))
+    timezone: Mapped[str] = col(String(64))
+    target: Mapped[str] = col(String(8))  # ScheduleTarget
+    kind: Mapped[str] = col(String(100))
     # What a slot creates, checked when the schedule was made: a task's row, or a run's plan.
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    catch_up: Mapped[str] = mapped_column(String(8))  # CatchUp
-    catch_up_max: Mapped[int] = mapped_column(Integer)
-    overlap: Mapped[str] = mapped_column(String(8))  # Overlap
+    spec: Mapped[dict[str, Any]] = col(JSON)
+    catch_up: Mapped[str] = col(String(8))  # CatchUp
+    catch_up_max: Mapped[int] = col(Integer)
+    overlap: Mapped[str] = col(String(8))  # Overlap
     # A slot fired later than this after its time was missed (the catch-up policy decides).
-    grace_s: Mapped[float] = mapped_column(Float)
-    paused: Mapped[bool] = mapped_column(Boolean, server_default=false())
-    origin: Mapped[str] = mapped_column(String(8))  # "code" (synced from a definition at start) or "api"
-    definition_hash: Mapped[str] = mapped_column(String(64))  # of what defines it: a changed definition re-syncs
+    grace_s: Mapped[float] = col(Float)
+    paused: Mapped[bool] = col(Boolean, server_default=false())
+    origin: Mapped[str] = col(String(8))  # "code" (synced from a definition at start) or "api"
+    definition_hash: Mapped[str] = col(String(64))  # of what defines it: a changed definition re-syncs
     # The next slot not yet handled (UTC, by the database's clock): every slot before it has its fire row.
-    next_slot_at: Mapped[datetime | None] = mapped_column(DateTime)
-    last_fire_id: Mapped[int | None] = mapped_column(Integer)  # the latest fire that created work (overlap)
-    waiting_fire_id: Mapped[int | None] = mapped_column(Integer)  # a fire queued behind it (overlap queue)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    next_slot_at: Mapped[datetime | None] = col(DateTime)
+    last_fire_id: Mapped[int | None] = col(Integer)  # the latest fire that created work (overlap)
+    waiting_fire_id: Mapped[int | None] = col(Integer)  # a fire queued behind it (overlap queue)
+    created_at: Mapped[datetime] = col(DateTime)
+    updated_at: Mapped[datetime] = col(DateTime)
 
     __table_args__ = (
         Index("ux_schedules_name", "name", unique=True),
@@ -377,17 +426,17 @@ class ScheduleFire(Base):
 
     __tablename__ = "schedule_fires"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
-    slot_at: Mapped[datetime | None] = mapped_column(DateTime)  # UTC; NULL for a fire by hand
-    slots: Mapped[int] = mapped_column(Integer, server_default=text("1"))  # >1: a span of missed slots ...
-    last_slot_at: Mapped[datetime | None] = mapped_column(DateTime)  # ... ending at this slot
-    outcome: Mapped[str] = mapped_column(String(8))  # FireOutcome
-    catch_up: Mapped[bool] = mapped_column(Boolean, server_default=false())  # created late, for a missed slot
-    reason: Mapped[str | None] = mapped_column(Text)
-    fired_at: Mapped[datetime] = mapped_column(DateTime)  # when this row was written (or its work created)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    id: Mapped[int] = col(Integer, primary_key=True)
+    schedule_id: Mapped[int] = col(ForeignKey("schedules.id", ondelete="CASCADE"))
+    slot_at: Mapped[datetime | None] = col(DateTime)  # UTC; NULL for a fire by hand
+    slots: Mapped[int] = col(Integer, server_default=text("1"))  # >1: a span of missed slots ...
+    last_slot_at: Mapped[datetime | None] = col(DateTime)  # ... ending at this slot
+    outcome: Mapped[str] = col(String(8))  # FireOutcome
+    catch_up: Mapped[bool] = col(Boolean, server_default=false())  # created late, for a missed slot
+    reason: Mapped[str | None] = col(Text)
+    fired_at: Mapped[datetime] = col(DateTime)  # when this row was written (or its work created)
+    run_id: Mapped[int | None] = col(ForeignKey("runs.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = col(ForeignKey("tasks.id", ondelete="CASCADE"))
 
     __table_args__ = (
         Index("ux_schedule_fires_slot", "schedule_id", "slot_at", unique=True),

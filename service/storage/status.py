@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, null, select, union_all
-from sqlalchemy.orm import aliased
 
 from service.errors import InvalidInput, NotFound
 from service.storage import flow
@@ -242,11 +241,12 @@ def _slowest(rows: Sequence[Row[int, datetime | None, datetime | None]]) -> list
 def outcomes(conn: Connection, run_id: int) -> dict[str, int]:
     # Driven by the run's task ids (a covering index scan), then each task's attempts by index:
     # a join that needed tasks' other columns let SQLite's averaged statistics pick a scan.
-    later = aliased(TaskAttempt)
+    later_attempts = TaskAttempt.__table__.alias()
+    later = later_attempts.c
     followed = later.id.is_not(None)
     rows = conn.execute(
         select(TaskAttempt.outcome, TaskAttempt.charged, followed, func.count())
-        .outerjoin(later, (later.task_id == TaskAttempt.task_id) & (later.attempt == TaskAttempt.attempt + 1))
+        .outerjoin(later_attempts, (later.task_id == TaskAttempt.task_id) & (later.attempt == TaskAttempt.attempt + 1))
         .where(TaskAttempt.task_id.in_(select(Task.id).where(Task.run_id == run_id)))
         .group_by(TaskAttempt.outcome, TaskAttempt.charged, followed)
     ).all()

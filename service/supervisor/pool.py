@@ -275,6 +275,7 @@ class Pool:
             return
         p.pid = pid
         self.by_pid[pid] = p
+        log.debug("pool.forked process=%s pid=%s", p.id, pid)
         if p.doomed is not None and p.kill_at is None:  # stopped before we knew whom to signal
             p.signal(signal.SIGTERM)
             p.kill_at = self.clock.monotonic() + self.kill_grace_s

@@ -21,6 +21,7 @@ import sys
 from collections import deque
 from typing import Any
 
+from service.supervisor import early
 from service.task_process.protocol import get_kind, kinds
 
 log = logging.getLogger("tenure.pool")
@@ -28,12 +29,6 @@ log = logging.getLogger("tenure.pool")
 RESTART_S = 1.0  # a zygote that died is started again after this long
 DEATHS = 3  # this many deaths of an idle zygote within DEATHS_WINDOW_S mean a broken environment
 DEATHS_WINDOW_S = 60.0
-
-_BOOT = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
-    "from service.task_process.zygote import main; main(sys.argv)"
-)
-
 
 class Spawner:
     def __init__(self, selector: selectors.BaseSelector, clock: Any) -> None:
@@ -48,18 +43,13 @@ class Spawner:
         self.broken: str | None = None
 
     def start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path)],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        theirs.close()
-        ours.setblocking(False)
+        self.process, ours = early.take() or early.launch()
         self.ctl = ours
         self._outbox.clear()
         self._modules = {m for m in (getattr(k.build, "__module__", None) for k in kinds()) if m}
         self.selector.register(ours, selectors.EVENT_READ, "zygote")
-        self._send({"op": "hello", "modules": sorted(self._modules), "main": main_path()})
+        # sys.path again: a zygote started early (service.supervisor.early) began with the command's.
+        self._send({"op": "hello", "modules": sorted(self._modules), "main": main_path(), "path": sys.path})
         log.info("pool.zygote_started pid=%s modules=%s", self.process.pid, len(self._modules))
 
     @property
@@ -97,6 +87,8 @@ class Spawner:
         if not data:
             return [{"op": "died", "code": self._bury()}]
         message: dict[str, Any] = json.loads(data)
+        if message.get("op") == "ready":
+            log.debug("pool.zygote_ready pid=%s", message.get("pid"))
         if message.get("op") in ("ready", "imported"):
             for error in message.get("errors") or []:
                 log.error("pool.import_failed error=%s (tasks of its kinds will fail)", error)

@@ -102,6 +102,8 @@ class Zygote:
         op = message.get("op")
         if op == "hello":
             self.main_path = message.get("main")
+            if isinstance(message.get("path"), list):
+                sys.path[:] = message["path"]
             _send(self.ctl, {"op": "ready", "pid": os.getpid(),
                              "errors": self._settle_imports(message.get("modules", []))})
         elif op == "import":
