@@ -12,18 +12,9 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if runs_tasks(args):
-        from service.supervisor import early
+    from service.supervisor import early
 
-        early.start_early()
+    early.start_for(list(sys.argv[1:] if argv is None else argv))
     from web import cli
 
     return cli.main(argv)
-
-
-def runs_tasks(args: list[str]) -> bool:
-    """Whether the command starts a supervisor (help and a serve without a worker do not)."""
-    if not args or args[0] not in ("worker", "serve") or {"-h", "--help"} & set(args):
-        return False
-    return not (args[0] == "serve" and "--no-worker" in args)

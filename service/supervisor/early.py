@@ -42,6 +42,15 @@ def start_early() -> None:
         _started = launch()
 
 
+def start_for(args: list[str]) -> None:
+    """Launch the zygote early if the command line starts a supervisor: ``worker``, or ``serve``
+    without ``--no-worker`` (never for help)."""
+    if not args or args[0] not in ("worker", "serve") or {"-h", "--help"} & set(args):
+        return
+    if not (args[0] == "serve" and "--no-worker" in args):
+        start_early()
+
+
 def take() -> tuple[subprocess.Popen[bytes], socket.socket] | None:
     """The zygote started early, once; None when there is none (or it died meanwhile)."""
     global _started
