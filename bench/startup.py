@@ -240,8 +240,9 @@ def main() -> None:
             print(f"  {at * 1000:7.0f} ms  {what}")
     print("imports of `tenure worker` by package (python -X importtime, self time; it inflates them):")
     rows = imports()
+    rest, total = sum(ms for _, ms in rows[8:]), sum(ms for _, ms in rows)
     print("  " + ", ".join(f"{name} {ms:.0f} ms" for name, ms in rows[:8])
-          + f"; {len(rows) - 8} others {sum(ms for _, ms in rows[8:]):.0f} ms; total {sum(ms for _, ms in rows):.0f} ms")
+          + f"; {len(rows) - 8} others {rest:.0f} ms; total {total:.0f} ms")
 
 
 if __name__ == "__main__":
