@@ -1,6 +1,6 @@
 """Start-up and recovery: how soon a new worker runs its first task, and where that time goes.
 
-    .venv/bin/python bench/startup.py [REPEATS]
+    .venv/bin/python bench/startup.py [REPEATS] [--against REV]
 
 Rows (REPEATS, default 5, medians with every sample; SQLite and PostgreSQL):
 
@@ -14,11 +14,15 @@ Rows (REPEATS, default 5, medians with every sample; SQLite and PostgreSQL):
    start (its log's times, relative to the command's start), then what the imports cost by
    package (``python -X importtime``, which inflates them somewhat).
 
-Prints figures; asserts nothing (a benchmark, not a test).
+``--against REV`` measures rows 1 and 2 for the code at REV too (a ``git worktree``, run with
+the same interpreter and packages), interleaved with today's, and prints the ratios. Commands
+run as ``python -m web`` (what the ``tenure`` script runs) with the code's directory first on
+``PYTHONPATH``. Prints figures; asserts nothing (a benchmark, not a test).
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 import re
@@ -41,7 +45,6 @@ import service
 from service.storage.db import make_engine
 
 REPO = Path(__file__).resolve().parents[1]
-TENURE = str(REPO / ".venv" / "bin" / "tenure")
 PG_ADMIN = os.environ.get("TENURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 POLL_S = 0.002
 SLEEP_S = 5.0
@@ -112,18 +115,22 @@ def free_port() -> int:
 
 
 def command(kind: str, url: str) -> list[str]:
-    base = [TENURE, kind, "--db", url, "--log-level", "debug"]
+    base = [sys.executable, "-m", "web", kind, "--db", url, "--log-level", "debug"]
     return [*base, "--port", str(free_port())] if kind == "serve" else base
 
 
-def first_task(kind: str, url: str, log: Path) -> float:
+def env_for(src: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(src)}
+
+
+def first_task(kind: str, url: str, log: Path, src: Path = REPO) -> float:
     t = service.open(url, migrate=False)
     t.submit_task("echo", {})
     t.close()
     count = counter(url)
     with log.open("w") as err:
         begin = time.time()
-        proc = subprocess.Popen(command(kind, url), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(command(kind, url), stdout=subprocess.DEVNULL, stderr=err, env=env_for(src))
         try:
             done = wait_until(lambda: count("succeeded") == 1)
         finally:
@@ -151,14 +158,14 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def crash(url: str, tmp: Path) -> tuple[float, float]:
+def crash(url: str, tmp: Path, src: Path = REPO) -> tuple[float, float]:
     t = service.open(url, migrate=False)
     t.submit_run(50, "sleep", {"min_seconds": SLEEP_S, "max_seconds": SLEEP_S, "failure_rate": 0,
                                "transient_rate": 0})
     t.close()
     count = counter(url)
-    first = subprocess.Popen([TENURE, "worker", "--db", url], stdout=subprocess.DEVNULL,
-                             stderr=(tmp / "crash-1.log").open("w"))
+    first = subprocess.Popen([sys.executable, "-m", "web", "worker", "--db", url], stdout=subprocess.DEVNULL,
+                             stderr=(tmp / "crash-1.log").open("w"), env=env_for(src))
     wait_until(lambda: count("running") == 50)
     time.sleep(KILL_AFTER_S)  # the point of the row: tasks that ran 2 s when their worker died
     for pid in tree(first.pid):
@@ -168,8 +175,8 @@ def crash(url: str, tmp: Path) -> tuple[float, float]:
             pass
     first.wait()
     begin = time.time()
-    second = subprocess.Popen([TENURE, "worker", "--db", url], stdout=subprocess.DEVNULL,
-                              stderr=(tmp / "crash-2.log").open("w"))
+    second = subprocess.Popen([sys.executable, "-m", "web", "worker", "--db", url], stdout=subprocess.DEVNULL,
+                              stderr=(tmp / "crash-2.log").open("w"), env=env_for(src))
     try:
         reclaimed = wait_until(lambda: count("reclaimed") > 0)
         done = wait_until(lambda: count("succeeded") == 50, 60)
@@ -202,39 +209,70 @@ def imports() -> list[tuple[str, float]]:
     return [(name, us / 1000) for name, us in by_package.most_common()]
 
 
-def show(name: str, samples: list[float]) -> None:
-    print(f"  {name:<46} median {statistics.median(samples):6.3f} s   "
-          f"({', '.join(f'{s:.3f}' for s in samples)})", flush=True)
+def show(name: str, samples: list[float], before: list[float] | None = None) -> None:
+    line = f"  {name:<52} median {statistics.median(samples):6.3f} s ({', '.join(f'{v:.3f}' for v in samples)})"
+    if before:
+        line += (f"; before {statistics.median(before):6.3f} s ({', '.join(f'{v:.3f}' for v in before)}), "
+                 f"{statistics.median(samples) / statistics.median(before):.2f}x")
+    print(line, flush=True)
+
+
+@contextmanager
+def worktree(rev: str | None) -> Iterator[Path | None]:
+    if rev is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), rev], cwd=REPO, check=True)
+        try:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", "service", "web", "migrations"], cwd=path,
+                           check=True)
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=True)
 
 
 def main() -> None:
-    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    parser = argparse.ArgumentParser()
+    parser.add_argument("repeats", nargs="?", type=int, default=5)
+    parser.add_argument("--against", help="a git revision to measure beside today's code")
+    options = parser.parse_args()
+    repeats = options.repeats
     # As an installed package has them: with PYTHONDONTWRITEBYTECODE set (as on CI machines) an
     # editable install would compile tenure's own modules at every start, 0.15 s more.
     subprocess.run([sys.executable, "-m", "compileall", "-q", "service", "web", "migrations"], cwd=REPO, check=True)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; {repeats} repeats")
-    with tempfile.TemporaryDirectory() as tmp_name:
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; {repeats} repeats"
+          + (f"; before = {options.against}" if options.against else ""))
+    with tempfile.TemporaryDirectory() as tmp_name, worktree(options.against) as before_src:
         tmp = Path(tmp_name)
         last_log = tmp / "first.log"
+        sources = [REPO] + ([before_src] if before_src else [])
         for backend in ("sqlite", "postgresql"):
             print(f"{backend}:")
             for kind in ("worker", "serve"):
-                samples = []
+                samples: dict[Path, list[float]] = {src: [] for src in sources}
                 for _ in range(repeats):
-                    with database(backend, tmp) as url:
-                        samples.append(first_task(kind, url, tmp / f"{kind}.log"))
-                show(f"tenure {kind}: start -> first task succeeded", samples)
-                if backend == "sqlite" and kind == "worker":
-                    (tmp / "worker.log").replace(last_log)
-                    (tmp / "worker.begin").replace(last_log.with_suffix(".begin"))
-            done, first = [], []
+                    for src in sources:  # interleaved
+                        with database(backend, tmp) as url:
+                            samples[src].append(first_task(kind, url, tmp / f"{kind}.log", src))
+                        if backend == "sqlite" and kind == "worker" and src == REPO:
+                            (tmp / "worker.log").replace(last_log)
+                            (tmp / "worker.begin").replace(last_log.with_suffix(".begin"))
+                show(f"tenure {kind}: start -> first task succeeded", samples[REPO],
+                     samples[before_src] if before_src else None)
+            done: dict[Path, list[float]] = {src: [] for src in sources}
+            first: dict[Path, list[float]] = {src: [] for src in sources}
             for _ in range(max(1, repeats // 2)):
-                with database(backend, tmp) as url:
-                    d, f = crash(url, tmp)
-                done.append(d)
-                first.append(f)
-            show(f"crash: all 50 done after the new worker's start (tasks {SLEEP_S:g} s)", done)
-            show("crash: first re-claim after the new worker's start", first)
+                for src in sources:
+                    with database(backend, tmp) as url:
+                        d, f = crash(url, tmp, src)
+                    done[src].append(d)
+                    first[src].append(f)
+            show(f"crash: all 50 done after the new worker's start (tasks {SLEEP_S:g} s)", done[REPO],
+                 done[before_src] if before_src else None)
+            show("crash: first re-claim after the new worker's start", first[REPO],
+                 first[before_src] if before_src else None)
         print("where the last SQLite `tenure worker` start went (from its log, after the command's start):")
         for at, what in milestones(last_log):
             print(f"  {at * 1000:7.0f} ms  {what}")

@@ -1,5 +1,5 @@
 """`python -m web` is the `tenure` command."""
 
-from web.cli import main
+from web.entry import main
 
 raise SystemExit(main())

@@ -147,15 +147,16 @@ def _configure_sqlite(engine: Engine, sync: str) -> None:
 
 
 FINE_WAIT_S = 0.25  # how long a writer polls for the write lock finely before SQLite's own waits
-_FIRST_POLL_S, _LAST_POLL_S = 0.0001, 0.001
+_FIRST_POLL_S, _LAST_POLL_S = 0.0005, 0.002
 
 
 def _begin_immediate(conn: Connection) -> None:
-    """``BEGIN IMMEDIATE``, polling for a lock that another writer holds every 0.1 to 1 ms.
+    """``BEGIN IMMEDIATE``, polling for a lock that another writer holds every 0.5 to 2 ms.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15 ... ms between tries, so a submit that
     met a worker's 2 ms claim waited 3 to 8 ms, and the tail of submits while a worker drains
-    was 12 ms. Polled finely, a writer waits about as long as the lock is held. Past
+    was 12 ms. Polled finely, a writer waits about as long as the lock is held (polling every
+    0.1 to 1 ms took the lock from a draining worker too often: its throughput fell). Past
     :data:`FINE_WAIT_S` the busy timeout takes over, with its errors as before.
     """
     raw = conn.connection.driver_connection

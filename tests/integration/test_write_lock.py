@@ -1,6 +1,6 @@
 """A SQLite writer waits for another's write lock: finely at first, then by SQLite's busy timeout.
 
-:func:`service.storage.db.write_tx` polls ``BEGIN IMMEDIATE`` every 0.1 to 1 ms for
+:func:`service.storage.db.write_tx` polls ``BEGIN IMMEDIATE`` every 0.5 to 2 ms for
 ``FINE_WAIT_S``, then hands over to the connection's busy timeout. What must hold whatever the
 timing: a writer held up for longer than the fine wait still gets through once the lock is free;
 one held up past the busy timeout gets the clear "busy" error; the connection keeps its busy
