@@ -13,16 +13,17 @@ The engine tells them apart only by what ``run()`` returns (see :mod:`service.su
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from service.errors import InvalidInput
-from service.validation import check
+
+if TYPE_CHECKING:  # pydantic is imported only where parameters are checked: never in the zygote for built-ins
+    from pydantic import BaseModel
 
 MAX_CHECKPOINT_BYTES = 1024 * 1024  # written to the database at every heartbeat that changed it
 
@@ -114,6 +115,8 @@ class Kind:
     ``params`` is a pydantic model of the run parameters a simulation of it takes (None: it
     takes none, or says nothing of them); ``validate`` checks and completes them before
     anything is written (raising InvalidInput); ``args_for`` turns them into one task's args.
+    A model may be registered as ``"module:Name"``: it is imported when first needed (so the
+    processes that only run tasks never import pydantic for it).
     """
 
     name: str
@@ -123,14 +126,26 @@ class Kind:
     args_for: Callable[[dict[str, Any], int], dict[str, Any]] = field(
         default=lambda params, position: {**params, "position": position}
     )
-    takes: frozenset[str] = frozenset()  # the run parameters it accepts (for forms and docs)
-    params: type[BaseModel] | None = None
+    named: frozenset[str] = frozenset()  # the run parameters it accepts, when it has no model
+    model: type[BaseModel] | str | None = None
     # Flow control defaults (see service.faces.flow): its queue, its priority, the concurrency key
     # derived from a task's args, and at most how many with one key run at once.
     queue: str | None = None
     priority: int | None = None
     key: Callable[[dict[str, Any]], str | None] | None = None
     key_limit: int | None = None
+
+    @property
+    def params(self) -> type[BaseModel] | None:
+        if isinstance(self.model, str):
+            object.__setattr__(self, "model", _resolved(self.model))  # once: imported now
+        return self.model  # type: ignore[return-value]
+
+    @property
+    def takes(self) -> frozenset[str]:
+        """The run parameters it accepts (for forms and docs)."""
+        model = self.params
+        return frozenset(model.model_fields) if model is not None else self.named
 
 
 _REGISTRY: dict[str, Kind] = {}
@@ -143,7 +158,7 @@ def register(
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     args_for: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
     takes: frozenset[str] | set[str] = frozenset(),
-    params: type[BaseModel] | None = None,
+    params: type[BaseModel] | str | None = None,
     queue: str | None = None,
     priority: int | None = None,
     key: Callable[[dict[str, Any]], str | None] | None = None,
@@ -151,25 +166,38 @@ def register(
 ) -> Callable[[Factory], Factory]:
     """Register a factory under ``name`` (a decorator). Re-registering a name replaces it.
 
-    ``params`` (a pydantic model) describes and checks a simulation's run parameters; without
-    it ``takes`` names them, unchecked. ``queue``, ``priority``, ``key`` (args -> a concurrency
-    key, or None) and ``key_limit`` are its tasks' flow defaults (a submission may override them).
+    ``params`` (a pydantic model, or ``"module:Name"`` to import it when first needed) describes and
+    checks a simulation's run parameters; without it ``takes`` names them, unchecked. ``queue``,
+    ``priority``, ``key`` (args -> a concurrency key, or None) and ``key_limit`` are its tasks' flow
+    defaults (a submission may override them).
     """
 
     def decorate(build: Factory) -> Factory:
-        options: dict[str, Any] = {"takes": frozenset(params.model_fields if params is not None else takes),
-                                   "params": params, "queue": queue, "priority": priority, "key": key,
-                                   "key_limit": key_limit}
+        options: dict[str, Any] = {"named": frozenset(takes), "model": params, "queue": queue,
+                                   "priority": priority, "key": key, "key_limit": key_limit}
         if validate is not None:
             options["validate"] = validate
         elif params is not None:
-            options["validate"] = lambda values: check(params, values, owner=name).model_dump()
+            options["validate"] = lambda values: _checked(params, name, values)
         if args_for is not None:
             options["args_for"] = args_for
         _REGISTRY[name] = Kind(name=name, build=build, description=description, **options)
         return build
 
     return decorate
+
+
+def _resolved(model: type[BaseModel] | str) -> type[BaseModel]:
+    if isinstance(model, str):
+        module, _, name = model.partition(":")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return model
+
+
+def _checked(model: type[BaseModel] | str, owner: str, values: dict[str, Any]) -> dict[str, Any]:
+    from service.validation import check
+
+    return check(_resolved(model), values, owner=owner).model_dump()
 
 
 def get_kind(name: str) -> Kind:

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Annotated, Any, Literal
-
-from annotated_types import Ge, Le
-from pydantic import Field
+from typing import Any
 
 from service.errors import InvalidInput
-from service.task_process.kinds import params as p
 from service.task_process.protocol import TaskContext, register
 
 SHAPES = ("blocking", "polling", "random")
@@ -96,15 +92,10 @@ def gen_task(
     return kind(value, rng.randint(1, 99) * time_scale, ctx)
 
 
-class GenTaskParams(p.Params):
-    time_scale: Annotated[float, p.Finite, Ge(0), Le(100)] = Field(1.0, description="multiplies the 1-99 s durations")
-    shape: Literal["blocking", "polling", "random"] = Field("random", description="which fake each task is")
-    seed: p.Seed | None = Field(None, description="makes the run repeatable (default: drawn and stored)")
-
-
 def validate(params: dict[str, Any]) -> dict[str, Any]:
-    values = p.checked(GenTaskParams, params, "gen_task")
-    return {**values, "seed": p.seed(values["seed"])}
+    from service.task_process.kinds import models  # pydantic: not in the processes that run tasks
+
+    return models.validate_gen_task(params)
 
 
 def _shape(value: Any) -> str:
@@ -118,7 +109,7 @@ def args_for(params: dict[str, Any], position: int) -> dict[str, Any]:
 
 
 @register("gen_task", description="the exercise's fakes: blocking or polling (shape), 1-99 s, returns 2*value",
-          params=GenTaskParams, validate=validate, args_for=args_for)
+          params="service.task_process.kinds.models:GenTaskParams", validate=validate, args_for=args_for)
 def build(args: dict[str, Any], ctx: TaskContext) -> BlockingFake | PollingFake:
     if "value" not in args:
         raise InvalidInput('gen_task needs a "value" (a whole number) in its args, like {"value": 21}')

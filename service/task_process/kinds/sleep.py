@@ -16,10 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
-
 from service.errors import PermanentError, TransientError
-from service.task_process.kinds import params as p
 from service.task_process.protocol import TaskContext, register
 
 log = logging.getLogger("tenure.sleep")
@@ -56,19 +53,10 @@ def plan(args: dict[str, Any]) -> Plan:
     return Plan(duration, fate, rng.uniform(0.3, 0.9), rng.choice(FAILURES))
 
 
-class SleepParams(p.Params):
-    """Any values in range go together: no pair of them is refused."""
-
-    min_seconds: p.Seconds = Field(30.0, description="the shortest task, in seconds")
-    max_seconds: p.Seconds = Field(120.0, description="the longest task, in seconds (either order works)")
-    failure_rate: p.Rate = Field(0.1, description="the share of tasks that fail for good part-way")
-    transient_rate: p.Rate = Field(0.1, description="the share of the others that fail once, then succeed")
-    seed: p.Seed | None = Field(None, description="makes the run repeatable (default: drawn and stored)")
-
-
 def validate(params: dict[str, Any]) -> dict[str, Any]:
-    values = p.checked(SleepParams, params, "sleep")
-    return {**values, "seed": p.seed(values["seed"])}
+    from service.task_process.kinds import models  # pydantic: not in the processes that run tasks
+
+    return models.validate_sleep(params)
 
 
 class Sleep:
@@ -115,6 +103,6 @@ class Sleep:
 
 
 @register("sleep", description="sleeps a seeded random duration; fails or retries at seeded rates",
-          params=SleepParams, validate=validate)
+          params="service.task_process.kinds.models:SleepParams", validate=validate)
 def build(args: dict[str, Any], ctx: TaskContext) -> Sleep:
     return Sleep(args, ctx)
