@@ -171,7 +171,10 @@ def _begin_immediate(conn: Connection) -> None:
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     break  # not a lock: said again below, with SQLAlchemy's wrapping
-            time.sleep(pause)
+            try:
+                time.sleep(pause)
+            except OSError:  # a preloaded clock shim (faketime) can make a timed sleep fail: SQLite waits
+                break
             pause = min(pause * 2, _LAST_POLL_S)
     finally:
         raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
