@@ -120,6 +120,7 @@ def command(kind: str, url: str) -> list[str]:
 
 
 def env_for(src: Path) -> dict[str, str]:
+    """Commands run in ``src`` too: ``python -m`` puts the working directory first on sys.path."""
     return {**os.environ, "PYTHONPATH": str(src)}
 
 
@@ -130,7 +131,7 @@ def first_task(kind: str, url: str, log: Path, src: Path = REPO) -> float:
     count = counter(url)
     with log.open("w") as err:
         begin = time.time()
-        proc = subprocess.Popen(command(kind, url), stdout=subprocess.DEVNULL, stderr=err, env=env_for(src))
+        proc = subprocess.Popen(command(kind, url), stdout=subprocess.DEVNULL, stderr=err, env=env_for(src), cwd=src)
         try:
             done = wait_until(lambda: count("succeeded") == 1)
         finally:
@@ -165,7 +166,7 @@ def crash(url: str, tmp: Path, src: Path = REPO) -> tuple[float, float]:
     t.close()
     count = counter(url)
     first = subprocess.Popen([sys.executable, "-m", "web", "worker", "--db", url], stdout=subprocess.DEVNULL,
-                             stderr=(tmp / "crash-1.log").open("w"), env=env_for(src))
+                             stderr=(tmp / "crash-1.log").open("w"), env=env_for(src), cwd=src)
     wait_until(lambda: count("running") == 50)
     time.sleep(KILL_AFTER_S)  # the point of the row: tasks that ran 2 s when their worker died
     for pid in tree(first.pid):
@@ -176,7 +177,7 @@ def crash(url: str, tmp: Path, src: Path = REPO) -> tuple[float, float]:
     first.wait()
     begin = time.time()
     second = subprocess.Popen([sys.executable, "-m", "web", "worker", "--db", url], stdout=subprocess.DEVNULL,
-                              stderr=(tmp / "crash-2.log").open("w"), env=env_for(src))
+                              stderr=(tmp / "crash-2.log").open("w"), env=env_for(src), cwd=src)
     try:
         reclaimed = wait_until(lambda: count("reclaimed") > 0)
         done = wait_until(lambda: count("succeeded") == 50, 60)
