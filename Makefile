@@ -58,6 +58,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/durability.py
 	$(BIN)/python bench/time.py
 	$(BIN)/python bench/flow.py
+	$(BIN)/python bench/startup.py
 
 # Needs Redis on 127.0.0.1:6379 (db 13 is flushed; BENCH_REDIS picks another). About 6 min; ARGS=--quick: under 1.
 bench-peers: $(BIN)/.installed $(BENCH_VENV)/bin/.installed
