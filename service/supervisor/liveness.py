@@ -46,6 +46,16 @@ def process_identity(pid: int) -> tuple[str | None, int | None]:
         return boot_id, None
 
 
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has exited but is not yet reaped (state Z or X in /proc): a supervisor killed
+    under an init that reaps slowly (PID 1 of a container, say) stays such a zombie for seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def process_alive(pid: int, boot_id: str | None, start_ticks: int | None) -> bool:
     """True unless the process that registered with (pid, boot id, start ticks) is surely gone."""
     try:
@@ -54,6 +64,8 @@ def process_alive(pid: int, boot_id: str | None, start_ticks: int | None) -> boo
         return False
     except PermissionError:
         pass  # it exists, owned by someone else
+    if _exited(pid):
+        return False  # a zombie: dead, though its parent has not collected its exit status yet
     now_boot, ticks = process_identity(pid)
     if boot_id is not None and now_boot is not None and boot_id != now_boot:
         return False  # the machine rebooted since: no process of that boot survives

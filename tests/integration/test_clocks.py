@@ -92,6 +92,20 @@ def test_same_host_liveness_compares_start_ticks_not_wall_times() -> None:
     assert not process_alive(int(gone.stdout), boot, ticks)
 
 
+def test_a_process_that_exited_but_is_not_yet_reaped_is_dead() -> None:
+    """A zombie keeps its pid and start ticks until its parent waits for it: a supervisor killed with
+    kill -9 under a slow-reaping PID 1 (a container without an init, this sandbox) was taken for alive
+    for 5 s, and a restarted `tenure serve` took its leases back only at its next scan."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    boot, ticks = process_identity(child.pid)
+    assert ticks is not None
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # it has exited; WNOWAIT leaves it a zombie
+    try:
+        assert not process_alive(child.pid, boot, ticks)
+    finally:
+        child.wait()
+
+
 def test_a_watcher_that_saw_nothing_for_a_while_blames_no_one() -> None:
     """After a database outage every heartbeat looks stale: the watcher starts its timers again."""
     from datetime import datetime
