@@ -27,7 +27,6 @@ import collections
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from isolation import descendants, free_port  # bench/isolation.py
 from sqlalchemy import text
 
 import service
@@ -108,12 +108,6 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 60) -> float:
     return time.time()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def command(kind: str, url: str) -> list[str]:
     base = [sys.executable, "-m", "web", kind, "--db", url, "--log-level", "debug"]
     return [*base, "--port", str(free_port())] if kind == "serve" else base
@@ -141,24 +135,6 @@ def first_task(kind: str, url: str, log: Path, src: Path = REPO) -> float:
     return done - begin
 
 
-def tree(pid: int) -> list[int]:
-    """pid and every descendant (the zygote starts a session of its own, so a process group is not enough)."""
-    children = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, []))
-    return found
-
-
 def crash(url: str, tmp: Path, src: Path = REPO) -> tuple[float, float]:
     t = service.open(url, migrate=False)
     t.submit_run(50, "sleep", {"min_seconds": SLEEP_S, "max_seconds": SLEEP_S, "failure_rate": 0,
@@ -169,7 +145,7 @@ def crash(url: str, tmp: Path, src: Path = REPO) -> tuple[float, float]:
                              stderr=(tmp / "crash-1.log").open("w"), env=env_for(src), cwd=src)
     wait_until(lambda: count("running") == 50)
     time.sleep(KILL_AFTER_S)  # the point of the row: tasks that ran 2 s when their worker died
-    for pid in tree(first.pid):
+    for pid in descendants(first.pid):  # the zygote is a session of its own: no process group
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
