@@ -50,7 +50,7 @@ from service.storage.models import (
     ScheduleTarget,
     Task,
 )
-from service.storage.submit import Placement, insert_run, insert_task, place, set_keys
+from service.storage.submit import Placement, insert_run, insert_task, placed
 
 log = logging.getLogger("tenure.schedules")
 
@@ -257,18 +257,13 @@ def _create(conn: Connection, s: Any, slot: datetime | None) -> tuple[int | None
     # Where its work waits: the kind's queue and key limits, as planned when the schedule was made.
     where = Placement(queue=spec.get("queue") or "default",
                       key_limits=tuple((str(k), int(n)) for k, n in spec.get("key_limits") or ()))
-    place(conn, where)
     if s.target == ScheduleTarget.TASK:
-        task_id = insert_task(conn, {**spec["row"], "queue": where.queue}, None)
-        set_keys(conn, where)
-        return None, task_id
+        return None, placed(conn, where, lambda: insert_task(conn, {**spec["row"], "queue": where.queue}, None))
     when = _local(slot, s) if slot is not None else "by hand"
     name = spec.get("name") or f"{s.name} · {when}"
-    run_id = insert_run(conn, kind=spec["kind"], total=int(spec["total"]), params=spec.get("params") or {},
-                        tasks=spec["rows"], name=name[:200], on_complete=spec.get("on_complete"), due=None,
-                        queue=where.queue)
-    set_keys(conn, where)
-    return run_id, None
+    return placed(conn, where, lambda: insert_run(
+        conn, kind=spec["kind"], total=int(spec["total"]), params=spec.get("params") or {}, tasks=spec["rows"],
+        name=name[:200], on_complete=spec.get("on_complete"), due=None, queue=where.queue)), None
 
 
 def _row(conn: Connection, s: Any, *, slot_at: datetime | None, outcome: FireOutcome, at: datetime,

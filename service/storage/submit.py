@@ -8,7 +8,7 @@ second waits on the key's row, fails to insert it, and finds the first's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,12 +89,9 @@ class Submissions:
         where = placement or Placement()
 
         def make(conn: Connection) -> int:
-            place(conn, where)
-            made = insert_run(conn, kind=kind, total=total, params=params, tasks=tasks, name=name,
-                              on_complete=on_complete, due=start.due(conn) if start is not None else None,
-                              queue=where.queue)
-            set_keys(conn, where)
-            return made
+            return placed(conn, where, lambda: insert_run(
+                conn, kind=kind, total=total, params=params, tasks=tasks, name=name, on_complete=on_complete,
+                due=start.due(conn) if start is not None else None, queue=where.queue))
 
         return self._submit(make, idempotency, "run_id")
 
@@ -130,10 +127,7 @@ class Submissions:
                "unique_key": unique_key}
 
         def make(conn: Connection) -> int:
-            place(conn, where)
-            made = insert_task(conn, row, start.due(conn) if start is not None else None)
-            set_keys(conn, where)
-            return made
+            return placed(conn, where, lambda: insert_task(conn, row, start.due(conn) if start is not None else None))
 
         return self._submit(make, idempotency, "task_id", unique_key)
 
@@ -166,6 +160,15 @@ class Submissions:
             raise Conflict(f"the unique key {unique_key!r} is being taken by another request right now; try again")
         key = idempotency.key.partition(":")[2]
         raise Conflict(f"the idempotency key {key!r} is being used by another request right now")
+
+
+def placed(conn: Connection, where: Placement, insert_work: Callable[[], int]) -> int:
+    """``insert_work()`` (a run or a task) where ``where`` says, in the lock order: its queue's row
+    first, then the work, then its keys' limits. Returns what ``insert_work`` returned."""
+    place(conn, where)
+    made = insert_work()
+    set_keys(conn, where)
+    return made
 
 
 def place(conn: Connection, where: Placement) -> None:
